@@ -1,0 +1,228 @@
+//! `nanolab run` and `nanolab devices`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context as _};
+use clap::Args;
+
+use crate::engine::{validate_model_file, EngineClient};
+use crate::metrics::mib;
+use crate::protocol::*;
+
+/// `run` arguments.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Model GGUF file.
+    #[arg(long, short)]
+    pub model: PathBuf,
+    /// Adapter GGUF, optionally with a scale: FILE or FILE:SCALE. Repeat to stack.
+    #[arg(long = "adapter", short = 'a', value_parser = parse_adapter_arg)]
+    pub adapters: Vec<AdapterSpec>,
+    /// Raw prompt (tokenized as is).
+    #[arg(long, short, conflicts_with = "chat", required_unless_present = "chat")]
+    pub prompt: Option<String>,
+    /// Chat message, formatted with the model's chat template.
+    #[arg(long, short)]
+    pub chat: Option<String>,
+    /// System message for --chat.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// One JSON object with text and stats, instead of streaming.
+    #[arg(long)]
+    pub json: bool,
+    /// Temperature (0 = greedy, deterministic).
+    #[arg(long, default_value_t = 0.0)]
+    pub temp: f32,
+    /// Top-k (0 = off).
+    #[arg(long, default_value_t = 40)]
+    pub top_k: i32,
+    /// Top-p (1 = off).
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Min-p (0 = off).
+    #[arg(long, default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Repetition penalty (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// Seed.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u32,
+    /// Maximum tokens to generate.
+    #[arg(long, short = 'n', default_value_t = 128)]
+    pub max_tokens: u32,
+    /// Stop before this string (repeatable).
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// Context length in tokens.
+    #[arg(long, default_value_t = 2048)]
+    pub ctx: u32,
+    /// CPU threads (default: all cores, up to 8).
+    #[arg(long)]
+    pub threads: Option<u32>,
+    /// Layers to offload to a GPU (default: all when a GPU backend exists, 0 on CPU builds).
+    #[arg(long)]
+    pub gpu_layers: Option<u32>,
+    /// Alternatives per token to include in --json output.
+    #[arg(long, default_value_t = 0)]
+    pub top_n: u32,
+}
+
+/// Parses `FILE[:SCALE]`.
+pub fn parse_adapter_arg(s: &str) -> Result<AdapterSpec, String> {
+    if let Some((path, scale)) = s.rsplit_once(':') {
+        if let Ok(scale) = scale.parse::<f32>() {
+            if !scale.is_finite() {
+                return Err(format!("scale {scale} is not a number"));
+            }
+            return Ok(AdapterSpec {
+                path: PathBuf::from(path),
+                scale,
+            });
+        }
+    }
+    Ok(AdapterSpec {
+        path: PathBuf::from(s),
+        scale: 1.0,
+    })
+}
+
+pub fn run(args: &RunArgs) -> anyhow::Result<()> {
+    // Fail fast on bad files, before an engine process starts.
+    let model_header = validate_model_file(&args.model).map_err(anyhow::Error::msg)?;
+    for a in &args.adapters {
+        crate::engine::validate_adapter_file(&a.path, &model_header).map_err(anyhow::Error::msg)?;
+    }
+    let prompt = match (&args.prompt, &args.chat) {
+        (Some(text), None) => Prompt::Raw { text: text.clone() },
+        (None, Some(user)) => Prompt::Chat {
+            system: args.system.clone(),
+            user: user.clone(),
+        },
+        _ => bail!("give exactly one of --prompt or --chat"),
+    };
+    let mut client = EngineClient::new(None);
+    let job = client.next_job();
+    let req = Request::Generate {
+        job,
+        lane: LaneSpec {
+            lane: 0,
+            model: ModelSpec {
+                path: args.model.clone(),
+                gpu_layers: args.gpu_layers,
+            },
+            n_ctx: args.ctx,
+            threads: args.threads,
+            adapters: args.adapters.clone(),
+        },
+        prompt,
+        sampling: Sampling {
+            temperature: args.temp,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            min_p: args.min_p,
+            repeat_penalty: args.repeat_penalty,
+            repeat_last_n: 64,
+            seed: args.seed,
+            max_tokens: args.max_tokens,
+            stop: args.stop.clone(),
+        },
+        top_n: args.top_n,
+    };
+    let mut tokens = Vec::new();
+    let stream = !args.json;
+    let end = client.call(&req, |ev| {
+        if let Event::Token { text, .. } = ev {
+            if stream {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(text.as_bytes());
+                let _ = out.flush();
+            } else {
+                tokens.push(ev.clone());
+            }
+        }
+    })?;
+    match end {
+        Event::Done {
+            result: JobResult::Generated { stats },
+            ..
+        } => {
+            if args.json {
+                let mut v = serde_json::to_value(&stats)?;
+                if args.top_n > 0 {
+                    v["tokens"] = serde_json::to_value(&tokens)?;
+                }
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!();
+                eprintln!("{}", stats_line(&stats));
+            }
+            Ok(())
+        }
+        Event::Error { message, .. } => bail!(message),
+        other => bail!("unexpected engine reply: {other:?}"),
+    }
+}
+
+/// The one-line summary printed after a run.
+pub fn stats_line(s: &RunStats) -> String {
+    format!(
+        "load {:.0} ms | ttft {:.1} ms | prompt {} tok @ {:.1} tok/s | gen {} tok @ {:.1} tok/s | itl p50 {:.1} ms p95 {:.1} ms | peak rss {} | model {} | kv {} | adapters {} ({:.2} ms swap) | {:?}",
+        s.load_ms,
+        s.ttft_ms,
+        s.prompt_tokens,
+        s.prefill_tokens_per_sec,
+        s.generated_tokens,
+        s.decode_tokens_per_sec,
+        s.itl_p50_ms,
+        s.itl_p95_ms,
+        mib(s.peak_rss_bytes),
+        mib(s.lane.model.model_bytes),
+        mib(s.lane.kv_bytes),
+        mib(s.lane.adapter_bytes),
+        s.lane.adapter_swap_ms,
+        s.stop_reason
+    )
+}
+
+pub fn devices(json: bool) -> anyhow::Result<()> {
+    let mut client = EngineClient::new(None);
+    let job = client.next_job();
+    match client.call(&Request::Devices { job }, |_| {}).context("asking the engine for devices")? {
+        Event::Done {
+            result: JobResult::Devices { devices },
+            ..
+        } => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "gpu_offload": cfg!(any(feature = "cuda", feature = "vulkan")),
+                        "system_info": client.system_info(),
+                        "devices": devices,
+                    }))?
+                );
+            } else {
+                println!("llama.cpp: {}", client.system_info());
+                for d in &devices {
+                    println!(
+                        "  {:<8} {:<12} {:<12} {} free of {}  {}",
+                        d.backend,
+                        d.name,
+                        d.kind,
+                        mib(d.memory_free_bytes),
+                        mib(d.memory_total_bytes),
+                        d.description
+                    );
+                }
+                if !cfg!(any(feature = "cuda", feature = "vulkan")) {
+                    println!("(CPU build: --gpu-layers defaults to 0; build with --features cuda or vulkan to offload)");
+                }
+            }
+            Ok(())
+        }
+        Event::Error { message, .. } => bail!(message),
+        other => bail!("unexpected engine reply: {other:?}"),
+    }
+}

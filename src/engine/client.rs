@@ -1,0 +1,392 @@
+//! The parent side: spawns `nanolab engine` as a child, sends requests, reads events on a
+//! named thread, and supervises. If the child dies, every pending job gets one error
+//! ("engine stopped while …: killed by signal 9") and the next request starts a new child.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+
+use crate::protocol::{Event, JobId, Request, PROTOCOL_VERSION};
+
+/// Called after each event is queued (the UI passes `request_repaint`).
+pub type Waker = Arc<dyn Fn() + Send + Sync>;
+
+/// Errors talking to the engine process.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The child could not be started.
+    #[error("could not start the engine process ({exe}): {source}")]
+    Spawn {
+        /// Executable used.
+        exe: String,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// The child spoke another protocol version.
+    #[error("engine speaks protocol {found}, this build speaks {PROTOCOL_VERSION}")]
+    Version {
+        /// Version the child reported.
+        found: u32,
+    },
+    /// The child died before saying it was ready.
+    #[error("engine stopped while starting: {0}")]
+    Startup(String),
+    /// Writing to the child failed.
+    #[error("engine stopped while {action}: {reason}")]
+    Write {
+        /// What was being sent.
+        action: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+struct Running {
+    child: Arc<Mutex<Child>>,
+    stdin: ChildStdin,
+    pid: u32,
+    alive: Arc<std::sync::atomic::AtomicBool>,
+}
+
+type Pending = Arc<Mutex<HashMap<JobId, String>>>;
+
+/// A supervised engine child process.
+pub struct EngineClient {
+    exe: PathBuf,
+    running: Option<Running>,
+    pending: Pending,
+    events_tx: SyncSender<Event>,
+    events_rx: Receiver<Event>,
+    waker: Option<Waker>,
+    next_job: AtomicU64,
+    restarts: u64,
+    system_info: String,
+}
+
+impl EngineClient {
+    /// A client that will run `exe engine` (the current executable by default) on first use.
+    pub fn new(exe: Option<PathBuf>) -> Self {
+        let exe = exe
+            .or_else(|| std::env::var_os("NANOLAB_ENGINE_EXE").map(PathBuf::from))
+            .or_else(|| std::env::current_exe().ok())
+            .unwrap_or_else(|| PathBuf::from("nanolab"));
+        let (events_tx, events_rx) = mpsc::sync_channel(16_384);
+        Self {
+            exe,
+            running: None,
+            pending: Arc::default(),
+            events_tx,
+            events_rx,
+            waker: None,
+            next_job: AtomicU64::new(1),
+            restarts: 0,
+            system_info: String::new(),
+        }
+    }
+
+    /// Sets the function called after each event arrives.
+    pub fn set_waker(&mut self, waker: Waker) {
+        self.waker = Some(waker);
+    }
+
+    /// A fresh job id.
+    pub fn next_job(&self) -> JobId {
+        self.next_job.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The receiving end of engine events.
+    pub fn events(&self) -> &Receiver<Event> {
+        &self.events_rx
+    }
+
+    /// How many times the engine was (re)started after the first.
+    pub fn restarts(&self) -> u64 {
+        self.restarts
+    }
+
+    /// llama.cpp's system info from the running engine.
+    pub fn system_info(&self) -> &str {
+        &self.system_info
+    }
+
+    /// Process id of the running child, if any.
+    pub fn pid(&self) -> Option<u32> {
+        self.running
+            .as_ref()
+            .filter(|r| r.alive.load(Ordering::SeqCst))
+            .map(|r| r.pid)
+    }
+
+    fn ensure_running(&mut self) -> Result<(), ClientError> {
+        if let Some(r) = &self.running {
+            if r.alive.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            self.restarts += 1;
+        }
+        self.running = None;
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("engine")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env("NANOLAB_LOG", std::env::var("NANOLAB_LOG").unwrap_or_default());
+        let mut child = cmd.spawn().map_err(|source| ClientError::Spawn {
+            exe: self.exe.display().to_string(),
+            source,
+        })?;
+        let pid = child.id();
+        let (Some(stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            return Err(ClientError::Startup("no pipes to the child".into()));
+        };
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next();
+        let child = Arc::new(Mutex::new(child));
+        let stderr_tail: Arc<Mutex<VecDeque<String>>> = Arc::default();
+        spawn_stderr_reader(stderr, Arc::clone(&stderr_tail));
+        match first.and_then(Result::ok).map(|l| serde_json::from_str::<Event>(&l)) {
+            Some(Ok(Event::Ready {
+                protocol_version,
+                system_info,
+                ..
+            })) => {
+                if protocol_version != PROTOCOL_VERSION {
+                    kill(&child);
+                    return Err(ClientError::Version { found: protocol_version });
+                }
+                self.system_info = system_info;
+            }
+            other => {
+                let status = wait_status(&child);
+                let tail = tail_text(&stderr_tail);
+                kill(&child);
+                return Err(ClientError::Startup(format!("{status}{tail} (first line: {other:?})")));
+            }
+        }
+        let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let reader = Reader {
+            child: Arc::clone(&child),
+            pending: Arc::clone(&self.pending),
+            tx: self.events_tx.clone(),
+            waker: self.waker.clone(),
+            alive: Arc::clone(&alive),
+            stderr_tail,
+        };
+        std::thread::Builder::new()
+            .name("engine-reader".into())
+            .spawn(move || reader.run(lines))
+            .map_err(|e| ClientError::Startup(e.to_string()))?;
+        self.running = Some(Running {
+            child,
+            stdin,
+            pid,
+            alive,
+        });
+        Ok(())
+    }
+
+    /// Sends a request, starting (or restarting) the engine if needed.
+    pub fn send(&mut self, req: &Request) -> Result<(), ClientError> {
+        self.ensure_running()?;
+        let action = req.action();
+        if let Some(job) = req.job() {
+            if let Ok(mut p) = self.pending.lock() {
+                p.insert(job, action.clone());
+            }
+        }
+        let line = serde_json::to_string(req).map_err(|e| ClientError::Write {
+            action: action.clone(),
+            reason: e.to_string(),
+        })?;
+        let result = self.running.as_mut().map_or_else(
+            || Err(std::io::Error::other("engine not running")),
+            |r| writeln!(r.stdin, "{line}").and_then(|()| r.stdin.flush()),
+        );
+        result.map_err(|e| {
+            if let Some(job) = req.job() {
+                if let Ok(mut p) = self.pending.lock() {
+                    p.remove(&job);
+                }
+            }
+            ClientError::Write {
+                action,
+                reason: e.to_string(),
+            }
+        })
+    }
+
+    /// Sends a request and blocks until its terminal event, passing every event of the job to
+    /// `on_event`. Events of other jobs are dropped; use only when nothing else is in flight.
+    pub fn call(&mut self, req: &Request, mut on_event: impl FnMut(&Event)) -> Result<Event, ClientError> {
+        let job = req.job().unwrap_or(0);
+        self.send(req)?;
+        loop {
+            let Ok(ev) = self.events_rx.recv() else {
+                return Err(ClientError::Write {
+                    action: req.action(),
+                    reason: "event channel closed".into(),
+                });
+            };
+            if ev.job() != Some(job) {
+                continue;
+            }
+            on_event(&ev);
+            if ev.is_terminal() {
+                return Ok(ev);
+            }
+        }
+    }
+
+    /// Kills the child (used by tests and on shutdown); pending jobs get errors.
+    pub fn kill(&mut self) {
+        if let Some(r) = &self.running {
+            kill(&r.child);
+        }
+    }
+}
+
+impl Drop for EngineClient {
+    fn drop(&mut self) {
+        if let Some(r) = self.running.take() {
+            // Closing stdin ends the engine's loop; then make sure it is gone and reaped.
+            drop(r.stdin);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            loop {
+                let done = r
+                    .child
+                    .lock()
+                    .map(|mut c| matches!(c.try_wait(), Ok(Some(_))))
+                    .unwrap_or(true);
+                if done || std::time::Instant::now() > deadline {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            kill(&r.child);
+        }
+    }
+}
+
+fn kill(child: &Arc<Mutex<Child>>) {
+    if let Ok(mut c) = child.lock() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+fn wait_status(child: &Arc<Mutex<Child>>) -> String {
+    match child.lock() {
+        Ok(mut c) => match c.wait() {
+            Ok(status) => describe_exit(status),
+            Err(e) => e.to_string(),
+        },
+        Err(_) => "unknown".into(),
+    }
+}
+
+/// "killed by signal 9 (SIGKILL)", "exited with status 1".
+pub fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(sig) = status.signal() {
+        let name = match sig {
+            libc::SIGKILL => " (SIGKILL)",
+            libc::SIGABRT => " (SIGABRT, llama.cpp aborted)",
+            libc::SIGSEGV => " (SIGSEGV)",
+            libc::SIGTERM => " (SIGTERM)",
+            libc::SIGBUS => " (SIGBUS)",
+            _ => "",
+        };
+        format!("killed by signal {sig}{name}")
+    } else {
+        format!("exited with status {}", status.code().unwrap_or(-1))
+    }
+}
+
+fn spawn_stderr_reader(stderr: std::process::ChildStderr, tail: Arc<Mutex<VecDeque<String>>>) {
+    let _ = std::thread::Builder::new().name("engine-stderr".into()).spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            // The child already formatted these with tracing; pass them through as is.
+            eprintln!("{line}");
+            if let Ok(mut t) = tail.lock() {
+                if t.len() == 8 {
+                    t.pop_front();
+                }
+                t.push_back(line);
+            }
+        }
+    });
+}
+
+fn tail_text(tail: &Arc<Mutex<VecDeque<String>>>) -> String {
+    let lines: Vec<String> = tail
+        .lock()
+        .map(|t| t.iter().filter(|l| l.contains("ERROR") || l.contains("abort") || l.contains("GGML_ASSERT")).cloned().collect())
+        .unwrap_or_default();
+    match lines.last() {
+        Some(l) => format!(" ({l})"),
+        None => String::new(),
+    }
+}
+
+struct Reader {
+    child: Arc<Mutex<Child>>,
+    pending: Pending,
+    tx: SyncSender<Event>,
+    waker: Option<Waker>,
+    alive: Arc<std::sync::atomic::AtomicBool>,
+    stderr_tail: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl Reader {
+    fn deliver(&self, ev: Event) {
+        let _ = self.tx.send(ev);
+        if let Some(w) = &self.waker {
+            w();
+        }
+    }
+
+    fn run(self, lines: std::io::Lines<BufReader<std::process::ChildStdout>>) {
+        for line in lines {
+            let Ok(line) = line else { break };
+            match serde_json::from_str::<Event>(&line) {
+                Ok(ev) => {
+                    if ev.is_terminal() {
+                        if let (Some(job), Ok(mut p)) = (ev.job(), self.pending.lock()) {
+                            p.remove(&job);
+                        }
+                    }
+                    self.deliver(ev);
+                }
+                Err(e) => tracing::warn!("engine wrote an unreadable line ({e}): {line}"),
+            }
+        }
+        // stdout closed: the child is exiting or dead.
+        let status = wait_status(&self.child);
+        self.alive.store(false, Ordering::SeqCst);
+        // Let the stderr thread catch the last lines.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let tail = tail_text(&self.stderr_tail);
+        let orphans: Vec<(JobId, String)> = self
+            .pending
+            .lock()
+            .map(|mut p| {
+                let mut v: Vec<_> = p.drain().collect();
+                v.sort();
+                v
+            })
+            .unwrap_or_default();
+        for (job, action) in orphans {
+            self.deliver(Event::Error {
+                job,
+                message: format!("engine stopped while {action}: {status}{tail}"),
+                cancelled: false,
+            });
+        }
+    }
+}

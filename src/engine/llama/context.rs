@@ -1,0 +1,144 @@
+//! A context (`llama_context`): KV cache and compute buffers for one lane.
+
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use super::{log::clear_recent, reason, LlamaError, Model};
+
+/// One lane's llama.cpp context. Must be dropped before its model.
+pub struct Context {
+    ptr: NonNull<llama_cpp_sys_2::llama_context>,
+    batch: llama_cpp_sys_2::llama_batch,
+    batch_capacity: usize,
+    n_ctx: u32,
+    /// Read by llama.cpp's abort callback while decoding; boxed so its address is stable.
+    abort: Box<Arc<AtomicBool>>,
+}
+
+unsafe extern "C" fn should_abort(data: *mut std::ffi::c_void) -> bool {
+    // SAFETY: `data` is the boxed Arc owned by the context, alive while it decodes.
+    let flag = unsafe { &*data.cast::<Arc<AtomicBool>>() };
+    flag.load(Ordering::Relaxed)
+}
+
+impl Context {
+    /// Creates a context of `n_ctx` tokens on `model`.
+    pub fn new(model: &Model, n_ctx: u32, n_threads: i32, n_batch: u32) -> Result<Self, LlamaError> {
+        clear_recent();
+        let abort: Box<Arc<AtomicBool>> = Box::new(Arc::new(AtomicBool::new(false)));
+        // SAFETY: params are plain data; the model is alive and outlives the context.
+        let raw = unsafe {
+            let mut p = llama_cpp_sys_2::llama_context_default_params();
+            p.n_ctx = n_ctx;
+            p.n_batch = n_batch;
+            p.n_ubatch = n_batch.min(512);
+            p.n_seq_max = 1;
+            p.n_threads = n_threads;
+            p.n_threads_batch = n_threads;
+            p.no_perf = true;
+            llama_cpp_sys_2::llama_init_from_model(model.as_ptr(), p)
+        };
+        let ptr = NonNull::new(raw).ok_or_else(|| LlamaError::Context(reason("out of memory or bad parameters")))?;
+        // SAFETY: the context is alive; the flag's box lives in the returned struct.
+        unsafe {
+            llama_cpp_sys_2::llama_set_abort_callback(
+                ptr.as_ptr(),
+                Some(should_abort),
+                (&raw const *abort).cast_mut().cast(),
+            );
+        }
+        let batch_capacity = n_batch as usize;
+        // SAFETY: allocates a batch of `n_batch` tokens, freed in Drop.
+        let batch = unsafe { llama_cpp_sys_2::llama_batch_init(i32::try_from(n_batch).unwrap_or(512), 0, 1) };
+        // SAFETY: plain query on a live context.
+        let n_ctx = unsafe { llama_cpp_sys_2::llama_n_ctx(ptr.as_ptr()) };
+        Ok(Self {
+            ptr,
+            batch,
+            batch_capacity,
+            n_ctx,
+            abort,
+        })
+    }
+
+    pub(super) fn as_ptr(&self) -> *mut llama_cpp_sys_2::llama_context {
+        self.ptr.as_ptr()
+    }
+
+    /// Context length in tokens.
+    pub fn n_ctx(&self) -> u32 {
+        self.n_ctx
+    }
+
+    /// The flag that aborts a running decode when set.
+    pub fn abort_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.abort)
+    }
+
+    /// Empties the KV cache.
+    pub fn clear(&mut self) {
+        // SAFETY: the context is alive.
+        unsafe {
+            let mem = llama_cpp_sys_2::llama_get_memory(self.ptr.as_ptr());
+            llama_cpp_sys_2::llama_memory_clear(mem, true);
+        }
+    }
+
+    /// Decodes `tokens` at positions starting at `pos0`, in batches. With `all_logits`, logits
+    /// are kept for every token of the last batch; otherwise only for the last token.
+    /// Returns the number of tokens in the last batch.
+    pub fn decode(&mut self, tokens: &[i32], pos0: i32, all_logits: bool) -> Result<usize, LlamaError> {
+        let mut last = 0;
+        let chunks: Vec<&[i32]> = tokens.chunks(self.batch_capacity.max(1)).collect();
+        let n_chunks = chunks.len();
+        for (ci, chunk) in chunks.into_iter().enumerate() {
+            let is_last_chunk = ci + 1 == n_chunks;
+            let base = pos0 + i32::try_from(ci * self.batch_capacity).unwrap_or(i32::MAX);
+            // SAFETY: the batch arrays hold `batch_capacity` entries and chunk.len() <= that.
+            unsafe {
+                let b = &mut self.batch;
+                b.n_tokens = i32::try_from(chunk.len()).unwrap_or(0);
+                for (i, &tok) in chunk.iter().enumerate() {
+                    *b.token.add(i) = tok;
+                    *b.pos.add(i) = base + i as i32;
+                    *b.n_seq_id.add(i) = 1;
+                    *(*b.seq_id.add(i)) = 0;
+                    let want = is_last_chunk && (all_logits || i + 1 == chunk.len());
+                    *b.logits.add(i) = i8::from(want);
+                }
+            }
+            clear_recent();
+            // SAFETY: context and batch are alive and consistent.
+            let rc = unsafe { llama_cpp_sys_2::llama_decode(self.ptr.as_ptr(), self.batch) };
+            match rc {
+                0 => {}
+                1 => return Err(LlamaError::Decode("the context is full".into())),
+                2 => return Err(LlamaError::Decode("aborted".into())),
+                other => return Err(LlamaError::Decode(reason(&format!("error code {other}")))),
+            }
+            last = chunk.len();
+        }
+        Ok(last)
+    }
+
+    /// Logits of output `i` of the last decode (index into the last batch).
+    pub fn logits(&self, i: usize, n_vocab: usize) -> Option<&[f32]> {
+        let idx = i32::try_from(i).ok()?;
+        // SAFETY: llama.cpp returns a pointer to n_vocab floats valid until the next decode, or null.
+        unsafe {
+            let p = llama_cpp_sys_2::llama_get_logits_ith(self.ptr.as_ptr(), idx);
+            (!p.is_null()).then(|| std::slice::from_raw_parts(p, n_vocab))
+        }
+    }
+}
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        // SAFETY: we own both; nothing else refers to them.
+        unsafe {
+            llama_cpp_sys_2::llama_batch_free(self.batch);
+            llama_cpp_sys_2::llama_free(self.ptr.as_ptr());
+        }
+    }
+}

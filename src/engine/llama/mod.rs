@@ -1,0 +1,108 @@
+//! The only code that calls llama.cpp: small safe wrappers over `llama-cpp-sys-2`, used by the
+//! engine thread. `llama-cpp-2`'s safe types keep their raw pointers private, and hot-loading
+//! adapters into live contexts, stacked adapter scales, cancellable loads with progress and raw
+//! logits all need those pointers, so contexts, adapters and samplers are wrapped here, once.
+//! `llama-cpp-2` still initialises the backend and lists devices.
+
+mod context;
+mod log;
+mod lora;
+mod model;
+mod sampler;
+
+pub use context::Context;
+pub use log::{install_log_capture, take_recent_errors};
+pub use lora::{set_stack, Adapter};
+pub use model::{ChatMessage, Model};
+pub use sampler::Sampler;
+
+use std::sync::OnceLock;
+
+use crate::protocol::DeviceInfo;
+
+/// Failures reported by llama.cpp, with the reason it logged when there is one.
+#[derive(Debug, thiserror::Error)]
+pub enum LlamaError {
+    /// Model load failed.
+    #[error("llama.cpp could not load the model: {0}")]
+    ModelLoad(String),
+    /// Model load cancelled.
+    #[error("loading cancelled")]
+    LoadCancelled,
+    /// Context creation failed.
+    #[error("llama.cpp could not create a context: {0}")]
+    Context(String),
+    /// Adapter load failed.
+    #[error("llama.cpp could not load the adapter: {0}")]
+    Adapter(String),
+    /// Setting the adapter stack failed.
+    #[error("llama.cpp could not apply the adapter stack: {0}")]
+    AdapterStack(String),
+    /// Decode failed.
+    #[error("llama.cpp decode failed: {0}")]
+    Decode(String),
+    /// Tokenization failed.
+    #[error("tokenization failed: {0}")]
+    Tokenize(String),
+    /// Chat template failed.
+    #[error("chat template failed: {0}")]
+    ChatTemplate(String),
+    /// Backend init failed.
+    #[error("llama.cpp backend failed to start: {0}")]
+    Backend(String),
+}
+
+/// Reason text for an error: the last error lines llama.cpp logged, or a fallback.
+pub(crate) fn reason(fallback: &str) -> String {
+    let lines = take_recent_errors();
+    if lines.is_empty() {
+        fallback.to_string()
+    } else {
+        lines.join("; ")
+    }
+}
+
+static BACKEND: OnceLock<Result<llama_cpp_2::llama_backend::LlamaBackend, String>> = OnceLock::new();
+
+/// Initialises llama.cpp once per process and routes its log through `tracing`.
+pub fn init_backend() -> Result<(), LlamaError> {
+    install_log_capture();
+    match BACKEND.get_or_init(|| llama_cpp_2::llama_backend::LlamaBackend::init().map_err(|e| e.to_string())) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(LlamaError::Backend(e.clone())),
+    }
+}
+
+/// Whether this build can offload layers to a GPU.
+pub fn supports_gpu_offload() -> bool {
+    // SAFETY: a pure query with no arguments.
+    unsafe { llama_cpp_sys_2::llama_supports_gpu_offload() }
+}
+
+/// llama.cpp's system info line (SIMD features compiled in).
+pub fn system_info() -> String {
+    // SAFETY: returns a pointer to a static, NUL-terminated string.
+    unsafe {
+        let p = llama_cpp_sys_2::llama_print_system_info();
+        if p.is_null() {
+            String::new()
+        } else {
+            std::ffi::CStr::from_ptr(p).to_string_lossy().trim().to_string()
+        }
+    }
+}
+
+/// Compute devices that llama.cpp can use.
+pub fn devices() -> Vec<DeviceInfo> {
+    llama_cpp_2::list_llama_ggml_backend_devices()
+        .into_iter()
+        .map(|d| DeviceInfo {
+            backend: d.backend,
+            name: d.name,
+            description: d.description,
+            kind: format!("{:?}", d.device_type),
+            memory_free_bytes: d.memory_free as u64,
+            memory_total_bytes: d.memory_total as u64,
+        })
+        .collect()
+}

@@ -1,0 +1,13 @@
+//! The engine: the only place that touches llama.cpp. It runs in a child process of the same
+//! binary (`nanolab engine`); [`EngineClient`] spawns and supervises it and speaks
+//! [`crate::protocol`] to it.
+
+mod cancel;
+pub mod client;
+mod llama;
+pub mod server;
+mod text;
+mod worker;
+
+pub use client::{describe_exit, ClientError, EngineClient, Waker};
+pub use worker::{validate_adapter_file, validate_model_file};

@@ -1,0 +1,77 @@
+//! The engine child process (`nanolab engine`): reads requests from stdin, runs them on the
+//! named engine thread, writes events to stdout. Cancels are handled on the stdin thread so
+//! they reach a running job.
+
+use std::io::{BufRead, Write};
+use std::sync::mpsc;
+
+use super::cancel::CancelBoard;
+use super::llama;
+use super::worker::{EventSink, Worker};
+use crate::protocol::{Event, Request, PROTOCOL_VERSION};
+
+struct StdoutSink;
+
+impl EventSink for StdoutSink {
+    fn send(&mut self, event: Event) {
+        let mut out = std::io::stdout().lock();
+        // If the parent is gone there is no one to tell; the stdin loop will end too.
+        if let Ok(line) = serde_json::to_string(&event) {
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+    }
+}
+
+/// Runs the engine until stdin closes. Returns an error only if the engine cannot start.
+pub fn run() -> anyhow::Result<()> {
+    llama::init_backend()?;
+    let mut sink = StdoutSink;
+    sink.send(Event::Ready {
+        protocol_version: PROTOCOL_VERSION,
+        engine_version: env!("CARGO_PKG_VERSION").to_string(),
+        system_info: llama::system_info(),
+    });
+    let cancel = CancelBoard::default();
+    let (tx, rx) = mpsc::sync_channel::<Request>(64);
+    let worker_cancel = cancel.clone();
+    let worker = std::thread::Builder::new().name("llama-engine".into()).spawn(move || {
+        let mut worker = Worker::new(worker_cancel);
+        let mut sink = StdoutSink;
+        while let Ok(req) = rx.recv() {
+            worker.handle(req, &mut sink);
+        }
+    })?;
+
+    let stdin = std::io::stdin().lock();
+    for line in stdin.lines() {
+        let Ok(line) = line else { break };
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Request>(&line) {
+            Ok(Request::Cancel { job }) => cancel.cancel(job),
+            Ok(req) => {
+                if tx.send(req).is_err() {
+                    break;
+                }
+            }
+            Err(e) => sink.send(Event::Error {
+                job: job_of(&line),
+                message: format!("engine could not read a request: {e}"),
+                cancelled: false,
+            }),
+        }
+    }
+    drop(tx);
+    let _ = worker.join();
+    Ok(())
+}
+
+/// Best-effort job id from a request the engine could not parse, so the caller is answered.
+fn job_of(line: &str) -> u64 {
+    serde_json::from_str::<serde_json::Value>(line)
+        .ok()
+        .and_then(|v| v.get("job").and_then(serde_json::Value::as_u64))
+        .unwrap_or(0)
+}

@@ -1,0 +1,567 @@
+//! The engine thread: owns every llama.cpp object (models, lanes' contexts, adapters) and runs
+//! one job at a time. Models are loaded once and shared by every lane that uses them.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Instant;
+
+use super::cancel::CancelBoard;
+use super::llama::{self, Adapter, ChatMessage, Context, LlamaError, Model, Sampler};
+use super::text::TextAssembler;
+use crate::gguf::{self, FileKind, GgufFile};
+use crate::metrics;
+use crate::protocol::*;
+
+/// Where the engine thread sends its events.
+pub trait EventSink {
+    /// Sends one event.
+    fn send(&mut self, event: Event);
+}
+
+/// Tokens per decode batch.
+const N_BATCH: u32 = 512;
+
+struct LoadedModel {
+    /// Adapters loaded for this model, by path. Declared before `model`: dropped first.
+    adapters: RefCell<HashMap<PathBuf, Rc<Adapter>>>,
+    header: GgufFile,
+    info: ModelInfo,
+    model: Model,
+}
+
+struct Lane {
+    /// Declared first: the context is freed before the adapters and model it uses.
+    ctx: Context,
+    active: Vec<(Rc<Adapter>, f32)>,
+    spec: LaneSpec,
+    adapter_bytes: u64,
+    kv_bytes: u64,
+    model: Rc<LoadedModel>,
+}
+
+/// A job failure: a message for the user, and whether it was a cancel.
+#[derive(Debug)]
+struct JobError {
+    message: String,
+    cancelled: bool,
+}
+
+impl From<String> for JobError {
+    fn from(message: String) -> Self {
+        Self {
+            message,
+            cancelled: false,
+        }
+    }
+}
+
+impl From<LlamaError> for JobError {
+    fn from(e: LlamaError) -> Self {
+        Self {
+            cancelled: matches!(e, LlamaError::LoadCancelled),
+            message: e.to_string(),
+        }
+    }
+}
+
+type JobResultOr<T> = Result<T, JobError>;
+
+/// State of the engine thread.
+pub struct Worker {
+    // Field order matters for drop: lanes (contexts) before models.
+    lanes: BTreeMap<LaneId, Lane>,
+    models: HashMap<(PathBuf, u32), Rc<LoadedModel>>,
+    cancel: CancelBoard,
+    threads: i32,
+}
+
+impl Worker {
+    /// A worker with no models loaded.
+    pub fn new(cancel: CancelBoard) -> Self {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(8) as i32;
+        Self {
+            lanes: BTreeMap::new(),
+            models: HashMap::new(),
+            cancel,
+            threads,
+        }
+    }
+
+    /// Runs one request to completion, sending exactly one terminal event.
+    pub fn handle(&mut self, req: Request, sink: &mut dyn EventSink) {
+        let Some(job) = req.job() else { return };
+        let outcome = match req {
+            Request::LoadModel { model, .. } => self
+                .ensure_model(job, &model, sink)
+                .map(|(m, load_ms)| JobResult::ModelLoaded {
+                    info: ModelInfo {
+                        cached: load_ms == 0.0,
+                        ..m.info.clone()
+                    },
+                }),
+            Request::UnloadModel { path, .. } => {
+                self.unload(&path);
+                Ok(JobResult::ModelUnloaded)
+            }
+            Request::SetupLane { lane, .. } => self
+                .setup_lane(job, &lane, sink)
+                .map(|(info, _)| JobResult::LaneReady { info }),
+            Request::DropLane { lane, .. } => {
+                self.lanes.remove(&lane);
+                Ok(JobResult::LaneDropped)
+            }
+            Request::Generate {
+                lane,
+                prompt,
+                sampling,
+                top_n,
+                ..
+            } => self
+                .generate(job, &lane, &prompt, &sampling, top_n, sink)
+                .map(|stats| JobResult::Generated { stats }),
+            Request::Devices { .. } => Ok(JobResult::Devices {
+                devices: llama::devices(),
+            }),
+            Request::Status { .. } => Ok(JobResult::Status { status: self.status() }),
+            Request::Cancel { .. } => return,
+        };
+        self.cancel.finish(job);
+        sink.send(match outcome {
+            Ok(result) => Event::Done { job, result },
+            Err(e) => Event::Error {
+                job,
+                message: e.message,
+                cancelled: e.cancelled,
+            },
+        });
+    }
+
+    fn status(&self) -> EngineStatus {
+        let (rss_bytes, peak_rss_bytes) = metrics::rss_bytes();
+        let mut models: Vec<ModelInfo> = self.models.values().map(|m| m.info.clone()).collect();
+        models.sort_by(|a, b| a.path.cmp(&b.path));
+        EngineStatus {
+            rss_bytes,
+            peak_rss_bytes,
+            models,
+            lanes: self.lanes.values().map(|l| lane_info(l, 0.0, false)).collect(),
+        }
+    }
+
+    fn unload(&mut self, path: &Path) {
+        self.lanes.retain(|_, l| l.model.info.path != path);
+        self.models.retain(|(p, _), _| p != path);
+    }
+
+    fn default_gpu_layers() -> u32 {
+        if llama::supports_gpu_offload() {
+            999
+        } else {
+            0
+        }
+    }
+
+    fn ensure_model(
+        &mut self,
+        job: JobId,
+        spec: &ModelSpec,
+        sink: &mut dyn EventSink,
+    ) -> JobResultOr<(Rc<LoadedModel>, f64)> {
+        let gpu_layers = spec.gpu_layers.unwrap_or_else(Self::default_gpu_layers);
+        let key = (spec.path.clone(), gpu_layers);
+        if let Some(m) = self.models.get(&key) {
+            return Ok((Rc::clone(m), 0.0));
+        }
+        let header = validate_model_file(&spec.path)?;
+        if let Some(avail) = metrics::mem_available_bytes() {
+            if gpu_layers == 0 && header.file_bytes > avail {
+                return Err(format!(
+                    "{}: model needs {} but only {} of memory is available; not loading",
+                    spec.path.display(),
+                    metrics::mib(header.file_bytes),
+                    metrics::mib(avail)
+                )
+                .into());
+            }
+        }
+        sink.send(Event::Progress {
+            job,
+            fraction: 0.0,
+            stage: "loading model".into(),
+        });
+        let t0 = Instant::now();
+        let cancel = self.cancel.clone();
+        let mut last_sent = -1.0f32;
+        let model = Model::load(&spec.path, gpu_layers, &mut |p| {
+            if p - last_sent >= 0.05 || p >= 1.0 {
+                last_sent = p;
+                sink.send(Event::Progress {
+                    job,
+                    fraction: p,
+                    stage: "loading model".into(),
+                });
+            }
+            !cancel.is_cancelled(job)
+        })?;
+        let load_ms = t0.elapsed().as_secs_f64() * 1000.0;
+        let info = ModelInfo {
+            path: spec.path.clone(),
+            model_bytes: model.size_bytes(),
+            parameters: model.n_params(),
+            n_ctx_train: model.n_ctx_train(),
+            n_vocab: model.n_vocab(),
+            gpu_layers,
+            load_ms,
+            cached: false,
+            has_chat_template: model.chat_template().is_some(),
+        };
+        let loaded = Rc::new(LoadedModel {
+            adapters: RefCell::new(HashMap::new()),
+            header,
+            info,
+            model,
+        });
+        self.models.insert(key, Rc::clone(&loaded));
+        Ok((loaded, load_ms))
+    }
+
+    /// Makes the lane match `spec`; returns its info and the model load time (0 if cached).
+    fn setup_lane(&mut self, job: JobId, spec: &LaneSpec, sink: &mut dyn EventSink) -> JobResultOr<(LaneInfo, f64)> {
+        let (model, load_ms) = self.ensure_model(job, &spec.model, sink)?;
+        let reuse = self
+            .lanes
+            .get(&spec.lane)
+            .is_some_and(|l| Rc::ptr_eq(&l.model, &model) && l.spec.n_ctx == spec.n_ctx && l.spec.threads == spec.threads);
+        let mut context_created = false;
+        if !reuse {
+            self.lanes.remove(&spec.lane);
+            let n_ctx = if spec.n_ctx == 0 { model.info.n_ctx_train.min(4096) } else { spec.n_ctx };
+            let kv_bytes = model.model.kv_bytes_per_token() * u64::from(n_ctx);
+            if let Some(avail) = metrics::mem_available_bytes() {
+                if kv_bytes > avail {
+                    return Err(format!(
+                        "a context of {n_ctx} tokens needs {} of KV cache but only {} is available; lower the context length",
+                        metrics::mib(kv_bytes),
+                        metrics::mib(avail)
+                    )
+                    .into());
+                }
+            }
+            let threads = spec.threads.map_or(self.threads, |t| t.max(1) as i32);
+            let ctx = Context::new(&model.model, n_ctx, threads, N_BATCH)?;
+            context_created = true;
+            self.lanes.insert(
+                spec.lane,
+                Lane {
+                    ctx,
+                    active: Vec::new(),
+                    spec: LaneSpec {
+                        adapters: Vec::new(),
+                        ..spec.clone()
+                    },
+                    adapter_bytes: 0,
+                    kv_bytes,
+                    model: Rc::clone(&model),
+                },
+            );
+        }
+        let swap_ms = self.apply_adapters(spec)?;
+        let lane = self
+            .lanes
+            .get(&spec.lane)
+            .ok_or_else(|| JobError::from("lane vanished during setup".to_string()))?;
+        Ok((lane_info(lane, swap_ms, context_created), load_ms))
+    }
+
+    /// Loads any new adapters and applies the stack if it changed; returns the time it took.
+    fn apply_adapters(&mut self, spec: &LaneSpec) -> JobResultOr<f64> {
+        let lane = self
+            .lanes
+            .get_mut(&spec.lane)
+            .ok_or_else(|| JobError::from("lane missing".to_string()))?;
+        if lane.spec.adapters == spec.adapters {
+            return Ok(0.0);
+        }
+        let t0 = Instant::now();
+        let mut stack = Vec::with_capacity(spec.adapters.len());
+        let mut bytes = 0;
+        for a in &spec.adapters {
+            if !a.scale.is_finite() {
+                return Err(format!("adapter {}: scale {} is not a number", a.path.display(), a.scale).into());
+            }
+            let cached = lane.model.adapters.borrow().get(&a.path).cloned();
+            let adapter = match cached {
+                Some(ad) => ad,
+                None => {
+                    let header = validate_adapter_file(&a.path, &lane.model.header)?;
+                    let ad = Rc::new(
+                        Adapter::load(&lane.model.model, &a.path)
+                            .map_err(|e| JobError::from(format!("{}: {e}", a.path.display())))?,
+                    );
+                    drop(header);
+                    lane.model.adapters.borrow_mut().insert(a.path.clone(), Rc::clone(&ad));
+                    ad
+                }
+            };
+            bytes += std::fs::metadata(&a.path).map_or(0, |m| m.len());
+            stack.push((adapter, a.scale));
+        }
+        let refs: Vec<(&Adapter, f32)> = stack.iter().map(|(a, s)| (a.as_ref(), *s)).collect();
+        llama::set_stack(&mut lane.ctx, &refs)?;
+        // The KV cache was computed with the old stack.
+        lane.ctx.clear();
+        lane.active = stack;
+        lane.adapter_bytes = bytes;
+        lane.spec.adapters = spec.adapters.clone();
+        Ok(t0.elapsed().as_secs_f64() * 1000.0)
+    }
+
+    fn generate(
+        &mut self,
+        job: JobId,
+        spec: &LaneSpec,
+        prompt: &Prompt,
+        sampling: &Sampling,
+        top_n: u32,
+        sink: &mut dyn EventSink,
+    ) -> JobResultOr<RunStats> {
+        let (info, load_ms) = self.setup_lane(job, spec, sink)?;
+        let lane = self
+            .lanes
+            .get_mut(&spec.lane)
+            .ok_or_else(|| JobError::from("lane missing".to_string()))?;
+        let model = Rc::clone(&lane.model);
+        let text = match prompt {
+            Prompt::Raw { text } => text.clone(),
+            Prompt::Chat { system, user } => {
+                let mut msgs = Vec::new();
+                if let Some(s) = system.as_ref().filter(|s| !s.trim().is_empty()) {
+                    msgs.push(ChatMessage {
+                        role: "system".into(),
+                        content: s.clone(),
+                    });
+                }
+                msgs.push(ChatMessage {
+                    role: "user".into(),
+                    content: user.clone(),
+                });
+                model.model.apply_chat_template(&msgs)?
+            }
+        };
+        let tokens = model.model.tokenize(&text, true)?;
+        let n_ctx = lane.ctx.n_ctx() as usize;
+        if tokens.is_empty() {
+            return Err("the prompt is empty".to_string().into());
+        }
+        if tokens.len() >= n_ctx {
+            return Err(format!(
+                "the prompt is {} tokens but the context holds {n_ctx}; shorten it or raise the context length",
+                tokens.len()
+            )
+            .into());
+        }
+        let n_vocab = usize::try_from(model.info.n_vocab).unwrap_or(0);
+        let mut sampler = Sampler::new(sampling, model.info.n_vocab)
+            .ok_or_else(|| JobError::from("could not create a sampler".to_string()))?;
+        for &t in &tokens {
+            sampler.accept(t);
+        }
+        let abort = lane.ctx.abort_flag();
+        self.cancel.attach(job, abort);
+        let lane = self
+            .lanes
+            .get_mut(&spec.lane)
+            .ok_or_else(|| JobError::from("lane missing".to_string()))?;
+
+        lane.ctx.clear();
+        let t0 = Instant::now();
+        let cancelled_err = || JobError {
+            message: "cancelled".into(),
+            cancelled: true,
+        };
+        let last_batch = match lane.ctx.decode(&tokens, 0, false) {
+            Ok(n) => n,
+            Err(_) if self.cancel.is_cancelled(job) => return Err(cancelled_err()),
+            Err(e) => return Err(e.into()),
+        };
+        let prefill_ms = t0.elapsed().as_secs_f64() * 1000.0;
+
+        let mut assembler = TextAssembler::new(&sampling.stop);
+        let mut n_pos = tokens.len();
+        let mut out_idx = last_batch.saturating_sub(1);
+        let mut t_prev = t0;
+        let mut ttft_ms = 0.0;
+        let mut itls_ms = Vec::new();
+        let mut generated = 0u32;
+        let mut stop_reason = StopReason::MaxTokens;
+        let top_n = top_n.min(10) as usize;
+        for step in 0..sampling.max_tokens {
+            if self.cancel.is_cancelled(job) {
+                stop_reason = StopReason::Cancelled;
+                break;
+            }
+            if n_pos >= n_ctx {
+                stop_reason = StopReason::ContextFull;
+                break;
+            }
+            let idx = i32::try_from(out_idx).unwrap_or(0);
+            let token = sampler.sample(&lane.ctx, idx);
+            let (prob, top) = match lane.ctx.logits(out_idx, n_vocab) {
+                Some(logits) => token_probs(logits, token, top_n, &model.model),
+                None => (0.0, Vec::new()),
+            };
+            let now = Instant::now();
+            let latency_ms = (now - t_prev).as_secs_f64() * 1000.0;
+            t_prev = now;
+            if step == 0 {
+                ttft_ms = latency_ms;
+            } else {
+                itls_ms.push(latency_ms);
+            }
+            if model.model.is_eog(token) {
+                stop_reason = StopReason::EndOfText;
+                break;
+            }
+            generated += 1;
+            let bytes = model.model.token_bytes(token);
+            let (released, stopped) = assembler.push(&bytes);
+            sink.send(Event::Token {
+                job,
+                lane: spec.lane,
+                text: released,
+                piece: String::from_utf8_lossy(&bytes).into_owned(),
+                token_id: token,
+                prob,
+                top,
+                latency_ms,
+            });
+            if stopped {
+                stop_reason = StopReason::StopString;
+                break;
+            }
+            if step + 1 == sampling.max_tokens {
+                break;
+            }
+            match lane.ctx.decode(&[token], i32::try_from(n_pos).unwrap_or(i32::MAX), false) {
+                Ok(_) => {}
+                Err(_) if self.cancel.is_cancelled(job) => {
+                    stop_reason = StopReason::Cancelled;
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            n_pos += 1;
+            out_idx = 0;
+        }
+        let tail = assembler.finish();
+        if !tail.is_empty() {
+            sink.send(Event::Token {
+                job,
+                lane: spec.lane,
+                text: tail,
+                piece: String::new(),
+                token_id: -1,
+                prob: 0.0,
+                top: Vec::new(),
+                latency_ms: 0.0,
+            });
+        }
+        let decode_ms: f64 = itls_ms.iter().sum();
+        let (rss_bytes, peak_rss_bytes) = metrics::rss_bytes();
+        let prompt_tokens = tokens.len() as u32;
+        Ok(RunStats {
+            lane: info,
+            load_ms,
+            ttft_ms,
+            prompt_tokens,
+            prefill_ms,
+            prefill_tokens_per_sec: rate(f64::from(prompt_tokens), prefill_ms),
+            generated_tokens: generated,
+            decode_ms,
+            decode_tokens_per_sec: rate(itls_ms.len() as f64, decode_ms),
+            itl_p50_ms: metrics::percentile(&itls_ms, 0.5),
+            itl_p95_ms: metrics::percentile(&itls_ms, 0.95),
+            peak_rss_bytes,
+            rss_bytes,
+            text: assembler.text().to_string(),
+            stop_reason,
+        })
+    }
+}
+
+fn rate(count: f64, ms: f64) -> f64 {
+    if ms > 0.0 {
+        count * 1000.0 / ms
+    } else {
+        0.0
+    }
+}
+
+fn lane_info(lane: &Lane, adapter_swap_ms: f64, context_created: bool) -> LaneInfo {
+    LaneInfo {
+        lane: lane.spec.lane,
+        model: lane.model.info.clone(),
+        kv_bytes: lane.kv_bytes,
+        adapter_bytes: lane.adapter_bytes,
+        adapter_swap_ms,
+        context_created,
+    }
+}
+
+/// Probability of `token` and the `top_n` most likely tokens, from raw logits (softmax, T=1).
+fn token_probs(logits: &[f32], token: i32, top_n: usize, model: &Model) -> (f32, Vec<TopToken>) {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&l| f64::from((l - max).exp())).sum();
+    let p = |l: f32| (f64::from((l - max).exp()) / sum) as f32;
+    let prob = usize::try_from(token).ok().and_then(|i| logits.get(i)).map_or(0.0, |&l| p(l));
+    let mut best: Vec<(usize, f32)> = Vec::with_capacity(top_n + 1);
+    if top_n > 0 {
+        for (i, &l) in logits.iter().enumerate() {
+            if best.len() < top_n || l > best[best.len() - 1].1 {
+                let at = best.partition_point(|&(_, bl)| bl >= l);
+                best.insert(at, (i, l));
+                best.truncate(top_n);
+            }
+        }
+    }
+    let top = best
+        .into_iter()
+        .map(|(i, l)| TopToken {
+            piece: String::from_utf8_lossy(&model.token_bytes(i as i32)).into_owned(),
+            token_id: i as i32,
+            prob: p(l),
+        })
+        .collect();
+    (prob, top)
+}
+
+/// Reads and checks a model file before llama.cpp sees it.
+pub fn validate_model_file(path: &Path) -> Result<GgufFile, String> {
+    let file = gguf::read(path).map_err(|e| e.to_string())?;
+    match gguf::Summary::of(&file).kind {
+        FileKind::Model => {}
+        FileKind::Adapter => {
+            return Err(format!(
+                "{}: this is a LoRA adapter, not a model; load a base model and add it as an adapter",
+                path.display()
+            ))
+        }
+        FileKind::ControlVector => return Err(format!("{}: this is a control vector, not a model", path.display())),
+    }
+    if file.tensors.is_empty() {
+        return Err(format!("{}: the file has no tensors; it is not a usable model", path.display()));
+    }
+    if file.architecture().is_none() {
+        return Err(format!("{}: no general.architecture; not a model llama.cpp can run", path.display()));
+    }
+    Ok(file)
+}
+
+/// Reads an adapter file and checks it against the model's header before llama.cpp sees it.
+pub fn validate_adapter_file(path: &Path, model: &GgufFile) -> Result<GgufFile, String> {
+    let file = gguf::read(path).map_err(|e| e.to_string())?;
+    crate::adapters::check(&file, model).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(file)
+}

@@ -1,0 +1,11 @@
+//! Pure-Rust GGUF reading, validation, summaries and writing. Validates a file before
+//! llama.cpp ever sees it.
+
+mod reader;
+mod summary;
+mod types;
+pub mod writer;
+
+pub use reader::{read, GgufError, GgufFile, TensorInfo, Value};
+pub use summary::{AdapterSummary, FileKind, QuantShare, Summary};
+pub use types::{file_type_name, GgmlType};

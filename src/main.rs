@@ -1,0 +1,45 @@
+//! nanolab's binary: parses the command line; no subcommand opens the window.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use nanolab::cli::{Cli, Command};
+
+fn init_logging(verbose: u8, is_engine: bool) {
+    // The engine child inherits the parent's filter through NANOLAB_LOG.
+    let filter = match std::env::var("NANOLAB_LOG") {
+        Ok(f) if !f.is_empty() => f,
+        _ => {
+            let f = match verbose {
+                0 => "warn,llama=off",
+                1 => "info,llama=info",
+                _ => "debug,llama=debug",
+            };
+            if !is_engine {
+                std::env::set_var("NANOLAB_LOG", f);
+            }
+            f.to_string()
+        }
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_target(true)
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, matches!(cli.command, Some(Command::Engine)));
+    let result = match cli.command {
+        Some(cmd) => nanolab::cli::dispatch(cmd),
+        None => nanolab::ui::run(cli.model),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

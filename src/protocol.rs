@@ -1,0 +1,442 @@
+//! Typed messages between the UI/CLI and the engine child process: one JSON object per line
+//! over the child's stdin (requests) and stdout (events). Every job ends with exactly one
+//! [`Event::Done`] or [`Event::Error`].
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped whenever a message changes shape; parent and child must agree.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Identifies one request and every event it causes.
+pub type JobId = u64;
+/// Identifies a lane (one context on a model, with its own adapter stack).
+pub type LaneId = u64;
+
+/// Which model file to use and how to place it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelSpec {
+    /// Path of the GGUF file.
+    pub path: PathBuf,
+    /// Layers to offload to a GPU; `None` = all that fit when a GPU backend exists, 0 otherwise.
+    pub gpu_layers: Option<u32>,
+}
+
+/// One adapter in a stack.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdapterSpec {
+    /// Path of the GGUF LoRA file.
+    pub path: PathBuf,
+    /// Scale; 0 disables the adapter without unloading it.
+    pub scale: f32,
+}
+
+/// Everything that defines a lane's engine state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaneSpec {
+    /// Lane id chosen by the caller.
+    pub lane: LaneId,
+    /// Base model.
+    pub model: ModelSpec,
+    /// Context length in tokens.
+    pub n_ctx: u32,
+    /// CPU threads; `None` = engine default.
+    pub threads: Option<u32>,
+    /// Adapter stack applied in order.
+    pub adapters: Vec<AdapterSpec>,
+}
+
+/// Sampling settings. A temperature of 0 is greedy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Sampling {
+    /// Softmax temperature; 0 = greedy (deterministic).
+    pub temperature: f32,
+    /// Keep the k most likely tokens; 0 = off.
+    pub top_k: i32,
+    /// Nucleus sampling threshold; 1 = off.
+    pub top_p: f32,
+    /// Minimum probability relative to the best token; 0 = off.
+    pub min_p: f32,
+    /// Repetition penalty; 1 = off.
+    pub repeat_penalty: f32,
+    /// Tokens the repetition penalty looks back over.
+    pub repeat_last_n: i32,
+    /// RNG seed.
+    pub seed: u32,
+    /// Maximum tokens to generate.
+    pub max_tokens: u32,
+    /// Generation stops before any of these strings.
+    pub stop: Vec<String>,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Self {
+            temperature: 0.0,
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            seed: 42,
+            max_tokens: 128,
+            stop: Vec::new(),
+        }
+    }
+}
+
+/// The text to continue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum Prompt {
+    /// Raw text, tokenized as is.
+    Raw {
+        /// The text.
+        text: String,
+    },
+    /// A chat turn formatted with the model's chat template.
+    Chat {
+        /// Optional system message.
+        system: Option<String>,
+        /// The user message.
+        user: String,
+    },
+}
+
+/// Requests from the parent to the engine.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Request {
+    /// Load a model (or find it loaded); reports progress; can be cancelled.
+    LoadModel {
+        /// Job id.
+        job: JobId,
+        /// Which model.
+        model: ModelSpec,
+    },
+    /// Unload a model and every lane on it.
+    UnloadModel {
+        /// Job id.
+        job: JobId,
+        /// Path the model was loaded from.
+        path: PathBuf,
+    },
+    /// Create or update a lane: model, context and adapter stack (hot-swapped, no reload).
+    SetupLane {
+        /// Job id.
+        job: JobId,
+        /// The lane's wanted state.
+        lane: LaneSpec,
+    },
+    /// Drop a lane and its context.
+    DropLane {
+        /// Job id.
+        job: JobId,
+        /// Which lane.
+        lane: LaneId,
+    },
+    /// Set up the lane as in `SetupLane`, then generate, streaming tokens.
+    Generate {
+        /// Job id.
+        job: JobId,
+        /// The lane's wanted state.
+        lane: LaneSpec,
+        /// What to continue.
+        prompt: Prompt,
+        /// How to sample.
+        sampling: Sampling,
+        /// How many alternatives to report per token (0-10).
+        top_n: u32,
+    },
+    /// Cancel a running job; it ends with its usual terminal event, marked cancelled.
+    Cancel {
+        /// The job to cancel.
+        job: JobId,
+    },
+    /// List compute devices.
+    Devices {
+        /// Job id.
+        job: JobId,
+    },
+    /// Memory use of the engine process and what it holds.
+    Status {
+        /// Job id.
+        job: JobId,
+    },
+}
+
+impl Request {
+    /// The job id, if this request starts a job.
+    pub fn job(&self) -> Option<JobId> {
+        match self {
+            Request::LoadModel { job, .. }
+            | Request::UnloadModel { job, .. }
+            | Request::SetupLane { job, .. }
+            | Request::DropLane { job, .. }
+            | Request::Generate { job, .. }
+            | Request::Devices { job }
+            | Request::Status { job } => Some(*job),
+            Request::Cancel { .. } => None,
+        }
+    }
+
+    /// What the engine is doing for this request, for error messages ("engine stopped while …").
+    pub fn action(&self) -> String {
+        match self {
+            Request::LoadModel { model, .. } => format!("loading {}", model.path.display()),
+            Request::UnloadModel { path, .. } => format!("unloading {}", path.display()),
+            Request::SetupLane { lane, .. } => format!("setting up lane {}", lane.lane),
+            Request::DropLane { lane, .. } => format!("dropping lane {lane}"),
+            Request::Generate { lane, .. } => format!("generating on lane {}", lane.lane),
+            Request::Cancel { job } => format!("cancelling job {job}"),
+            Request::Devices { .. } => "listing devices".to_string(),
+            Request::Status { .. } => "reading status".to_string(),
+        }
+    }
+}
+
+/// One alternative token at a generation step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopToken {
+    /// Token text.
+    pub piece: String,
+    /// Token id.
+    pub token_id: i32,
+    /// Probability under the model (temperature 1, before sampling filters).
+    pub prob: f32,
+}
+
+/// Why a generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// The model produced an end-of-generation token.
+    EndOfText,
+    /// `max_tokens` reached.
+    MaxTokens,
+    /// A stop string matched.
+    StopString,
+    /// The context is full.
+    ContextFull,
+    /// The caller cancelled.
+    Cancelled,
+}
+
+/// Facts about a loaded model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// Path it was loaded from.
+    pub path: PathBuf,
+    /// Bytes of weights as llama.cpp counts them.
+    pub model_bytes: u64,
+    /// Parameters.
+    pub parameters: u64,
+    /// Training context length.
+    pub n_ctx_train: u32,
+    /// Vocabulary size.
+    pub n_vocab: i32,
+    /// Layers offloaded to a GPU.
+    pub gpu_layers: u32,
+    /// Milliseconds the load took (when it was first loaded).
+    pub load_ms: f64,
+    /// It was already loaded: this request cost no load.
+    pub cached: bool,
+    /// The model embeds a chat template.
+    pub has_chat_template: bool,
+}
+
+/// Facts about a lane after setup.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaneInfo {
+    /// Lane id.
+    pub lane: LaneId,
+    /// The model under it.
+    pub model: ModelInfo,
+    /// KV cache bytes for this lane's context.
+    pub kv_bytes: u64,
+    /// Bytes of adapter files in the active stack.
+    pub adapter_bytes: u64,
+    /// Milliseconds spent loading/applying adapters in this setup (0 if unchanged).
+    pub adapter_swap_ms: f64,
+    /// A new context was created in this setup.
+    pub context_created: bool,
+}
+
+/// Timings and sizes of one generation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunStats {
+    /// The lane.
+    pub lane: LaneInfo,
+    /// Model load time in ms (0 when it was already loaded).
+    pub load_ms: f64,
+    /// Time from the start of prompt processing to the first generated token, ms.
+    pub ttft_ms: f64,
+    /// Prompt tokens.
+    pub prompt_tokens: u32,
+    /// Prompt processing time, ms.
+    pub prefill_ms: f64,
+    /// Prompt tokens per second.
+    pub prefill_tokens_per_sec: f64,
+    /// Tokens generated.
+    pub generated_tokens: u32,
+    /// Time from the first to the last generated token, ms.
+    pub decode_ms: f64,
+    /// (generated_tokens - 1) / decode time.
+    pub decode_tokens_per_sec: f64,
+    /// Median time between tokens, ms.
+    pub itl_p50_ms: f64,
+    /// 95th percentile time between tokens, ms.
+    pub itl_p95_ms: f64,
+    /// Peak resident memory of the engine process, bytes.
+    pub peak_rss_bytes: u64,
+    /// Resident memory of the engine process now, bytes.
+    pub rss_bytes: u64,
+    /// The complete generated text.
+    pub text: String,
+    /// Why it ended.
+    pub stop_reason: StopReason,
+}
+
+/// A compute device seen by llama.cpp.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    /// Backend (CPU, CUDA, Vulkan).
+    pub backend: String,
+    /// Device name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// CPU, GPU, iGPU or accelerator.
+    pub kind: String,
+    /// Free memory, bytes.
+    pub memory_free_bytes: u64,
+    /// Total memory, bytes.
+    pub memory_total_bytes: u64,
+}
+
+/// Memory held by the engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngineStatus {
+    /// Resident memory now, bytes.
+    pub rss_bytes: u64,
+    /// Peak resident memory, bytes.
+    pub peak_rss_bytes: u64,
+    /// Loaded models.
+    pub models: Vec<ModelInfo>,
+    /// Lanes, by id.
+    pub lanes: Vec<LaneInfo>,
+}
+
+/// The successful outcome of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum JobResult {
+    /// A model is loaded.
+    ModelLoaded {
+        /// The model.
+        info: ModelInfo,
+    },
+    /// A model was unloaded.
+    ModelUnloaded,
+    /// A lane is ready.
+    LaneReady {
+        /// The lane.
+        info: LaneInfo,
+    },
+    /// A lane was dropped.
+    LaneDropped,
+    /// A generation finished (possibly cancelled; see `stop_reason`).
+    Generated {
+        /// Timings and text.
+        stats: RunStats,
+    },
+    /// Device list.
+    Devices {
+        /// The devices.
+        devices: Vec<DeviceInfo>,
+    },
+    /// Engine status.
+    Status {
+        /// The status.
+        status: EngineStatus,
+    },
+}
+
+/// Events from the engine to the parent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// First line the engine writes.
+    Ready {
+        /// Must equal [`PROTOCOL_VERSION`].
+        protocol_version: u32,
+        /// nanolab version of the engine binary.
+        engine_version: String,
+        /// llama.cpp's system info line.
+        system_info: String,
+    },
+    /// Progress of a long job, 0-1.
+    Progress {
+        /// Job id.
+        job: JobId,
+        /// 0-1.
+        fraction: f32,
+        /// What is happening.
+        stage: String,
+    },
+    /// One generated token.
+    Token {
+        /// Job id.
+        job: JobId,
+        /// Lane id.
+        lane: LaneId,
+        /// Text released by this token (may be empty while a stop string or UTF-8 sequence is pending).
+        text: String,
+        /// This token's own text.
+        piece: String,
+        /// Token id.
+        token_id: i32,
+        /// Probability of this token under the model.
+        prob: f32,
+        /// The most likely tokens at this step.
+        top: Vec<TopToken>,
+        /// Milliseconds since the previous token (or since prompt start for the first).
+        latency_ms: f64,
+    },
+    /// The job finished.
+    Done {
+        /// Job id.
+        job: JobId,
+        /// Result.
+        result: JobResult,
+    },
+    /// The job failed (or was cancelled before it produced a result).
+    Error {
+        /// Job id.
+        job: JobId,
+        /// One clear line for the user.
+        message: String,
+        /// The caller cancelled it.
+        #[serde(default)]
+        cancelled: bool,
+    },
+}
+
+impl Event {
+    /// The job this event belongs to.
+    pub fn job(&self) -> Option<JobId> {
+        match self {
+            Event::Ready { .. } => None,
+            Event::Progress { job, .. }
+            | Event::Token { job, .. }
+            | Event::Done { job, .. }
+            | Event::Error { job, .. } => Some(*job),
+        }
+    }
+    /// Whether this event ends its job.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, Event::Done { .. } | Event::Error { .. })
+    }
+}
