@@ -81,6 +81,9 @@ pub struct CompatReport {
     pub alpha: f64,
 }
 
+/// Dims of a base tensor's lora_a and lora_b, as found.
+type LoraPair<'a> = (Option<&'a [u64]>, Option<&'a [u64]>);
+
 fn more(n: usize) -> String {
     if n == 0 {
         String::new()
@@ -116,7 +119,7 @@ pub fn check(adapter: &GgufFile, model: &GgufFile) -> Result<CompatReport, Compa
         .ok_or(CompatError::NoAlpha)?;
 
     // base tensor -> (lora_a dims, lora_b dims)
-    let mut pairs: BTreeMap<&str, (Option<&[u64]>, Option<&[u64]>)> = BTreeMap::new();
+    let mut pairs: BTreeMap<&str, LoraPair> = BTreeMap::new();
     for t in &adapter.tensors {
         if let Some(base) = t.name.strip_suffix(".lora_a") {
             pairs.entry(base).or_default().0 = Some(&t.dims);
@@ -126,7 +129,10 @@ pub fn check(adapter: &GgufFile, model: &GgufFile) -> Result<CompatReport, Compa
             continue;
         }
         if !t.ggml_type.is_float() {
-            return Err(CompatError::QuantizedTensor(t.name.clone(), t.ggml_type.name.to_string()));
+            return Err(CompatError::QuantizedTensor(
+                t.name.clone(),
+                t.ggml_type.name.to_string(),
+            ));
         }
     }
     if pairs.is_empty() {
@@ -139,8 +145,18 @@ pub fn check(adapter: &GgufFile, model: &GgufFile) -> Result<CompatReport, Compa
     for (&base, &(a, b)) in &pairs {
         let (a, b) = match (a, b) {
             (Some(a), Some(b)) => (a, b),
-            (Some(_), None) => return Err(CompatError::Unpaired(format!("{base}.lora_a"), format!("{base}.lora_b"))),
-            (None, _) => return Err(CompatError::Unpaired(format!("{base}.lora_b"), format!("{base}.lora_a"))),
+            (Some(_), None) => {
+                return Err(CompatError::Unpaired(
+                    format!("{base}.lora_a"),
+                    format!("{base}.lora_b"),
+                ))
+            }
+            (None, _) => {
+                return Err(CompatError::Unpaired(
+                    format!("{base}.lora_b"),
+                    format!("{base}.lora_a"),
+                ))
+            }
         };
         // ggml dims: lora_a [in, rank], lora_b [rank, out]; base weight [in, out].
         let (a_in, rank_a) = (a.first().copied().unwrap_or(0), a.get(1).copied().unwrap_or(1));

@@ -31,9 +31,17 @@ pub fn render(s: &Summary) -> String {
     out += &format!("{}  ({kind}, GGUF v{})\n", s.path, s.gguf_version);
     out += &format!("  name            {}\n", opt(s.name.as_deref()));
     out += &format!("  architecture    {}\n", opt(s.architecture.as_deref()));
-    out += &format!("  parameters      {} ({:.1} M)\n", s.parameters, s.parameters as f64 / 1e6);
+    out += &format!(
+        "  parameters      {} ({:.1} M)\n",
+        s.parameters,
+        s.parameters as f64 / 1e6
+    );
     out += &format!("  file size       {} ({} bytes)\n", mib(s.file_bytes), s.file_bytes);
-    out += &format!("  quantization    {}  ({:.2} bits per weight)\n", s.quant_label(), s.bits_per_weight);
+    out += &format!(
+        "  quantization    {}  ({:.2} bits per weight)\n",
+        s.quant_label(),
+        s.bits_per_weight
+    );
     if s.kind == FileKind::Model {
         out += &format!("  context length  {}\n", opt(s.context_length));
         out += &format!(
@@ -50,7 +58,10 @@ pub fn render(s: &Summary) -> String {
         );
         out += &format!("  chat template   {}\n", if s.has_chat_template { "yes" } else { "no" });
     }
-    out += &format!("  tensors         {}   metadata keys {}\n", s.tensor_count, s.metadata_count);
+    out += &format!(
+        "  tensors         {}   metadata keys {}\n",
+        s.tensor_count, s.metadata_count
+    );
     out += "  quant mix (by bytes)\n";
     for q in &s.quant_mix {
         out += &format!(
@@ -69,11 +80,8 @@ pub fn render(s: &Summary) -> String {
             a.ranks.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
         );
         out += &format!("  base model      {}\n", opt(a.base_model.as_deref()));
-        let kinds: std::collections::BTreeSet<&str> = a
-            .targets
-            .iter()
-            .filter_map(|t| t.split('.').rev().nth(1))
-            .collect();
+        let kinds: std::collections::BTreeSet<&str> =
+            a.targets.iter().filter_map(|t| t.split('.').rev().nth(1)).collect();
         out += &format!(
             "  targets         {} tensors ({})\n",
             a.targets.len(),

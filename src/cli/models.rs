@@ -48,10 +48,7 @@ pub fn fetch(what: &str, sha256: Option<&str>, dir: Option<PathBuf>) -> anyhow::
         models::fetch_url(what, sha256, &dir, &cancel, &mut bar)?
     } else {
         let model = models::catalog::find(what).ok_or_else(|| {
-            models::FetchError::Unknown(
-                what.into(),
-                CATALOG.iter().map(|m| m.id).collect::<Vec<_>>().join(", "),
-            )
+            models::FetchError::Unknown(what.into(), CATALOG.iter().map(|m| m.id).collect::<Vec<_>>().join(", "))
         })?;
         models::fetch_catalog(model, &dir, true, &cancel, &mut bar)?
     };
@@ -80,7 +77,9 @@ pub fn list(json: bool, dir: Option<PathBuf>) -> anyhow::Result<()> {
             .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "dir": dir, "installed": installed, "catalog": catalog }))?
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "dir": dir, "installed": installed, "catalog": catalog })
+            )?
         );
         return Ok(());
     }
@@ -98,7 +97,11 @@ pub fn list(json: bool, dir: Option<PathBuf>) -> anyhow::Result<()> {
     }
     println!("catalog (nanolab models fetch ID):");
     for m in CATALOG {
-        let mark = if installed.iter().any(|i| i.catalog_id.as_deref() == Some(m.id)) { "installed" } else { "" };
+        let mark = if installed.iter().any(|i| i.catalog_id.as_deref() == Some(m.id)) {
+            "installed"
+        } else {
+            ""
+        };
         println!("  {:<24} {:>10}  {}  {mark}", m.id, mib(m.gguf_bytes), m.title);
     }
     Ok(())

@@ -189,7 +189,10 @@ pub fn stats_line(s: &RunStats) -> String {
 pub fn devices(json: bool) -> anyhow::Result<()> {
     let mut client = EngineClient::new(None);
     let job = client.next_job();
-    match client.call(&Request::Devices { job }, |_| {}).context("asking the engine for devices")? {
+    match client
+        .call(&Request::Devices { job }, |_| {})
+        .context("asking the engine for devices")?
+    {
         Event::Done {
             result: JobResult::Devices { devices },
             ..
@@ -217,7 +220,9 @@ pub fn devices(json: bool) -> anyhow::Result<()> {
                     );
                 }
                 if !cfg!(any(feature = "cuda", feature = "vulkan")) {
-                    println!("(CPU build: --gpu-layers defaults to 0; build with --features cuda or vulkan to offload)");
+                    println!(
+                        "(CPU build: --gpu-layers defaults to 0; build with --features cuda or vulkan to offload)"
+                    );
                 }
             }
             Ok(())

@@ -157,7 +157,9 @@ impl EngineClient {
             })) => {
                 if protocol_version != PROTOCOL_VERSION {
                     kill(&child);
-                    return Err(ClientError::Version { found: protocol_version });
+                    return Err(ClientError::Version {
+                        found: protocol_version,
+                    });
                 }
                 self.system_info = system_info;
             }
@@ -326,7 +328,12 @@ fn spawn_stderr_reader(stderr: std::process::ChildStderr, tail: Arc<Mutex<VecDeq
 fn tail_text(tail: &Arc<Mutex<VecDeque<String>>>) -> String {
     let lines: Vec<String> = tail
         .lock()
-        .map(|t| t.iter().filter(|l| l.contains("ERROR") || l.contains("abort") || l.contains("GGML_ASSERT")).cloned().collect())
+        .map(|t| {
+            t.iter()
+                .filter(|l| l.contains("ERROR") || l.contains("abort") || l.contains("GGML_ASSERT"))
+                .cloned()
+                .collect()
+        })
         .unwrap_or_default();
     match lines.last() {
         Some(l) => format!(" ({l})"),

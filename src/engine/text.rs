@@ -48,7 +48,9 @@ impl TextAssembler {
                 }
             }
         }
-        let search_from = self.released.saturating_sub(self.stops.iter().map(String::len).max().unwrap_or(0));
+        let search_from = self
+            .released
+            .saturating_sub(self.stops.iter().map(String::len).max().unwrap_or(0));
         let search_from = floor_boundary(&self.all, search_from);
         let hit = self
             .stops
@@ -102,7 +104,9 @@ fn floor_boundary(s: &str, mut i: usize) -> usize {
 fn longest_suffix_prefix(text: &str, stop: &str) -> usize {
     (1..stop.len())
         .rev()
-        .find(|&n| n <= text.len() && text.is_char_boundary(text.len() - n) && stop.starts_with(&text[text.len() - n..]))
+        .find(|&n| {
+            n <= text.len() && text.is_char_boundary(text.len() - n) && stop.starts_with(&text[text.len() - n..])
+        })
         .unwrap_or(0)
 }
 

@@ -93,14 +93,15 @@ impl Worker {
     pub fn handle(&mut self, req: Request, sink: &mut dyn EventSink) {
         let Some(job) = req.job() else { return };
         let outcome = match req {
-            Request::LoadModel { model, .. } => self
-                .ensure_model(job, &model, sink)
-                .map(|(m, load_ms)| JobResult::ModelLoaded {
-                    info: ModelInfo {
-                        cached: load_ms == 0.0,
-                        ..m.info.clone()
-                    },
-                }),
+            Request::LoadModel { model, .. } => {
+                self.ensure_model(job, &model, sink)
+                    .map(|(m, load_ms)| JobResult::ModelLoaded {
+                        info: ModelInfo {
+                            cached: load_ms == 0.0,
+                            ..m.info.clone()
+                        },
+                    })
+            }
             Request::UnloadModel { path, .. } => {
                 self.unload(&path);
                 Ok(JobResult::ModelUnloaded)
@@ -230,14 +231,17 @@ impl Worker {
     /// Makes the lane match `spec`; returns its info and the model load time (0 if cached).
     fn setup_lane(&mut self, job: JobId, spec: &LaneSpec, sink: &mut dyn EventSink) -> JobResultOr<(LaneInfo, f64)> {
         let (model, load_ms) = self.ensure_model(job, &spec.model, sink)?;
-        let reuse = self
-            .lanes
-            .get(&spec.lane)
-            .is_some_and(|l| Rc::ptr_eq(&l.model, &model) && l.spec.n_ctx == spec.n_ctx && l.spec.threads == spec.threads);
+        let reuse = self.lanes.get(&spec.lane).is_some_and(|l| {
+            Rc::ptr_eq(&l.model, &model) && l.spec.n_ctx == spec.n_ctx && l.spec.threads == spec.threads
+        });
         let mut context_created = false;
         if !reuse {
             self.lanes.remove(&spec.lane);
-            let n_ctx = if spec.n_ctx == 0 { model.info.n_ctx_train.min(4096) } else { spec.n_ctx };
+            let n_ctx = if spec.n_ctx == 0 {
+                model.info.n_ctx_train.min(4096)
+            } else {
+                spec.n_ctx
+            };
             let kv_bytes = model.model.kv_bytes_per_token() * u64::from(n_ctx);
             if let Some(avail) = metrics::mem_available_bytes() {
                 if kv_bytes > avail {
@@ -251,6 +255,8 @@ impl Worker {
             }
             let threads = spec.threads.map_or(self.threads, |t| t.max(1) as i32);
             let ctx = Context::new(&model.model, n_ctx, threads, N_BATCH)?;
+            // llama.cpp may round the context up; report what was allocated.
+            let kv_bytes = model.model.kv_bytes_per_token() * u64::from(ctx.n_ctx());
             context_created = true;
             self.lanes.insert(
                 spec.lane,
@@ -389,7 +395,6 @@ impl Worker {
         let prefill_ms = t0.elapsed().as_secs_f64() * 1000.0;
 
         let mut assembler = TextAssembler::new(&sampling.stop);
-        let mut n_pos = tokens.len();
         let mut out_idx = last_batch.saturating_sub(1);
         let mut t_prev = t0;
         let mut ttft_ms = 0.0;
@@ -398,6 +403,7 @@ impl Worker {
         let mut stop_reason = StopReason::MaxTokens;
         let top_n = top_n.min(10) as usize;
         for step in 0..sampling.max_tokens {
+            let n_pos = tokens.len() + step as usize;
             if self.cancel.is_cancelled(job) {
                 stop_reason = StopReason::Cancelled;
                 break;
@@ -444,7 +450,10 @@ impl Worker {
             if step + 1 == sampling.max_tokens {
                 break;
             }
-            match lane.ctx.decode(&[token], i32::try_from(n_pos).unwrap_or(i32::MAX), false) {
+            match lane
+                .ctx
+                .decode(&[token], i32::try_from(n_pos).unwrap_or(i32::MAX), false)
+            {
                 Ok(_) => {}
                 Err(_) if self.cancel.is_cancelled(job) => {
                     stop_reason = StopReason::Cancelled;
@@ -452,7 +461,6 @@ impl Worker {
                 }
                 Err(e) => return Err(e.into()),
             }
-            n_pos += 1;
             out_idx = 0;
         }
         let tail = assembler.finish();
@@ -515,7 +523,10 @@ fn token_probs(logits: &[f32], token: i32, top_n: usize, model: &Model) -> (f32,
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let sum: f64 = logits.iter().map(|&l| f64::from((l - max).exp())).sum();
     let p = |l: f32| (f64::from((l - max).exp()) / sum) as f32;
-    let prob = usize::try_from(token).ok().and_then(|i| logits.get(i)).map_or(0.0, |&l| p(l));
+    let prob = usize::try_from(token)
+        .ok()
+        .and_then(|i| logits.get(i))
+        .map_or(0.0, |&l| p(l));
     let mut best: Vec<(usize, f32)> = Vec::with_capacity(top_n + 1);
     if top_n > 0 {
         for (i, &l) in logits.iter().enumerate() {
@@ -551,10 +562,16 @@ pub fn validate_model_file(path: &Path) -> Result<GgufFile, String> {
         FileKind::ControlVector => return Err(format!("{}: this is a control vector, not a model", path.display())),
     }
     if file.tensors.is_empty() {
-        return Err(format!("{}: the file has no tensors; it is not a usable model", path.display()));
+        return Err(format!(
+            "{}: the file has no tensors; it is not a usable model",
+            path.display()
+        ));
     }
     if file.architecture().is_none() {
-        return Err(format!("{}: no general.architecture; not a model llama.cpp can run", path.display()));
+        return Err(format!(
+            "{}: no general.architecture; not a model llama.cpp can run",
+            path.display()
+        ));
     }
     Ok(file)
 }

@@ -26,10 +26,7 @@ pub enum GgufError {
     Directory { path: PathBuf },
     /// The OS refused to open or read the file.
     #[error("{path}: cannot read: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     /// The file is empty.
     #[error("{path}: file is empty (0 bytes)")]
     Empty { path: PathBuf },
@@ -265,6 +262,17 @@ impl Cursor<'_> {
             detail,
         }
     }
+    /// Checks that `bytes_needed` more bytes can exist: absurd if not even the whole file
+    /// could hold them, truncated if the file just ends too soon.
+    fn need(&self, what: &str, value: u64, bytes_needed: u64) -> Result<(), GgufError> {
+        if bytes_needed > self.file_bytes {
+            Err(self.absurd(what, value))
+        } else if bytes_needed > self.remaining() {
+            Err(self.truncated(what, self.pos.saturating_add(bytes_needed)))
+        } else {
+            Ok(())
+        }
+    }
     fn remaining(&self) -> u64 {
         self.file_bytes.saturating_sub(self.pos)
     }
@@ -296,9 +304,7 @@ impl Cursor<'_> {
     }
     fn string(&mut self, what: &str) -> Result<Vec<u8>, GgufError> {
         let len = self.u64(what)?;
-        if len > self.remaining() {
-            return Err(self.absurd(&format!("length of {what}"), len));
-        }
+        self.need(&format!("length of {what}"), len, len)?;
         self.bytes(len, what)
     }
 
@@ -327,9 +333,7 @@ impl Cursor<'_> {
                 let len = self.u64(what)?;
                 let min_elem = min_value_bytes(elem_type)
                     .ok_or_else(|| self.corrupt(format!("{what}: unknown array element type {elem_type}")))?;
-                if len.saturating_mul(min_elem) > self.remaining() {
-                    return Err(self.absurd(&format!("element count of {what}"), len));
-                }
+                self.need(&format!("element count of {what}"), len, len.saturating_mul(min_elem))?;
                 if len > MAX_KEPT_ARRAY_LEN {
                     for _ in 0..len {
                         self.value(elem_type, what, depth + 1)?;
@@ -369,19 +373,19 @@ impl Cursor<'_> {
         let kv_count = self.u64("header (metadata count)")?;
         // Each metadata entry needs at least a key length, a type and one byte of value;
         // each tensor entry at least name length, n_dims, one dim, type and offset.
-        if kv_count.saturating_mul(8 + 4 + 1) > self.remaining() {
-            return Err(self.absurd("metadata count", kv_count));
-        }
-        if tensor_count.saturating_mul(8 + 4 + 8 + 4 + 8) > self.remaining() {
-            return Err(self.absurd("tensor count", tensor_count));
-        }
+        self.need("metadata count", kv_count, kv_count.saturating_mul(8 + 4 + 1))?;
+        self.need(
+            "tensor count",
+            tensor_count,
+            tensor_count.saturating_mul(8 + 4 + 8 + 4 + 8),
+        )?;
 
         let mut metadata = BTreeMap::new();
         for i in 0..kv_count {
             let what = format!("metadata entry {i}");
             let key_raw = self.string(&format!("key of {what}"))?;
-            let key = String::from_utf8(key_raw)
-                .map_err(|_| self.corrupt(format!("key of {what} is not valid UTF-8")))?;
+            let key =
+                String::from_utf8(key_raw).map_err(|_| self.corrupt(format!("key of {what} is not valid UTF-8")))?;
             let ty = self.u32(&format!("type of {key}"))?;
             let value = self.value(ty, &key, 0)?;
             if metadata.insert(key.clone(), value).is_some() {
@@ -484,7 +488,7 @@ fn min_value_bytes(ty: u32) -> Option<u64> {
     Some(match ty {
         0 | 1 | 7 => 1,
         2 | 3 => 2,
-        4 | 5 | 6 => 4,
+        4..=6 => 4,
         8 | 10 | 11 | 12 => 8,
         9 => 12,
         _ => return None,

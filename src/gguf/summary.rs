@@ -124,7 +124,11 @@ impl Summary {
                 ggml_type: name.to_string(),
                 tensors,
                 bytes,
-                fraction: if tensor_bytes == 0 { 0.0 } else { bytes as f64 / tensor_bytes as f64 },
+                fraction: if tensor_bytes == 0 {
+                    0.0
+                } else {
+                    bytes as f64 / tensor_bytes as f64
+                },
             })
             .collect();
         quant_mix.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.ggml_type.cmp(&b.ggml_type)));
@@ -152,7 +156,11 @@ impl Summary {
             has_chat_template: file.get_str("tokenizer.chat_template").is_some(),
             tokenizer: file.get_str("tokenizer.ggml.model").map(str::to_string),
             vocab_size: file.get("tokenizer.ggml.tokens").and_then(Value::array_len),
-            bits_per_weight: if parameters == 0 { 0.0 } else { tensor_bytes as f64 * 8.0 / parameters as f64 },
+            bits_per_weight: if parameters == 0 {
+                0.0
+            } else {
+                tensor_bytes as f64 * 8.0 / parameters as f64
+            },
             architecture,
             adapter,
         }

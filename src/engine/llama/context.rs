@@ -12,13 +12,13 @@ pub struct Context {
     batch: llama_cpp_sys_2::llama_batch,
     batch_capacity: usize,
     n_ctx: u32,
-    /// Read by llama.cpp's abort callback while decoding; boxed so its address is stable.
-    abort: Box<Arc<AtomicBool>>,
+    /// Read by llama.cpp's abort callback while decoding (through a pointer into the Arc).
+    abort: Arc<AtomicBool>,
 }
 
 unsafe extern "C" fn should_abort(data: *mut std::ffi::c_void) -> bool {
-    // SAFETY: `data` is the boxed Arc owned by the context, alive while it decodes.
-    let flag = unsafe { &*data.cast::<Arc<AtomicBool>>() };
+    // SAFETY: `data` points into the Arc owned by the context, alive while it decodes.
+    let flag = unsafe { &*data.cast::<AtomicBool>() };
     flag.load(Ordering::Relaxed)
 }
 
@@ -26,7 +26,7 @@ impl Context {
     /// Creates a context of `n_ctx` tokens on `model`.
     pub fn new(model: &Model, n_ctx: u32, n_threads: i32, n_batch: u32) -> Result<Self, LlamaError> {
         clear_recent();
-        let abort: Box<Arc<AtomicBool>> = Box::new(Arc::new(AtomicBool::new(false)));
+        let abort = Arc::new(AtomicBool::new(false));
         // SAFETY: params are plain data; the model is alive and outlives the context.
         let raw = unsafe {
             let mut p = llama_cpp_sys_2::llama_context_default_params();
@@ -45,9 +45,12 @@ impl Context {
             llama_cpp_sys_2::llama_set_abort_callback(
                 ptr.as_ptr(),
                 Some(should_abort),
-                (&raw const *abort).cast_mut().cast(),
+                Arc::as_ptr(&abort).cast_mut().cast(),
             );
         }
+        // llama.cpp may clamp the batch to the context; use what it chose.
+        // SAFETY: plain query on a live context.
+        let n_batch = unsafe { llama_cpp_sys_2::llama_n_batch(ptr.as_ptr()) }.clamp(1, n_batch);
         let batch_capacity = n_batch as usize;
         // SAFETY: allocates a batch of `n_batch` tokens, freed in Drop.
         let batch = unsafe { llama_cpp_sys_2::llama_batch_init(i32::try_from(n_batch).unwrap_or(512), 0, 1) };

@@ -68,7 +68,10 @@ fn emit(level: u32, line: &str) {
             if recent.len() == KEEP_LINES {
                 recent.pop_front();
             }
-            recent.push_back(line.trim_start_matches(|c: char| c == ':' || c.is_whitespace()).to_string());
+            recent.push_back(
+                line.trim_start_matches(|c: char| c == ':' || c.is_whitespace())
+                    .to_string(),
+            );
         }
     }
 }

@@ -24,7 +24,6 @@ impl Adapter {
             .map(|ptr| Self { ptr })
             .ok_or_else(|| LlamaError::Adapter(reason("unknown reason (see -v)")))
     }
-
 }
 
 impl Drop for Adapter {

@@ -16,7 +16,8 @@ impl Sampler {
     pub fn new(s: &Sampling, n_vocab: i32) -> Option<Self> {
         // SAFETY: each init returns a new sampler that the chain takes ownership of.
         unsafe {
-            let chain = llama_cpp_sys_2::llama_sampler_chain_init(llama_cpp_sys_2::llama_sampler_chain_default_params());
+            let chain =
+                llama_cpp_sys_2::llama_sampler_chain_init(llama_cpp_sys_2::llama_sampler_chain_default_params());
             let chain = NonNull::new(chain)?;
             let add = |smpl: *mut llama_cpp_sys_2::llama_sampler| {
                 if !smpl.is_null() {
@@ -24,7 +25,13 @@ impl Sampler {
                 }
             };
             if (s.repeat_penalty - 1.0).abs() > f32::EPSILON {
-                add(llama_cpp_sys_2::llama_sampler_init_penalties(n_vocab, s.repeat_last_n, s.repeat_penalty, 0.0, 0.0));
+                add(llama_cpp_sys_2::llama_sampler_init_penalties(
+                    n_vocab,
+                    s.repeat_last_n,
+                    s.repeat_penalty,
+                    0.0,
+                    0.0,
+                ));
             }
             if s.temperature <= 0.0 {
                 add(llama_cpp_sys_2::llama_sampler_init_greedy());

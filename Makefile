@@ -1,0 +1,27 @@
+# The two commands: `make run` (build, fetch the demo model once, open the window) and
+# `make test` (build, fetch, run every check). Both install missing apt packages as root.
+DEMO_MODEL := models/SmolLM2-135M-Instruct.Q4_1.gguf
+BIN := target/release/nanolab
+
+.PHONY: run test build demo-model screenshots
+
+run: build demo-model
+	$(BIN) --model $(DEMO_MODEL)
+
+build:
+	scripts/setup.sh
+	cargo build --release
+
+demo-model: build
+	$(BIN) models fetch smollm2-135m-instruct
+
+test:
+	scripts/setup.sh --test
+	cargo build --release --all-targets
+	$(BIN) models fetch smollm2-135m-instruct
+	cargo fmt --check
+	cargo clippy --release --all-targets -- -D warnings
+	NANOLAB_TEST_MODEL=$(CURDIR)/$(DEMO_MODEL) cargo test --release -- --test-threads=1
+
+screenshots: build demo-model
+	scripts/screenshots.sh

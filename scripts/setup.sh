@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what nanolab needs on Debian/Ubuntu (as root) or prints the exact apt line (otherwise).
+# Usage: scripts/setup.sh [--test]   (--test adds what the test suite needs: Xvfb)
+set -euo pipefail
+
+pkgs=(cmake libclang-dev pkg-config python3-pip
+      libx11-6 libxcursor1 libxrandr2 libxi6 libxkbcommon-x11-0 libgl1 libegl1 libgl1-mesa-dri)
+if [[ "${1:-}" == "--test" ]]; then
+  pkgs+=(xvfb xauth python3-xlib)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -eq 0 ]]; then
+    echo "setup: installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "setup: missing system packages. Run:" >&2
+    echo "  sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+if ! command -v cargo >/dev/null; then
+  echo "setup: cargo not found; install Rust with rustup (https://rustup.rs) and retry" >&2
+  exit 1
+fi

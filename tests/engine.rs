@@ -1,0 +1,265 @@
+//! The engine on the demo model, through the child process: determinism, streaming, stats,
+//! shared weights, cancel, and recovery from a killed engine.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use nanolab::protocol::*;
+
+#[test]
+fn greedy_is_deterministic_and_streams_concatenate() {
+    let model = demo_model();
+    let mut c = client();
+    let prompt = "The three primary colors are";
+    let (events_a, end_a) = generate(&mut c, lane(1, &model, 512, vec![]), prompt, greedy(24));
+    let (_, end_b) = generate(&mut c, lane(1, &model, 512, vec![]), prompt, greedy(24));
+    let (a, b) = (stats(&end_a), stats(&end_b));
+    assert!(!a.text.trim().is_empty(), "no text generated");
+    assert_eq!(a.text, b.text, "greedy output changed between runs");
+    let streamed: String = events_a
+        .iter()
+        .filter_map(|e| match e {
+            Event::Token { text, .. } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(streamed, a.text);
+    // A fresh engine process gives the same text too.
+    let mut c2 = client();
+    let (_, end_c) = generate(&mut c2, lane(7, &model, 512, vec![]), prompt, greedy(24));
+    assert_eq!(stats(&end_c).text, a.text);
+}
+
+#[test]
+fn sampled_output_depends_on_seed_only() {
+    let model = demo_model();
+    let mut c = client();
+    let s = |seed| Sampling {
+        temperature: 1.2,
+        seed,
+        max_tokens: 24,
+        ..Sampling::default()
+    };
+    let t1 = stats(&generate(&mut c, lane(1, &model, 256, vec![]), "Once upon a time", s(1)).1).text;
+    let t1b = stats(&generate(&mut c, lane(1, &model, 256, vec![]), "Once upon a time", s(1)).1).text;
+    let t2 = stats(&generate(&mut c, lane(1, &model, 256, vec![]), "Once upon a time", s(2)).1).text;
+    assert_eq!(t1, t1b);
+    assert_ne!(t1, t2, "different seeds gave identical samples");
+}
+
+#[test]
+fn stats_are_positive_and_consistent() {
+    let model = demo_model();
+    let mut c = client();
+    let (events, end) = generate(
+        &mut c,
+        lane(1, &model, 1024, vec![]),
+        "Write a list of fruits:\n1.",
+        greedy(32),
+    );
+    let s = stats(&end);
+    assert_eq!(s.stop_reason, StopReason::MaxTokens);
+    assert_eq!(s.generated_tokens, 32);
+    let token_events = events
+        .iter()
+        .filter(|e| matches!(e, Event::Token { token_id, .. } if *token_id >= 0))
+        .count();
+    assert_eq!(token_events, 32);
+    assert!(s.load_ms > 0.0 && s.ttft_ms > 0.0 && s.prefill_ms > 0.0 && s.decode_ms > 0.0);
+    assert!(s.prompt_tokens >= 5);
+    let expected_prefill = f64::from(s.prompt_tokens) * 1000.0 / s.prefill_ms;
+    assert!((s.prefill_tokens_per_sec - expected_prefill).abs() < 1e-6 * expected_prefill.max(1.0));
+    let expected_decode = f64::from(s.generated_tokens - 1) * 1000.0 / s.decode_ms;
+    assert!((s.decode_tokens_per_sec - expected_decode).abs() < 1e-6 * expected_decode);
+    assert!(s.itl_p50_ms > 0.0 && s.itl_p50_ms <= s.itl_p95_ms);
+    assert!(s.ttft_ms >= s.prefill_ms);
+    // KV: f16 K and V, 30 layers x 192 wide, 1024 tokens.
+    assert_eq!(s.lane.kv_bytes, 1024 * 30 * 192 * 2 * 2);
+    assert!(s.lane.model.model_bytes > 80_000_000 && s.lane.model.model_bytes < 100_000_000);
+    assert!(s.peak_rss_bytes >= s.rss_bytes && s.rss_bytes > 50_000_000);
+    // Probabilities are probabilities, and the greedy token is the top-1.
+    for e in &events {
+        if let Event::Token {
+            prob, top, token_id, ..
+        } = e
+        {
+            if *token_id < 0 {
+                continue;
+            }
+            assert!(*prob > 0.0 && *prob <= 1.0);
+            assert_eq!(top.len(), 5);
+            assert_eq!(top[0].token_id, *token_id, "greedy must pick the most likely token");
+            assert!(top.windows(2).all(|w| w[0].prob >= w[1].prob));
+        }
+    }
+    // A second run on the same lane costs no load.
+    let s2 = stats(&generate(&mut c, lane(1, &model, 1024, vec![]), "Hello", greedy(4)).1);
+    assert_eq!(s2.load_ms, 0.0);
+    assert!(!s2.lane.context_created);
+}
+
+#[test]
+fn stop_strings_end_generation_before_the_stop() {
+    let model = demo_model();
+    let mut c = client();
+    let full = stats(&generate(&mut c, lane(1, &model, 512, vec![]), "Count: 1, 2, 3,", greedy(20)).1).text;
+    // Stop at a piece of the greedy continuation that is not at its very start.
+    let cut = full.char_indices().nth(6).map(|(i, _)| i).expect("long enough");
+    let stop: String = full[cut..].chars().take(3).collect();
+    let sampling = Sampling {
+        stop: vec![stop.clone()],
+        ..greedy(20)
+    };
+    let s = stats(&generate(&mut c, lane(1, &model, 512, vec![]), "Count: 1, 2, 3,", sampling).1);
+    assert_eq!(s.stop_reason, StopReason::StopString);
+    assert!(!s.text.contains(&stop));
+    assert!(full.starts_with(&s.text));
+}
+
+#[test]
+fn two_lanes_on_one_model_share_the_weights() {
+    let model = demo_model();
+    let mut c = client();
+    let s1 = stats(&generate(&mut c, lane(1, &model, 256, vec![]), "Hi", greedy(4)).1);
+    let before = status(&mut c);
+    let s2 = stats(&generate(&mut c, lane(2, &model, 256, vec![]), "Hi", greedy(4)).1);
+    let after = status(&mut c);
+    assert_eq!(after.models.len(), 1, "the model must be loaded once");
+    assert_eq!(after.lanes.len(), 2);
+    assert_eq!(s2.load_ms, 0.0, "the second lane must not load the model again");
+    assert!(s2.lane.context_created);
+    let growth = after.rss_bytes.saturating_sub(before.rss_bytes);
+    let weights = s1.lane.model.model_bytes;
+    assert!(
+        growth < weights / 2,
+        "second lane grew RSS by {growth} bytes; weights are {weights} bytes (a second copy?)"
+    );
+}
+
+#[test]
+fn cancel_ends_the_job_marked_cancelled() {
+    let model = demo_model();
+    let mut c = client();
+    let job = c.next_job();
+    c.send(&Request::Generate {
+        job,
+        lane: lane(1, &model, 2048, vec![]),
+        prompt: Prompt::Raw {
+            text: "1, 2, 3, 4, 5, 6,".into(),
+        },
+        sampling: Sampling {
+            stop: vec![],
+            ..greedy(1500)
+        },
+        top_n: 0,
+    })
+    .unwrap();
+    let mut tokens = 0;
+    let end = wait_for(Duration::from_secs(60), || {
+        let ev = c.events().recv_timeout(Duration::from_millis(100)).ok()?;
+        match ev {
+            Event::Token { .. } => {
+                tokens += 1;
+                if tokens == 3 {
+                    c.send(&Request::Cancel { job }).unwrap();
+                }
+                None
+            }
+            e if e.is_terminal() => Some(e),
+            _ => None,
+        }
+    })
+    .expect("job ended");
+    let s = stats(&end);
+    assert_eq!(s.stop_reason, StopReason::Cancelled);
+    assert!(s.generated_tokens < 1500);
+}
+
+#[test]
+fn killed_engine_is_reported_and_restarted() {
+    let model = demo_model();
+    let mut c = client();
+    let job = c.next_job();
+    c.send(&Request::Generate {
+        job,
+        lane: lane(1, &model, 2048, vec![]),
+        prompt: Prompt::Raw {
+            text: "1, 2, 3, 4, 5, 6,".into(),
+        },
+        sampling: greedy(1500),
+        top_n: 0,
+    })
+    .unwrap();
+    let pid = c.pid().expect("engine running");
+    let mut killed = false;
+    let end = wait_for(Duration::from_secs(60), || {
+        let ev = c.events().recv_timeout(Duration::from_millis(100)).ok()?;
+        if matches!(ev, Event::Token { .. }) && !killed {
+            // SAFETY-free: plain kill(2) on our own child.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            killed = true;
+        }
+        ev.is_terminal().then_some(ev)
+    })
+    .expect("an error arrives");
+    match end {
+        Event::Error { message, job: j, .. } => {
+            assert_eq!(j, job);
+            assert!(
+                message.contains("engine stopped while generating on lane 1") && message.contains("signal 9"),
+                "{message}"
+            );
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+    // No zombie: the child was reaped.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(!stat.contains(") Z "), "engine child left as a zombie");
+    // The next request starts a new engine and works.
+    let s = stats(&generate(&mut c, lane(1, &model, 256, vec![]), "Hello", greedy(4)).1);
+    assert!(s.generated_tokens > 0);
+    assert_eq!(c.restarts(), 1);
+    assert_ne!(c.pid(), Some(pid));
+}
+
+#[test]
+fn prompt_longer_than_context_is_refused() {
+    let model = demo_model();
+    let mut c = client();
+    let long = "word ".repeat(600);
+    let (_, end) = generate(&mut c, lane(1, &model, 256, vec![]), &long, greedy(4));
+    match end {
+        Event::Error { message, .. } => assert!(message.contains("context holds 256"), "{message}"),
+        other => panic!("expected an error, got {other:?}"),
+    }
+    // The engine is still fine.
+    assert!(stats(&generate(&mut c, lane(1, &model, 256, vec![]), "Hi", greedy(2)).1).generated_tokens > 0);
+}
+
+#[test]
+fn chat_mode_uses_the_template() {
+    let model = demo_model();
+    let mut c = client();
+    let job = c.next_job();
+    let end = c
+        .call(
+            &Request::Generate {
+                job,
+                lane: lane(1, &model, 512, vec![]),
+                prompt: Prompt::Chat {
+                    system: None,
+                    user: "What is the capital of France?".into(),
+                },
+                sampling: greedy(16),
+                top_n: 0,
+            },
+            |_| {},
+        )
+        .unwrap();
+    let s = stats(&end);
+    assert!(s.text.contains("Paris"), "{}", s.text);
+    // The template adds role markers, so the prompt is longer than the bare question.
+    assert!(s.prompt_tokens > 10);
+}

@@ -1,0 +1,120 @@
+//! `models fetch URL` against a local HTTP server on loopback, and `models list`.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::process::Command;
+
+use common::*;
+use nanolab::models::fetch::sha256_file;
+
+/// Serves `body` for every request, `count` times, on a loopback port.
+fn serve(body: Vec<u8>, count: usize, truncate_at: Option<usize>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(count) {
+            let mut stream = stream.unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 2 {
+                line.clear();
+            }
+            let send = truncate_at.unwrap_or(body.len());
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(&body[..send]);
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn fetch_by_url_verifies_and_installs_once() {
+    let demo = demo_model();
+    let body = std::fs::read(&demo).unwrap();
+    let digest = sha256_file(&demo).unwrap();
+    let base = serve(body, 3, None);
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("{base}/files/demo.gguf");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["models", "fetch", url.as_str(), "--dir", dir.path().to_str().unwrap()];
+        args.extend_from_slice(extra);
+        Command::new(exe()).args(&args).output().unwrap()
+    };
+    let out = run(&["--sha256", &digest]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let dest = dir.path().join("demo.gguf");
+    assert_eq!(sha256_file(&dest).unwrap(), digest);
+    assert!(!dir.path().join("demo.gguf.partial").exists());
+    // Second time: nothing downloaded.
+    let out = run(&[]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("already installed"));
+    // listed
+    let out = Command::new(exe())
+        .args(["models", "list", "--json", "--dir", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["installed"][0]["file_bytes"], std::fs::metadata(&dest).unwrap().len());
+}
+
+#[test]
+fn wrong_digest_and_truncated_downloads_leave_nothing() {
+    let demo = demo_model();
+    let body = std::fs::read(&demo).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let base = serve(body.clone(), 1, None);
+    let out = Command::new(exe())
+        .args([
+            "models",
+            "fetch",
+            &format!("{base}/a.gguf"),
+            "--dir",
+            d,
+            "--sha256",
+            &"0".repeat(64),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sha256 mismatch"));
+    let base = serve(body, 1, Some(1000));
+    let out = Command::new(exe())
+        .args(["models", "fetch", &format!("{base}/b.gguf"), "--dir", d])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "files left behind: {left:?}");
+    let base = serve(b"not a gguf at all".to_vec(), 1, None);
+    let out = Command::new(exe())
+        .args(["models", "fetch", &format!("{base}/c.gguf"), "--dir", d])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a valid GGUF"));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn fetching_the_demo_model_again_skips_it() {
+    let demo = demo_model();
+    let dir = demo.parent().unwrap();
+    let out = Command::new(exe())
+        .args([
+            "models",
+            "fetch",
+            "smollm2-135m-instruct",
+            "--dir",
+            dir.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("already installed"));
+}
