@@ -1,0 +1,353 @@
+//! User actions collected during a frame and applied after drawing.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use super::{App, FetchMsg, FetchTask, JobKind};
+use crate::gguf::{FileKind, Summary};
+use crate::protocol::{AdapterSpec, LaneId, LaneSpec, ModelSpec, Prompt, Request};
+use crate::ui::state::{AdapterRow, LaneOutput};
+
+/// Everything a user can ask the window to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Add a lane (copying the last lane's settings).
+    AddLane,
+    /// Remove a lane.
+    RemoveLane(LaneId),
+    /// Add a copy of a lane next to it.
+    DuplicateLane(LaneId),
+    /// Use a model in a lane (None: the first lane, creating one if there is none).
+    SetModel {
+        /// Target lane.
+        lane: Option<LaneId>,
+        /// Model file.
+        path: PathBuf,
+    },
+    /// Add an adapter file to a lane's stack.
+    AddAdapter {
+        /// Target lane.
+        lane: LaneId,
+        /// Adapter file.
+        path: PathBuf,
+    },
+    /// Remove an adapter row.
+    RemoveAdapter {
+        /// Lane.
+        lane: LaneId,
+        /// Row index.
+        index: usize,
+    },
+    /// A file was dropped on the window, over a lane or not.
+    Dropped {
+        /// Lane under the pointer.
+        lane: Option<LaneId>,
+        /// The file.
+        path: PathBuf,
+    },
+    /// Run the prompt in every lane.
+    RunAll,
+    /// Cancel every job in flight.
+    Stop,
+    /// Cancel a model load.
+    CancelLoad(LaneId),
+    /// Download the demo model.
+    FetchDemo,
+    /// Cancel the download.
+    CancelFetch,
+    /// Show the file dialog to open a model.
+    OpenDialog,
+    /// Hide a lane's error banner.
+    DismissError(LaneId),
+    /// Hide the window-wide banner.
+    DismissBanner,
+    /// Set the reference lane for diffs.
+    SetReference(Option<LaneId>),
+}
+
+impl App {
+    /// Applies the commands collected this frame.
+    pub fn apply_commands(&mut self) {
+        let commands = std::mem::take(&mut self.rt.pending);
+        for c in commands {
+            self.apply(c);
+        }
+    }
+
+    fn lane_error(&mut self, lane: Option<LaneId>, message: String) {
+        match lane.and_then(|id| self.state.lane_mut(id)) {
+            Some(l) => l.output.error = Some(message),
+            None => self.rt.banner = Some(message),
+        }
+    }
+
+    fn apply(&mut self, c: Command) {
+        match c {
+            Command::AddLane => {
+                if self.state.lanes.len() < 4 {
+                    let template = self.state.lanes.last().cloned();
+                    self.state.add_lane(template.as_ref());
+                }
+            }
+            Command::RemoveLane(id) => {
+                self.cancel_lane_jobs(id);
+                self.state.lanes.retain(|l| l.id != id);
+                if self.state.reference_lane == Some(id) {
+                    self.state.reference_lane = None;
+                }
+                let job = self.rt.engine.next_job();
+                let _ = self.rt.engine.send(&Request::DropLane { job, lane: id });
+                self.recompute_diffs();
+            }
+            Command::DuplicateLane(id) => {
+                if self.state.lanes.len() < 4 {
+                    if let Some(pos) = self.state.lanes.iter().position(|l| l.id == id) {
+                        let template = self.state.lanes[pos].clone();
+                        let new_id = self.state.add_lane(Some(&template));
+                        if let Some(new_pos) = self.state.lanes.iter().position(|l| l.id == new_id) {
+                            let lane = self.state.lanes.remove(new_pos);
+                            self.state.lanes.insert(pos + 1, lane);
+                        }
+                    }
+                }
+            }
+            Command::SetModel { lane, path } => self.set_model(lane, path),
+            Command::AddAdapter { lane, path } => self.add_adapter(lane, path),
+            Command::RemoveAdapter { lane, index } => {
+                if let Some(l) = self.state.lane_mut(lane) {
+                    if index < l.adapters.len() {
+                        l.adapters.remove(index);
+                    }
+                }
+            }
+            Command::Dropped { lane, path } => self.dropped(lane, path),
+            Command::RunAll => self.run_all(),
+            Command::Stop => {
+                let jobs: Vec<_> = self.rt.jobs.keys().copied().collect();
+                for job in jobs {
+                    let _ = self.rt.engine.send(&Request::Cancel { job });
+                }
+            }
+            Command::CancelLoad(lane) => self.cancel_lane_jobs(lane),
+            Command::FetchDemo => self.fetch_demo(),
+            Command::CancelFetch => {
+                if let Some(t) = &self.rt.fetch {
+                    t.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            Command::OpenDialog => {
+                let picked = rfd::FileDialog::new().add_filter("GGUF", &["gguf"]).pick_file();
+                match picked {
+                    Some(path) => self.dropped(self.state.lanes.first().map(|l| l.id), path),
+                    None => {
+                        self.rt.banner = Some(
+                            "no file chosen (if no dialog appeared, no desktop portal is running: drop a .gguf file on the window or start with --model)"
+                                .into(),
+                        );
+                    }
+                }
+            }
+            Command::DismissError(id) => {
+                if let Some(l) = self.state.lane_mut(id) {
+                    l.output.error = None;
+                }
+            }
+            Command::DismissBanner => self.rt.banner = None,
+            Command::SetReference(r) => {
+                self.state.reference_lane = r;
+                self.recompute_diffs();
+            }
+        }
+    }
+
+    fn cancel_lane_jobs(&mut self, lane: LaneId) {
+        let jobs: Vec<_> = self
+            .rt
+            .jobs
+            .iter()
+            .filter(|(_, k)| matches!(k, JobKind::Load { lane: l } | JobKind::Generate { lane: l } if *l == lane))
+            .map(|(j, _)| *j)
+            .collect();
+        for job in jobs {
+            let _ = self.rt.engine.send(&Request::Cancel { job });
+        }
+    }
+
+    fn inspect(&mut self, path: &PathBuf) -> Result<Summary, String> {
+        let r = crate::gguf::read(path).map(|f| Summary::of(&f)).map_err(|e| e.to_string());
+        self.rt.inspected.insert(path.clone(), r.clone());
+        r
+    }
+
+    fn set_model(&mut self, lane: Option<LaneId>, path: PathBuf) {
+        if let Err(e) = crate::engine::validate_model_file(&path) {
+            self.lane_error(lane, e);
+            return;
+        }
+        let _ = self.inspect(&path);
+        self.state.touch_recent(&path);
+        let lane_id = match lane.or_else(|| self.state.lanes.first().map(|l| l.id)) {
+            Some(id) => id,
+            None => self.state.add_lane(None),
+        };
+        let same = self.state.same_settings;
+        let targets: Vec<LaneId> = if same && lane.is_none() {
+            self.state.lanes.iter().map(|l| l.id).collect()
+        } else {
+            vec![lane_id]
+        };
+        for id in targets {
+            let Some(l) = self.state.lane_mut(id) else { continue };
+            if l.model.as_ref() != Some(&path) {
+                l.model = Some(path.clone());
+                l.output = LaneOutput::default();
+            }
+            let spec = ModelSpec {
+                path: path.clone(),
+                gpu_layers: l.gpu_layers,
+            };
+            let job = self.rt.engine.next_job();
+            match self.rt.engine.send(&Request::LoadModel { job, model: spec }) {
+                Ok(()) => {
+                    self.rt.jobs.insert(job, JobKind::Load { lane: id });
+                    self.rt.load_progress.insert(id, 0.0);
+                }
+                Err(e) => self.lane_error(Some(id), e.to_string()),
+            }
+        }
+    }
+
+    fn add_adapter(&mut self, lane: LaneId, path: PathBuf) {
+        let Some(model) = self.state.lanes.iter().find(|l| l.id == lane).and_then(|l| l.model.clone()) else {
+            self.lane_error(Some(lane), "choose a base model for this lane before adding adapters".into());
+            return;
+        };
+        let checked = crate::gguf::read(&model)
+            .map_err(|e| e.to_string())
+            .and_then(|m| crate::engine::validate_adapter_file(&path, &m));
+        match checked {
+            Ok(file) => {
+                let summary = Summary::of(&file);
+                let Some(l) = self.state.lane_mut(lane) else { return };
+                if l.adapters.iter().any(|a| a.path == path) {
+                    l.output.error = Some(format!("{} is already on this lane", path.display()));
+                    return;
+                }
+                l.adapters.push(AdapterRow {
+                    path,
+                    enabled: true,
+                    scale: 1.0,
+                    ranks: summary.adapter.map(|a| a.ranks).unwrap_or_default(),
+                    file_bytes: summary.file_bytes,
+                });
+            }
+            Err(e) => self.lane_error(Some(lane), e),
+        }
+    }
+
+    fn dropped(&mut self, lane: Option<LaneId>, path: PathBuf) {
+        let target = lane.or_else(|| self.state.lanes.first().map(|l| l.id));
+        match self.inspect(&path) {
+            Ok(s) if s.kind == FileKind::Adapter => match target {
+                Some(id) => self.add_adapter(id, path),
+                None => self.rt.banner = Some("open a model first, then drop adapters on a lane".into()),
+            },
+            Ok(s) if s.kind == FileKind::Model => self.set_model(lane, path),
+            Ok(_) => self.lane_error(target, format!("{}: control vectors are not supported yet", path.display())),
+            Err(e) => self.lane_error(target, e),
+        }
+    }
+
+    /// The request that runs the prompt on a lane.
+    pub fn generate_request(&self, lane_index: usize, job: u64) -> Option<Request> {
+        let lane = self.state.lanes.get(lane_index)?;
+        let model = lane.model.clone()?;
+        let sampling_src = if self.state.same_settings {
+            self.state.lanes.first().unwrap_or(lane)
+        } else {
+            lane
+        };
+        let prompt = if self.state.chat_mode {
+            Prompt::Chat {
+                system: Some(self.state.system.clone()).filter(|s| !s.trim().is_empty()),
+                user: self.state.prompt.clone(),
+            }
+        } else {
+            Prompt::Raw {
+                text: self.state.prompt.clone(),
+            }
+        };
+        Some(Request::Generate {
+            job,
+            lane: LaneSpec {
+                lane: lane.id,
+                model: ModelSpec {
+                    path: model,
+                    gpu_layers: lane.gpu_layers,
+                },
+                n_ctx: sampling_src.n_ctx,
+                threads: None,
+                adapters: lane
+                    .adapters
+                    .iter()
+                    .filter(|a| a.enabled)
+                    .map(|a| AdapterSpec {
+                        path: a.path.clone(),
+                        scale: a.scale,
+                    })
+                    .collect(),
+            },
+            prompt,
+            sampling: sampling_src.sampling.clone(),
+            top_n: 5,
+        })
+    }
+
+    fn run_all(&mut self) {
+        if self.rt.jobs.values().any(|k| matches!(k, JobKind::Generate { .. })) {
+            return;
+        }
+        for i in 0..self.state.lanes.len() {
+            let job = self.rt.engine.next_job();
+            let Some(req) = self.generate_request(i, job) else { continue };
+            let id = self.state.lanes[i].id;
+            self.state.lanes[i].output = LaneOutput::default();
+            match self.rt.engine.send(&req) {
+                Ok(()) => {
+                    self.rt.jobs.insert(job, JobKind::Generate { lane: id });
+                }
+                Err(e) => self.state.lanes[i].output.error = Some(e.to_string()),
+            }
+        }
+        self.recompute_diffs();
+    }
+
+    fn fetch_demo(&mut self) {
+        if self.rt.fetch.is_some() {
+            return;
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(64);
+        let cancel = Arc::new(AtomicBool::new(false));
+        let dir = self.rt.models_dir.clone();
+        let flag = Arc::clone(&cancel);
+        let spawned = std::thread::Builder::new().name("model-fetch".into()).spawn(move || {
+            let model = crate::models::catalog::demo();
+            let progress_tx = tx.clone();
+            let result = crate::models::fetch_catalog(model, &dir, false, &flag, &mut |p| {
+                let _ = progress_tx.try_send(FetchMsg::Progress(p));
+            });
+            let _ = tx.send(FetchMsg::Done(result.map(|f| f.path).map_err(|e| e.to_string())));
+        });
+        match spawned {
+            Ok(_) => {
+                self.rt.fetch = Some(FetchTask {
+                    rx,
+                    cancel,
+                    last: None,
+                })
+            }
+            Err(e) => self.rt.banner = Some(format!("could not start the download: {e}")),
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! What must happen every frame, even when nothing is drawn: drain engine events under a time
+//! budget, poll downloads, sample memory, react to drops and shortcuts, recompute diffs, save.
+
+use std::time::{Duration, Instant};
+
+use super::{App, Command, FetchMsg, JobKind, MemSample};
+use crate::protocol::{Event, JobResult};
+use crate::ui::state::TokenRecord;
+
+/// At most this long per frame is spent applying engine events.
+const DRAIN_BUDGET: Duration = Duration::from_millis(8);
+const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+
+impl App {
+    /// Non-drawing work for one frame.
+    pub fn logic(&mut self, ctx: &egui::Context) {
+        let changed = self.drain_events();
+        self.poll_fetch();
+        self.sample_memory();
+        self.handle_input(ctx);
+        if changed {
+            self.recompute_diffs();
+        }
+        self.inspect_known_files();
+        if self.busy() {
+            ctx.request_repaint_after(SAMPLE_EVERY);
+        }
+    }
+
+    fn drain_events(&mut self) -> bool {
+        let start = Instant::now();
+        let mut changed = false;
+        while start.elapsed() < DRAIN_BUDGET {
+            let Ok(ev) = self.rt.engine.events().try_recv() else { break };
+            changed = true;
+            self.apply_event(ev);
+        }
+        changed
+    }
+
+    /// Applies one engine event to the lanes it concerns.
+    pub fn apply_event(&mut self, ev: Event) {
+        let Some(job) = ev.job() else { return };
+        let Some(kind) = self.rt.jobs.get(&job).cloned() else { return };
+        let lane_id = match kind {
+            JobKind::Load { lane } | JobKind::Generate { lane } => lane,
+        };
+        if ev.is_terminal() {
+            self.rt.jobs.remove(&job);
+            self.rt.load_progress.remove(&lane_id);
+        }
+        let Some(lane) = self.state.lane_mut(lane_id) else { return };
+        match ev {
+            Event::Progress { fraction, .. } => {
+                self.rt.load_progress.insert(lane_id, fraction);
+            }
+            Event::Token {
+                text,
+                piece,
+                token_id,
+                prob,
+                top,
+                latency_ms,
+                ..
+            } => {
+                lane.output.text.push_str(&text);
+                if token_id >= 0 {
+                    lane.output.tokens.push(TokenRecord {
+                        piece,
+                        prob,
+                        top,
+                        latency_ms,
+                    });
+                }
+            }
+            Event::Done { result, .. } => match result {
+                JobResult::Generated { stats } => {
+                    lane.output.text.clone_from(&stats.text);
+                    lane.output.stats = Some(stats);
+                }
+                JobResult::ModelLoaded { .. } => {}
+                _ => {}
+            },
+            Event::Error {
+                message, cancelled, ..
+            } => {
+                lane.output.error = Some(if cancelled { "stopped".to_string() } else { message });
+            }
+            Event::Ready { .. } => {}
+        }
+    }
+
+    fn poll_fetch(&mut self) {
+        let Some(task) = self.rt.fetch.as_mut() else { return };
+        let mut finished = None;
+        while let Ok(msg) = task.rx.try_recv() {
+            match msg {
+                FetchMsg::Progress(p) => task.last = Some(p),
+                FetchMsg::Done(r) => finished = Some(r),
+            }
+        }
+        if let Some(result) = finished {
+            self.rt.fetch = None;
+            self.rt.installed = crate::models::list_installed(&self.rt.models_dir);
+            match result {
+                Ok(path) => self.rt.pending.push(Command::SetModel { lane: None, path }),
+                Err(e) => self.rt.banner = Some(format!("download failed: {e}")),
+            }
+        }
+    }
+
+    fn sample_memory(&mut self) {
+        let due = self.rt.last_sample.is_none_or(|t| t.elapsed() >= SAMPLE_EVERY);
+        if !due || (!self.busy() && self.rt.last_sample.is_some()) {
+            return;
+        }
+        let Some(pid) = self.rt.engine.pid() else { return };
+        self.rt.last_sample = Some(Instant::now());
+        let rss_bytes = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kb| kb.parse::<u64>().ok())
+            })
+            .map_or(0, |kb| kb * 1024);
+        let mut models = std::collections::BTreeMap::new();
+        let (mut kv_bytes, mut adapter_bytes) = (0, 0);
+        for lane in &self.state.lanes {
+            if let Some(s) = &lane.output.stats {
+                models.insert(s.lane.model.path.clone(), s.lane.model.model_bytes);
+                kv_bytes += s.lane.kv_bytes;
+                adapter_bytes += s.lane.adapter_bytes;
+            }
+        }
+        self.rt.memory.push(MemSample {
+            t_secs: self.rt.started.elapsed().as_secs_f64(),
+            rss_bytes,
+            weights_bytes: models.values().sum(),
+            kv_bytes,
+            adapter_bytes,
+        });
+        if self.rt.memory.len() > 4000 {
+            self.rt.memory.drain(..1000);
+        }
+    }
+
+    fn handle_input(&mut self, ctx: &egui::Context) {
+        let (dropped, pointer, run, stop) = ctx.input(|i| {
+            (
+                i.raw.dropped_files.iter().map(|f| f.path().to_path_buf()).collect::<Vec<_>>(),
+                i.pointer.latest_pos(),
+                i.modifiers.command && i.key_pressed(egui::Key::Enter),
+                i.key_pressed(egui::Key::Escape),
+            )
+        });
+        if run {
+            self.rt.pending.push(Command::RunAll);
+        }
+        if stop {
+            self.rt.pending.push(Command::Stop);
+        }
+        let lane = pointer.and_then(|p| self.rt.lane_rects.iter().find(|(_, r)| r.contains(p)).map(|(id, _)| *id));
+        for path in dropped {
+            self.rt.pending.push(Command::Dropped { lane, path });
+        }
+    }
+
+    /// Recomputes word diffs of every lane against the reference lane.
+    pub fn recompute_diffs(&mut self) {
+        self.rt.diffs.clear();
+        let Some(ref_id) = self.state.reference_lane else { return };
+        let Some(reference) = self.state.lanes.iter().find(|l| l.id == ref_id) else { return };
+        let ref_text = reference.output.text.clone();
+        for lane in &self.state.lanes {
+            if lane.id == ref_id {
+                continue;
+            }
+            let diff = similar::TextDiff::from_words(ref_text.as_str(), lane.output.text.as_str());
+            let spans = diff
+                .iter_all_changes()
+                .filter(|c| c.tag() != similar::ChangeTag::Delete)
+                .map(|c| (c.value().to_string(), c.tag() == similar::ChangeTag::Insert))
+                .collect();
+            self.rt.diffs.insert(lane.id, spans);
+        }
+    }
+
+    fn inspect_known_files(&mut self) {
+        let mut paths: Vec<std::path::PathBuf> = self.rt.installed.iter().map(|i| i.path.clone()).collect();
+        paths.extend(self.state.recent_files.iter().cloned());
+        paths.extend(self.state.lanes.iter().filter_map(|l| l.model.clone()));
+        for p in paths {
+            if !self.rt.inspected.contains_key(&p) {
+                let r = crate::gguf::read(&p)
+                    .map(|f| crate::gguf::Summary::of(&f))
+                    .map_err(|e| e.to_string());
+                self.rt.inspected.insert(p, r);
+            }
+        }
+    }
+
+    /// Saves the state if it changed since the last save.
+    pub fn save_if_changed(&mut self) {
+        let Some(path) = self.rt.state_path.clone() else { return };
+        // While tokens stream, save at most once a second; idle changes are saved at once.
+        if self.busy() && self.rt.last_save_at.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return;
+        }
+        let Ok(json) = serde_json::to_string_pretty(&self.state) else { return };
+        if json == self.rt.last_saved {
+            return;
+        }
+        match crate::ui::state::save(&path, &json) {
+            Ok(()) => {
+                self.rt.last_saved = json;
+                self.rt.last_save_at = Some(Instant::now());
+            }
+            Err(e) => self.rt.banner = Some(format!("could not save the window state to {}: {e}", path.display())),
+        }
+    }
+}

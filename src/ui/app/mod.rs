@@ -1,0 +1,201 @@
+//! The app: persisted [`State`] plus runtime handles beside it (engine client, jobs, caches).
+
+mod commands;
+mod logic;
+mod ui;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub use commands::Command;
+
+use super::state::{self, State};
+use crate::engine::EngineClient;
+use crate::gguf::Summary;
+use crate::protocol::{JobId, LaneId};
+
+/// What a job in flight is for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobKind {
+    /// Loading a model for a lane.
+    Load {
+        /// The lane.
+        lane: LaneId,
+    },
+    /// Generating on a lane.
+    Generate {
+        /// The lane.
+        lane: LaneId,
+    },
+}
+
+/// One memory sample of the engine process.
+#[derive(Debug, Clone, Copy)]
+pub struct MemSample {
+    /// Seconds since the window opened.
+    pub t_secs: f64,
+    /// Engine resident memory.
+    pub rss_bytes: u64,
+    /// Model weights held.
+    pub weights_bytes: u64,
+    /// KV caches held.
+    pub kv_bytes: u64,
+    /// Adapter files applied.
+    pub adapter_bytes: u64,
+}
+
+/// Messages from the demo-model download thread.
+pub enum FetchMsg {
+    /// Progress.
+    Progress(crate::models::FetchProgress),
+    /// Finished.
+    Done(Result<PathBuf, String>),
+}
+
+/// A running download of the demo model.
+pub struct FetchTask {
+    /// Progress and result.
+    pub rx: Receiver<FetchMsg>,
+    /// Set to cancel.
+    pub cancel: Arc<AtomicBool>,
+    /// Last progress.
+    pub last: Option<crate::models::FetchProgress>,
+}
+
+/// Word-level diff of a lane against the reference lane: (text, differs).
+pub type DiffSpans = Vec<(String, bool)>;
+
+/// Runtime state: never persisted.
+pub struct Runtime {
+    /// The supervised engine process.
+    pub engine: EngineClient,
+    /// Jobs in flight.
+    pub jobs: HashMap<JobId, JobKind>,
+    /// Load progress per lane (0-1).
+    pub load_progress: HashMap<LaneId, f32>,
+    /// Inspections of model and adapter files.
+    pub inspected: HashMap<PathBuf, Result<Summary, String>>,
+    /// Engine memory over time.
+    pub memory: Vec<MemSample>,
+    /// Diff against the reference lane, per lane.
+    pub diffs: HashMap<LaneId, DiffSpans>,
+    /// Where each lane was drawn last frame (for drops).
+    pub lane_rects: Vec<(LaneId, egui::Rect)>,
+    /// A running demo-model download.
+    pub fetch: Option<FetchTask>,
+    /// Message for the whole window (not tied to a lane).
+    pub banner: Option<String>,
+    /// Installed models in the models folder.
+    pub installed: Vec<crate::models::Installed>,
+    /// When the window opened.
+    pub started: Instant,
+    /// Last memory sample time.
+    pub last_sample: Option<Instant>,
+    /// JSON last written to the state file.
+    pub last_saved: String,
+    /// When it was written.
+    pub last_save_at: Option<Instant>,
+    /// Where state is saved; None disables saving (tests that want it off).
+    pub state_path: Option<PathBuf>,
+    /// Commands collected during the frame.
+    pub pending: Vec<Command>,
+    /// Models folder.
+    pub models_dir: PathBuf,
+}
+
+/// The nanolab window.
+pub struct App {
+    /// Persisted state.
+    pub state: State,
+    /// Runtime handles.
+    pub rt: Runtime,
+}
+
+impl App {
+    /// Builds the app from saved state at `state_path` (None: start fresh and never save).
+    pub fn new(state_path: Option<PathBuf>, engine_exe: Option<PathBuf>) -> Self {
+        let (state, problem) = match &state_path {
+            Some(p) => state::load(p),
+            None => (State::default(), None),
+        };
+        let models_dir = crate::models::models_dir();
+        Self {
+            state,
+            rt: Runtime {
+                engine: EngineClient::new(engine_exe),
+                jobs: HashMap::new(),
+                load_progress: HashMap::new(),
+                inspected: HashMap::new(),
+                memory: Vec::new(),
+                diffs: HashMap::new(),
+                lane_rects: Vec::new(),
+                fetch: None,
+                banner: problem.map(|e| e.to_string()),
+                installed: crate::models::list_installed(&models_dir),
+                started: Instant::now(),
+                last_sample: None,
+                last_saved: String::new(),
+                last_save_at: None,
+                state_path,
+                pending: Vec::new(),
+                models_dir,
+            },
+        }
+    }
+
+    /// Opens `model` (from the command line), or on a first run the demo model if installed,
+    /// or reloads the models the restored lanes use.
+    pub fn open_initial(&mut self, model: Option<PathBuf>) {
+        if let Some(model) = model {
+            self.rt.pending.push(Command::SetModel { lane: None, path: model });
+        } else if self.state.lanes.is_empty() {
+            let demo = crate::models::demo_model_path(&self.rt.models_dir);
+            if demo.is_file() {
+                self.rt.pending.push(Command::SetModel { lane: None, path: demo });
+            }
+        } else {
+            let lanes: Vec<_> = self.state.lanes.iter().filter_map(|l| Some((l.id, l.model.clone()?))).collect();
+            for (id, path) in lanes {
+                self.rt.pending.push(Command::SetModel { lane: Some(id), path });
+            }
+        }
+        self.apply_commands();
+    }
+
+    /// Lets the engine wake the UI when events arrive.
+    pub fn set_repaint(&mut self, ctx: &egui::Context) {
+        let ctx = ctx.clone();
+        self.rt
+            .engine
+            .set_waker(Arc::new(move || ctx.request_repaint_after(std::time::Duration::from_millis(10))));
+    }
+
+    /// Whether any job is in flight.
+    pub fn busy(&self) -> bool {
+        !self.rt.jobs.is_empty() || self.rt.fetch.is_some()
+    }
+
+    /// One frame: logic (drain events, sample, save) then drawing then commands.
+    pub fn frame(&mut self, ui: &mut egui::Ui) {
+        self.logic(ui.ctx());
+        self.ui(ui);
+        self.apply_commands();
+        self.save_if_changed();
+    }
+}
+
+impl eframe::App for App {
+    fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        self.logic(ctx);
+    }
+
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        self.ui(ui);
+        self.apply_commands();
+        self.save_if_changed();
+    }
+}

@@ -1,0 +1,79 @@
+//! Top-level layout: top bar, model library (left), prompt bar and graphs (bottom), lanes.
+
+use super::{App, Command};
+use crate::ui::panels;
+
+impl App {
+    /// Draws the window.
+    pub fn ui(&mut self, ui: &mut egui::Ui) {
+        let ctx = ui.ctx().clone();
+        ctx.set_theme(if self.state.dark { egui::Theme::Dark } else { egui::Theme::Light });
+        egui::Panel::top("top_bar").show(ui, |ui| self.top_bar_ui(ui));
+        if self.state.show_library {
+            let mut cmds = Vec::new();
+            egui::Panel::left("library")
+                .resizable(true)
+                .default_size(260.0)
+                .min_size(230.0)
+                .show(ui, |ui| panels::library::library_ui(ui, &self.state, &self.rt, &mut cmds));
+            self.rt.pending.extend(cmds);
+        }
+        egui::Panel::bottom("prompt_bar").show(ui, |ui| {
+            let busy = self.busy();
+            let mut cmds = Vec::new();
+            panels::prompt::prompt_ui(ui, &mut self.state, busy, &mut cmds);
+            self.rt.pending.extend(cmds);
+        });
+        if self.state.show_graphs && !self.state.lanes.is_empty() {
+            egui::Panel::bottom("graphs")
+                .resizable(true)
+                .default_size(220.0)
+                .min_size(180.0)
+                .show(ui, |ui| panels::graphs::graphs_ui(ui, &self.state, &self.rt));
+        }
+        egui::CentralPanel::default().show(ui, |ui| {
+            if let Some(msg) = self.rt.banner.clone() {
+                if panels::banner_ui(ui, &msg) {
+                    self.rt.pending.push(Command::DismissBanner);
+                }
+            }
+            if self.state.lanes.is_empty() || self.state.lanes.iter().all(|l| l.model.is_none()) && self.rt.jobs.is_empty() {
+                let mut cmds = Vec::new();
+                panels::welcome::welcome_ui(ui, &self.rt, &mut cmds);
+                self.rt.pending.extend(cmds);
+            } else {
+                let mut cmds = Vec::new();
+                let rects = panels::lanes::lanes_ui(ui, &mut self.state, &self.rt, &mut cmds);
+                self.rt.lane_rects = rects;
+                self.rt.pending.extend(cmds);
+            }
+        });
+    }
+
+    fn top_bar_ui(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            ui.heading("nanolab");
+            ui.separator();
+            ui.toggle_value(&mut self.state.show_library, "Library")
+                .on_hover_text("Show or hide the model library");
+            ui.toggle_value(&mut self.state.show_graphs, "Graphs")
+                .on_hover_text("Show or hide latency, throughput and memory graphs");
+            let theme = if self.state.dark { "Light theme" } else { "Dark theme" };
+            if ui.button(theme).on_hover_text("Switch between dark and light").clicked() {
+                self.state.dark = !self.state.dark;
+            }
+            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                let engine = match self.rt.engine.pid() {
+                    Some(pid) => format!("engine pid {pid}"),
+                    None => "engine idle".to_string(),
+                };
+                let restarts = self.rt.engine.restarts();
+                let label = if restarts > 0 { format!("{engine} (restarted {restarts} times)") } else { engine };
+                ui.weak(label).on_hover_text(format!(
+                    "llama.cpp runs in a separate process so a crash never takes the window down.\n{}",
+                    self.rt.engine.system_info()
+                ));
+            });
+        });
+    }
+}

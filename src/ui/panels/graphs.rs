@@ -1,0 +1,91 @@
+//! Live graphs: per-token latency and tokens/s per lane, engine memory by kind over time.
+
+use egui_plot::{Legend, Line, Plot, PlotPoints};
+
+use crate::ui::app::Runtime;
+use crate::ui::state::State;
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// The graphs panel.
+pub fn graphs_ui(ui: &mut egui::Ui, state: &State, rt: &Runtime) {
+    let width = (ui.available_width() - 16.0) / 3.0;
+    let height = (ui.available_height() - 24.0).max(140.0);
+    ui.horizontal(|ui| {
+        ui.vertical(|ui| {
+            ui.strong("Per-token latency (ms)").on_hover_text("Time between consecutive tokens, per lane");
+            Plot::new("latency")
+                .width(width)
+                .height(height)
+                .legend(Legend::default())
+                .x_axis_label("token")
+                .allow_scroll(false)
+                .show(ui, |plot| {
+                    for (i, lane) in state.lanes.iter().enumerate() {
+                        let pts: PlotPoints = lane
+                            .output
+                            .tokens
+                            .iter()
+                            .enumerate()
+                            .skip(1)
+                            .map(|(k, t)| [k as f64, t.latency_ms])
+                            .collect();
+                        plot.line(Line::new(format!("lane {}", i + 1), pts));
+                    }
+                });
+        });
+        ui.vertical(|ui| {
+            ui.strong("Decode rate (tok/s)")
+                .on_hover_text("Tokens per second over the last 8 tokens, per lane");
+            Plot::new("throughput")
+                .width(width)
+                .height(height)
+                .legend(Legend::default())
+                .x_axis_label("token")
+                .allow_scroll(false)
+                .show(ui, |plot| {
+                    for (i, lane) in state.lanes.iter().enumerate() {
+                        let lat: Vec<f64> = lane.output.tokens.iter().skip(1).map(|t| t.latency_ms).collect();
+                        let pts: PlotPoints = (0..lat.len())
+                            .map(|k| {
+                                let from = k.saturating_sub(7);
+                                let window = &lat[from..=k];
+                                let ms: f64 = window.iter().sum();
+                                [(k + 1) as f64, if ms > 0.0 { window.len() as f64 * 1000.0 / ms } else { 0.0 }]
+                            })
+                            .collect();
+                        plot.line(Line::new(format!("lane {}", i + 1), pts));
+                    }
+                });
+        });
+        ui.vertical(|ui| {
+            ui.strong("Engine memory (MiB)").on_hover_text(
+                "Resident memory of the engine process, and what it holds: weights (once per model), KV caches, adapters (stacked)",
+            );
+            Plot::new("memory")
+                .width(width)
+                .height(height)
+                .legend(Legend::default())
+                .x_axis_label("seconds")
+                .allow_scroll(false)
+                .show(ui, |plot| {
+                    let m = &rt.memory;
+                    let series = |f: &dyn Fn(&crate::ui::app::MemSample) -> f64| -> PlotPoints {
+                        m.iter().map(|s| [s.t_secs, f(s) / MIB]).collect()
+                    };
+                    plot.line(Line::new("weights", series(&|s| s.weights_bytes as f64)).fill(0.0));
+                    plot.line(
+                        Line::new("+ KV cache", series(&|s| (s.weights_bytes + s.kv_bytes) as f64)).fill(0.0),
+                    );
+                    plot.line(
+                        Line::new(
+                            "+ adapters",
+                            series(&|s| (s.weights_bytes + s.kv_bytes + s.adapter_bytes) as f64),
+                        )
+                        .fill(0.0),
+                    );
+                    plot.line(Line::new("engine RSS", series(&|s| s.rss_bytes as f64)).width(2.0));
+                });
+        });
+    });
+}

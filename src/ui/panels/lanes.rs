@@ -1,0 +1,296 @@
+//! Lanes side by side: model, adapter stack, sampling, streamed output with diff or token
+//! view, stats strip.
+
+use crate::metrics::mib;
+use crate::protocol::LaneId;
+use crate::ui::app::{Command, JobKind, Runtime};
+use crate::ui::state::{LaneState, State};
+
+/// Draws every lane as a column; returns each lane's rectangle (for drops).
+pub fn lanes_ui(ui: &mut egui::Ui, state: &mut State, rt: &Runtime, cmds: &mut Vec<Command>) -> Vec<(LaneId, egui::Rect)> {
+    let n = state.lanes.len().max(1);
+    let same = state.same_settings;
+    let reference = state.reference_lane;
+    let mut rects = Vec::new();
+    let n_lanes = state.lanes.len();
+    ui.columns(n, |cols| {
+        for (i, (col, lane)) in cols.iter_mut().zip(state.lanes.iter_mut()).enumerate() {
+            col.push_id(lane.id, |ui| {
+                let r = egui::Frame::group(ui.style())
+                    .show(ui, |ui| {
+                        ui.set_min_height(ui.available_height());
+                        lane_ui(ui, i, n_lanes, lane, same && i > 0, reference, rt, cmds);
+                    })
+                    .response
+                    .rect;
+                rects.push((lane.id, r));
+            });
+        }
+    });
+    rects
+}
+
+#[allow(clippy::too_many_arguments)]
+fn lane_ui(
+    ui: &mut egui::Ui,
+    index: usize,
+    n_lanes: usize,
+    lane: &mut LaneState,
+    settings_from_first: bool,
+    reference: Option<LaneId>,
+    rt: &Runtime,
+    cmds: &mut Vec<Command>,
+) {
+    let id = lane.id;
+    ui.horizontal(|ui| {
+        ui.strong(format!("Lane {}", index + 1));
+        if reference == Some(id) {
+            ui.weak("(reference)");
+        }
+        ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+            if ui
+                .add_enabled(n_lanes > 1, egui::Button::new("Remove").small())
+                .on_hover_text("Remove this lane")
+                .clicked()
+            {
+                cmds.push(Command::RemoveLane(id));
+            }
+            if ui
+                .add_enabled(n_lanes < 4, egui::Button::new("Duplicate").small())
+                .on_hover_text("Add a copy of this lane next to it")
+                .clicked()
+            {
+                cmds.push(Command::DuplicateLane(id));
+            }
+        });
+    });
+    model_picker(ui, lane, rt, cmds);
+    if let Some(p) = rt.load_progress.get(&id) {
+        ui.horizontal(|ui| {
+            ui.add(egui::ProgressBar::new(*p).desired_width(160.0).text("loading model"));
+            if ui.small_button("Cancel").on_hover_text("Cancel loading").clicked() {
+                cmds.push(Command::CancelLoad(id));
+            }
+        });
+    }
+    if let Some(err) = lane.output.error.clone() {
+        if super::banner_ui(ui, &err) {
+            cmds.push(Command::DismissError(id));
+        }
+    }
+    let running = rt.jobs.values().any(|k| *k == JobKind::Generate { lane: id });
+    adapters_ui(ui, lane, cmds);
+    sampling_ui(ui, lane, settings_from_first);
+    ui.separator();
+    ui.horizontal(|ui| {
+        ui.selectable_value(&mut lane.token_view, false, "Text")
+            .on_hover_text("Show the text; words that differ from the reference lane are highlighted");
+        ui.selectable_value(&mut lane.token_view, true, "Tokens")
+            .on_hover_text("Show tokens coloured by probability; hover or click one for the top-5 alternatives");
+        if running {
+            ui.spinner();
+        }
+    });
+    stats_strip(ui, lane, running);
+    egui::ScrollArea::vertical()
+        .id_salt("output")
+        .stick_to_bottom(true)
+        .auto_shrink([false, false])
+        .show(ui, |ui| {
+            if lane.token_view {
+                tokens_ui(ui, lane);
+            } else {
+                text_ui(ui, lane, rt.diffs.get(&id));
+            }
+        });
+}
+
+fn file_name(p: &std::path::Path) -> String {
+    p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned())
+}
+
+fn model_picker(ui: &mut egui::Ui, lane: &LaneState, rt: &Runtime, cmds: &mut Vec<Command>) {
+    let current = lane.model.as_deref().map_or_else(|| "choose a model".to_string(), file_name);
+    let mut choices: Vec<std::path::PathBuf> = rt.installed.iter().map(|m| m.path.clone()).collect();
+    for p in rt.inspected.keys() {
+        if !choices.contains(p) && rt.inspected.get(p).is_some_and(|r| r.as_ref().is_ok_and(|s| s.kind == crate::gguf::FileKind::Model)) {
+            choices.push(p.clone());
+        }
+    }
+    choices.sort();
+    let mut picked = None;
+    ui.horizontal(|ui| {
+        let label = ui.label("Model");
+        egui::ComboBox::from_id_salt("model")
+            .selected_text(current)
+            .width(ui.available_width() - 8.0)
+            .show_ui(ui, |ui| {
+                for c in &choices {
+                    if ui.selectable_label(lane.model.as_ref() == Some(c), file_name(c)).clicked() {
+                        picked = Some(c.clone());
+                    }
+                }
+            })
+            .response
+            .labelled_by(label.id)
+            .on_hover_text("Base model of this lane; lanes on the same file share its weights");
+    });
+    if let Some(path) = picked {
+        cmds.push(Command::SetModel { lane: Some(lane.id), path });
+    }
+}
+
+fn adapters_ui(ui: &mut egui::Ui, lane: &mut LaneState, cmds: &mut Vec<Command>) {
+    ui.horizontal(|ui| {
+        ui.strong("Adapters");
+        ui.weak(if lane.adapters.is_empty() { "drop LoRA .gguf files on this lane" } else { "applied in order" });
+    });
+    let id = lane.id;
+    for (i, a) in lane.adapters.iter_mut().enumerate() {
+        ui.push_id(i, |ui| {
+            ui.horizontal(|ui| {
+                ui.checkbox(&mut a.enabled, file_name(&a.path))
+                    .on_hover_text(format!("{}\nApply this adapter when running", a.path.display()));
+                if ui.small_button("Remove").on_hover_text("Remove this adapter from the lane").clicked() {
+                    cmds.push(Command::RemoveAdapter { lane: id, index: i });
+                }
+            });
+            ui.horizontal(|ui| {
+                ui.add(egui::Slider::new(&mut a.scale, 0.0..=2.0).text("scale").fixed_decimals(2))
+                    .on_hover_text("Adapter scale: 0 = no effect, 1 = as trained; applies to the next run without reloading");
+                let ranks: Vec<String> = a.ranks.iter().map(u64::to_string).collect();
+                ui.weak(format!("r{} · {}", ranks.join("/"), mib(a.file_bytes)));
+            });
+        });
+    }
+}
+
+fn sampling_ui(ui: &mut egui::Ui, lane: &mut LaneState, from_first: bool) {
+    egui::CollapsingHeader::new("Sampling").id_salt("sampling").show(ui, |ui| {
+        if from_first {
+            ui.weak("Uses lane 1's settings (turn off \"Same settings in all lanes\" to change)");
+        }
+        ui.add_enabled_ui(!from_first, |ui| {
+            let s = &mut lane.sampling;
+            ui.add(egui::Slider::new(&mut s.temperature, 0.0..=2.0).text("temperature"))
+                .on_hover_text("0 = greedy and deterministic");
+            ui.add(egui::Slider::new(&mut s.top_k, 0..=200).text("top-k"))
+                .on_hover_text("Keep the k most likely tokens (0 = off)");
+            ui.add(egui::Slider::new(&mut s.top_p, 0.0..=1.0).text("top-p"))
+                .on_hover_text("Nucleus sampling threshold (1 = off)");
+            ui.add(egui::Slider::new(&mut s.min_p, 0.0..=1.0).text("min-p"))
+                .on_hover_text("Drop tokens below this fraction of the best token's probability");
+            ui.add(egui::Slider::new(&mut s.repeat_penalty, 1.0..=2.0).text("repeat penalty"))
+                .on_hover_text("Penalise repeated tokens (1 = off)");
+            ui.add(egui::Slider::new(&mut s.max_tokens, 1..=1024).text("max tokens"))
+                .on_hover_text("Stop after this many tokens");
+            ui.horizontal(|ui| {
+                let l = ui.label("seed");
+                ui.add(egui::DragValue::new(&mut s.seed))
+                    .labelled_by(l.id)
+                    .on_hover_text("Random seed (same seed, same settings: same output)");
+                let l = ui.label("context");
+                ui.add(egui::DragValue::new(&mut lane.n_ctx).range(256..=32768).speed(64))
+                    .labelled_by(l.id)
+                    .on_hover_text("Context length in tokens (KV cache size)");
+            });
+        });
+    });
+}
+
+fn stats_strip(ui: &mut egui::Ui, lane: &LaneState, running: bool) {
+    let Some(s) = &lane.output.stats else {
+        ui.weak(if running {
+            format!("running… {} tokens", lane.output.tokens.len())
+        } else {
+            "no run yet".to_string()
+        });
+        return;
+    };
+    ui.horizontal_wrapped(|ui| {
+        let item = |ui: &mut egui::Ui, k: &str, v: String, tip: &str| {
+            ui.weak(k);
+            ui.strong(v).on_hover_text(tip);
+        };
+        item(ui, "TTFT", format!("{:.0} ms", s.ttft_ms), "Time to first token");
+        item(ui, "prefill", format!("{:.0} tok/s", s.prefill_tokens_per_sec), "Prompt tokens per second");
+        item(ui, "decode", format!("{:.1} tok/s", s.decode_tokens_per_sec), "Generated tokens per second");
+        item(ui, "tokens", format!("{}+{}", s.prompt_tokens, s.generated_tokens), "Prompt + generated tokens");
+        item(ui, "KV", mib(s.lane.kv_bytes), "KV cache of this lane");
+        item(ui, "RSS", mib(s.rss_bytes), "Engine process resident memory");
+        if s.lane.adapter_bytes > 0 || s.lane.adapter_swap_ms > 0.0 {
+            item(
+                ui,
+                "swap",
+                format!("{:.2} ms", s.lane.adapter_swap_ms),
+                &format!(
+                    "Time to load and apply the adapter stack (model load took {:.0} ms)",
+                    s.lane.model.load_ms
+                ),
+            );
+        }
+    });
+}
+
+fn text_ui(ui: &mut egui::Ui, lane: &LaneState, diff: Option<&crate::ui::app::DiffSpans>) {
+    let text = &lane.output.text;
+    match diff {
+        Some(spans) if !text.is_empty() => {
+            let mut job = egui::text::LayoutJob::default();
+            let normal = ui.visuals().text_color();
+            let hl = ui.visuals().warn_fg_color;
+            for (t, differs) in spans {
+                let mut fmt = egui::TextFormat {
+                    color: if *differs { hl } else { normal },
+                    ..Default::default()
+                };
+                if *differs {
+                    fmt.background = hl.gamma_multiply(0.18);
+                }
+                job.append(t, 0.0, fmt);
+            }
+            job.wrap.max_width = ui.available_width();
+            ui.label(job);
+        }
+        _ => {
+            ui.add(egui::Label::new(text.as_str()).wrap());
+        }
+    }
+}
+
+fn prob_color(p: f32, dark: bool) -> egui::Color32 {
+    // Low probability: warm; high: neutral.
+    let a = ((1.0 - p).clamp(0.0, 1.0) * 160.0) as u8;
+    if dark {
+        egui::Color32::from_rgba_unmultiplied(220, 90, 40, a)
+    } else {
+        egui::Color32::from_rgba_unmultiplied(255, 140, 60, a)
+    }
+}
+
+fn tokens_ui(ui: &mut egui::Ui, lane: &LaneState) {
+    let dark = ui.visuals().dark_mode;
+    ui.horizontal_wrapped(|ui| {
+        ui.spacing_mut().item_spacing.x = 1.0;
+        for t in &lane.output.tokens {
+            let shown = t.piece.replace('\n', "\\n");
+            let text = egui::RichText::new(shown).background_color(prob_color(t.prob, dark)).monospace();
+            ui.add(egui::Label::new(text).sense(egui::Sense::hover()))
+                .on_hover_ui(|ui| token_tip(ui, t));
+            if t.piece.contains('\n') {
+                ui.end_row();
+            }
+        }
+    });
+}
+
+fn token_tip(ui: &mut egui::Ui, t: &crate::ui::state::TokenRecord) {
+    ui.label(format!("{:?}  p = {:.3}  ({:.1} ms)", t.piece, t.prob, t.latency_ms));
+    egui::Grid::new("top5").num_columns(2).show(ui, |ui| {
+        for alt in &t.top {
+            ui.monospace(format!("{:?}", alt.piece));
+            ui.label(format!("{:.3}", alt.prob));
+            ui.end_row();
+        }
+    });
+}

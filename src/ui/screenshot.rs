@@ -1,0 +1,191 @@
+//! `nanolab screenshot`: opens the real window (run it under Xvfb on a headless machine), drives
+//! it through a few states with the demo model and saves the window's own pixels as PNG files.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::app::{App, Command};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    Welcome,
+    Compare,
+    Graphs,
+    Finished,
+}
+
+struct Shooter {
+    app: App,
+    phase: Phase,
+    out: PathBuf,
+    model: PathBuf,
+    phase_started: Instant,
+    shot_requested: bool,
+    saved: Arc<Mutex<Vec<Result<PathBuf, String>>>>,
+    frames_in_phase: u32,
+}
+
+const DEADLINE: Duration = Duration::from_secs(120);
+
+impl Shooter {
+    fn enter(&mut self, phase: Phase) {
+        self.phase = phase;
+        self.phase_started = Instant::now();
+        self.shot_requested = false;
+        self.frames_in_phase = 0;
+        if phase == Phase::Compare {
+            let mut app = App::new(None, None);
+            app.rt.pending.push(Command::SetModel {
+                lane: None,
+                path: self.model.clone(),
+            });
+            app.apply_commands();
+            app.state.same_settings = false;
+            app.state.show_library = true;
+            let template = app.state.lanes[0].clone();
+            let second = app.state.add_lane(Some(&template));
+            if let Some(l) = app.state.lane_mut(second) {
+                l.sampling.temperature = 0.9;
+                l.sampling.seed = 7;
+            }
+            app.rt.pending.push(Command::SetModel {
+                lane: Some(second),
+                path: self.model.clone(),
+            });
+            for l in &mut app.state.lanes {
+                l.sampling.max_tokens = 60;
+            }
+            app.state.prompt = "Explain in two sentences why the sky is blue.".into();
+            app.state.reference_lane = Some(app.state.lanes[0].id);
+            app.rt.pending.push(Command::RunAll);
+            app.apply_commands();
+            let old = std::mem::replace(&mut self.app, app);
+            drop(old);
+        }
+        if phase == Phase::Graphs {
+            if let Some(l) = self.app.state.lanes.get_mut(1) {
+                l.token_view = true;
+            }
+        }
+    }
+
+    fn ready(&self) -> bool {
+        match self.phase {
+            Phase::Welcome => self.frames_in_phase > 5,
+            Phase::Compare => self
+                .app
+                .state
+                .lanes
+                .get(1)
+                .is_some_and(|l| l.output.tokens.len() >= 25 || l.output.stats.is_some()),
+            Phase::Graphs => !self.app.busy() && self.app.state.lanes.iter().all(|l| l.output.stats.is_some()) && self.frames_in_phase > 5,
+            Phase::Finished => false,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self.phase {
+            Phase::Welcome => "01-welcome.png",
+            Phase::Compare => "02-compare-diff.png",
+            Phase::Graphs => "03-tokens-and-graphs.png",
+            Phase::Finished => "",
+        }
+    }
+}
+
+impl eframe::App for Shooter {
+    fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        self.app.logic(ctx);
+        ctx.request_repaint_after(Duration::from_millis(30));
+    }
+
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        let ctx = ui.ctx().clone();
+        self.app.set_repaint(&ctx);
+        self.app.ui(ui);
+        self.app.apply_commands();
+        self.frames_in_phase += 1;
+        if self.phase_started.elapsed() > DEADLINE {
+            if let Ok(mut s) = self.saved.lock() {
+                s.push(Err(format!("timed out waiting for the {:?} state", self.phase)));
+            }
+            ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+            return;
+        }
+        if !self.shot_requested && self.ready() {
+            self.shot_requested = true;
+            let path = self.out.join(self.name());
+            let saved = Arc::clone(&self.saved);
+            ctx.request_screenshot(move |image| {
+                let [w, h] = image.size;
+                let bytes: Vec<u8> = image.pixels.iter().flat_map(|c| c.to_array()).collect();
+                let r = image::RgbaImage::from_raw(w as u32, h as u32, bytes)
+                    .ok_or_else(|| "bad image buffer".to_string())
+                    .and_then(|img| img.save(&path).map_err(|e| e.to_string()))
+                    .map(|()| path.clone());
+                if let Ok(mut s) = saved.lock() {
+                    s.push(r);
+                }
+            });
+        }
+        let n_saved = self.saved.lock().map(|s| s.len()).unwrap_or(0);
+        let expected = match self.phase {
+            Phase::Welcome => 1,
+            Phase::Compare => 2,
+            Phase::Graphs => 3,
+            Phase::Finished => 3,
+        };
+        if self.shot_requested && n_saved >= expected {
+            let next = match self.phase {
+                Phase::Welcome => Phase::Compare,
+                Phase::Compare => Phase::Graphs,
+                _ => Phase::Finished,
+            };
+            self.enter(next);
+            if next == Phase::Finished {
+                ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+            }
+        }
+    }
+}
+
+/// Renders the window states to `out`.
+pub fn capture(out: &Path, model: Option<PathBuf>) -> anyhow::Result<()> {
+    let model = model.unwrap_or_else(|| crate::models::demo_model_path(&crate::models::models_dir()));
+    crate::engine::validate_model_file(&model).map_err(anyhow::Error::msg)?;
+    std::fs::create_dir_all(out)?;
+    let saved = Arc::new(Mutex::new(Vec::new()));
+    let mut welcome = App::new(None, None);
+    welcome.rt.installed.clear();
+    let shooter = Shooter {
+        app: welcome,
+        phase: Phase::Welcome,
+        out: out.to_path_buf(),
+        model,
+        phase_started: Instant::now(),
+        shot_requested: false,
+        saved: Arc::clone(&saved),
+        frames_in_phase: 0,
+    };
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title("nanolab")
+            .with_inner_size([1280.0, 800.0]),
+        renderer: eframe::Renderer::Glow,
+        ..Default::default()
+    };
+    eframe::run_native("nanolab-screenshot", options, Box::new(move |_cc| Ok(Box::new(shooter))))
+        .map_err(|e| anyhow::anyhow!("could not open the window: {e}"))?;
+    let results = saved.lock().map(|s| s.clone()).unwrap_or_default();
+    if results.len() < 3 {
+        anyhow::bail!("only {} of 3 screenshots were taken: {results:?}", results.len());
+    }
+    for r in results {
+        match r {
+            Ok(p) => println!("wrote {}", p.display()),
+            Err(e) => anyhow::bail!(e),
+        }
+    }
+    Ok(())
+}

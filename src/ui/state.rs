@@ -1,0 +1,223 @@
+//! What the window persists: lanes, prompt, settings, recent files and completed outputs.
+//! Written atomically on every change, so a killed window loses nothing.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::{LaneId, RunStats, Sampling, TopToken};
+
+/// Version of the state file layout.
+pub const STATE_VERSION: u32 = 1;
+
+/// One adapter row on a lane.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdapterRow {
+    /// File.
+    pub path: PathBuf,
+    /// Applied when running.
+    pub enabled: bool,
+    /// Scale, 0-2.
+    pub scale: f32,
+    /// LoRA rank(s), from the header.
+    pub ranks: Vec<u64>,
+    /// File size.
+    pub file_bytes: u64,
+}
+
+/// One generated token as shown in the token view.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// Token text.
+    pub piece: String,
+    /// Probability of this token.
+    pub prob: f32,
+    /// The most likely tokens at this step.
+    pub top: Vec<TopToken>,
+    /// Time since the previous token, ms.
+    pub latency_ms: f64,
+}
+
+/// A lane's latest output.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LaneOutput {
+    /// Released text.
+    pub text: String,
+    /// Generated tokens.
+    pub tokens: Vec<TokenRecord>,
+    /// Stats of the finished run.
+    pub stats: Option<RunStats>,
+    /// Last error, shown as a banner.
+    pub error: Option<String>,
+}
+
+/// A lane: model, adapter stack, sampling, and its output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LaneState {
+    /// Stable id.
+    pub id: LaneId,
+    /// Base model.
+    pub model: Option<PathBuf>,
+    /// GPU layers (None = default).
+    pub gpu_layers: Option<u32>,
+    /// Context length.
+    pub n_ctx: u32,
+    /// Adapter stack.
+    pub adapters: Vec<AdapterRow>,
+    /// Sampling settings.
+    pub sampling: Sampling,
+    /// Show tokens with probabilities instead of text with diff.
+    pub token_view: bool,
+    /// Latest output.
+    pub output: LaneOutput,
+}
+
+impl Default for LaneState {
+    fn default() -> Self {
+        Self {
+            id: 0,
+            model: None,
+            gpu_layers: None,
+            n_ctx: 2048,
+            adapters: Vec::new(),
+            sampling: Sampling::default(),
+            token_view: false,
+            output: LaneOutput::default(),
+        }
+    }
+}
+
+/// Everything the window persists.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct State {
+    /// File layout version.
+    pub version: u32,
+    /// Lanes, left to right.
+    pub lanes: Vec<LaneState>,
+    /// Prompt text.
+    pub prompt: String,
+    /// System prompt (chat mode).
+    pub system: String,
+    /// Chat (template) or raw mode.
+    pub chat_mode: bool,
+    /// Use the first lane's sampling settings everywhere.
+    pub same_settings: bool,
+    /// Lane others are compared with.
+    pub reference_lane: Option<LaneId>,
+    /// Recently used model files, newest first.
+    pub recent_files: Vec<PathBuf>,
+    /// Dark theme.
+    pub dark: bool,
+    /// Graphs panel open.
+    pub show_graphs: bool,
+    /// Model library panel open.
+    pub show_library: bool,
+    /// Next lane id.
+    pub next_lane_id: LaneId,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            version: STATE_VERSION,
+            lanes: Vec::new(),
+            prompt: "Explain in two sentences why the sky is blue.".into(),
+            system: String::new(),
+            chat_mode: true,
+            same_settings: true,
+            reference_lane: None,
+            recent_files: Vec::new(),
+            dark: true,
+            show_graphs: true,
+            show_library: true,
+            next_lane_id: 1,
+        }
+    }
+}
+
+impl State {
+    /// A lane by id.
+    pub fn lane_mut(&mut self, id: LaneId) -> Option<&mut LaneState> {
+        self.lanes.iter_mut().find(|l| l.id == id)
+    }
+
+    /// Adds a lane (copying `template`'s settings if given) and returns its id.
+    pub fn add_lane(&mut self, template: Option<&LaneState>) -> LaneId {
+        let id = self.next_lane_id;
+        self.next_lane_id += 1;
+        let mut lane = template.cloned().unwrap_or_default();
+        lane.id = id;
+        lane.output = LaneOutput::default();
+        self.lanes.push(lane);
+        id
+    }
+
+    /// Records a model file as recently used.
+    pub fn touch_recent(&mut self, path: &Path) {
+        self.recent_files.retain(|p| p != path);
+        self.recent_files.insert(0, path.to_path_buf());
+        self.recent_files.truncate(10);
+    }
+}
+
+/// Where the state file lives: `$NANOLAB_STATE`, else the user's config folder.
+pub fn state_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("NANOLAB_STATE") {
+        return PathBuf::from(p);
+    }
+    directories::ProjectDirs::from("dev", "nanolab", "nanolab")
+        .map_or_else(|| PathBuf::from(".nanolab-state.json"), |d| d.config_dir().join("state.json"))
+}
+
+/// Why the saved state could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Unreadable or from a newer version; it was moved aside.
+    #[error("saved state {path} could not be used ({reason}); it was moved to {moved_to} and a fresh state started")]
+    MovedAside {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+        /// Where it went.
+        moved_to: String,
+    },
+}
+
+/// Loads the state; a missing file gives the default, a bad one is moved aside with a message.
+pub fn load(path: &Path) -> (State, Option<StateError>) {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return (State::default(), None);
+    };
+    let reason = match serde_json::from_str::<State>(&text) {
+        Ok(s) if s.version <= STATE_VERSION => return (s, None),
+        Ok(s) => format!("it is version {}, newer than this nanolab ({STATE_VERSION})", s.version),
+        Err(e) => e.to_string(),
+    };
+    let moved = path.with_extension(format!("unreadable-{}.json", std::process::id()));
+    let moved_to = match std::fs::rename(path, &moved) {
+        Ok(()) => moved.display().to_string(),
+        Err(e) => format!("(could not move: {e})"),
+    };
+    (
+        State::default(),
+        Some(StateError::MovedAside {
+            path: path.display().to_string(),
+            reason,
+            moved_to,
+        }),
+    )
+}
+
+/// Writes the state atomically (temporary file, then rename).
+pub fn save(path: &Path, json: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, json)?;
+    std::fs::rename(&tmp, path)
+}

@@ -1,0 +1,217 @@
+//! The real window (egui_kittest, no display needed) on the real engine and demo model.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
+use nanolab::ui::app::{App, Command};
+use nanolab::ui::state;
+
+/// A file dropped on the window, as the windowing layer delivers it.
+#[derive(Debug)]
+struct DroppedPath(PathBuf);
+
+impl egui::DroppedFile for DroppedPath {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|e| e.to_string())
+    }
+}
+
+fn harness(app: App) -> Harness<'static, App> {
+    Harness::builder()
+        .with_size(egui::vec2(1400.0, 900.0))
+        .build_ui_state(|ui, app: &mut App| app.frame(ui), app)
+}
+
+fn new_app(state_path: Option<PathBuf>) -> App {
+    let mut app = App::new(state_path, Some(exe()));
+    app.rt.pending.push(Command::SetModel {
+        lane: None,
+        path: demo_model(),
+    });
+    app.apply_commands();
+    app
+}
+
+/// Steps the UI until `done` holds or the deadline passes.
+fn step_until(h: &mut Harness<'_, App>, deadline: Duration, what: &str, done: impl Fn(&App) -> bool) {
+    let end = Instant::now() + deadline;
+    while !done(h.state()) {
+        if Instant::now() >= end {
+            let a = h.state();
+            let lanes: Vec<_> = a
+                .state
+                .lanes
+                .iter()
+                .map(|l| (l.id, l.output.tokens.len(), l.output.error.clone(), l.output.stats.is_some()))
+                .collect();
+            panic!("timed out waiting for: {what}; lanes {lanes:?}; jobs {:?}; banner {:?}", a.rt.jobs, a.rt.banner);
+        }
+        h.step();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    h.run_steps(2);
+}
+
+fn drop_file(h: &mut Harness<'_, App>, path: &Path, at: egui::Pos2) {
+    h.hover_at(at);
+    h.step();
+    h.input_mut().dropped_files.push(Arc::new(DroppedPath(path.to_path_buf())));
+    h.run_steps(3);
+}
+
+fn lane_center(h: &Harness<'_, App>, index: usize) -> egui::Pos2 {
+    h.state().rt.lane_rects[index].1.center()
+}
+
+#[test]
+fn two_lanes_run_stream_and_fill_stats_then_a_broken_adapter_shows_a_banner() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(new_app(None));
+    step_until(&mut h, Duration::from_secs(30), "model loaded", |a| a.rt.jobs.is_empty());
+    h.get_by_label("Add lane").click();
+    h.run_steps(3);
+    assert_eq!(h.state().state.lanes.len(), 2);
+
+    // A real (zero-delta) LoRA adapter file dropped onto lane 2.
+    let adapter = dir.path().join("zero-lora.gguf");
+    write_lora(&adapter, 576, 30);
+    let at = lane_center(&h, 1);
+    drop_file(&mut h, &adapter, at);
+    assert_eq!(h.state().state.lanes[1].adapters.len(), 1, "adapter row added to lane 2");
+    assert!(h.state().state.lanes[0].adapters.is_empty(), "lane 1 untouched");
+    h.get_by_label("zero-lora.gguf"); // the row's toggle
+    // Change its scale through the slider.
+    h.get_by_role_and_label(egui::accesskit::Role::Slider, "scale")
+        .set_value_accesskit(0.5);
+    h.run_steps(2);
+    assert!((h.state().state.lanes[1].adapters[0].scale - 0.5).abs() < 1e-6);
+
+    h.state_mut().state.prompt = "The capital of France is".into();
+    h.state_mut().state.chat_mode = false;
+    h.state_mut().state.lanes[0].sampling.max_tokens = 12;
+    h.run_steps(2);
+    h.get_by_label("Run all").click();
+    h.run_steps(2);
+    step_until(&mut h, Duration::from_secs(60), "tokens in both lanes", |a| {
+        a.state.lanes.iter().all(|l| !l.output.tokens.is_empty())
+    });
+    step_until(&mut h, Duration::from_secs(60), "both runs done", |a| {
+        a.state.lanes.iter().all(|l| l.output.stats.is_some())
+    });
+    let lanes = &h.state().state.lanes;
+    assert_eq!(lanes[0].output.text, lanes[1].output.text, "a zero LoRA must not change greedy output");
+    assert!(lanes[1].output.stats.as_ref().unwrap().lane.adapter_bytes > 0);
+    // The stats strip shows real numbers.
+    assert_eq!(h.get_all_by_label("TTFT").count(), 2);
+    assert_eq!(h.get_all_by_label("decode").count(), 2);
+    let text_before = h.state().state.lanes[0].output.text.clone();
+
+    // A broken adapter (for another width) dropped on lane 1: banner on lane 1, nothing lost.
+    let wide = dir.path().join("wide-lora.gguf");
+    write_lora(&wide, 2048, 30);
+    let at = lane_center(&h, 0);
+    drop_file(&mut h, &wide, at);
+    h.run_steps(2);
+    let err = h.state().state.lanes[0].output.error.clone().expect("banner on lane 1");
+    assert!(err.contains("n_embd 2048"), "{err}");
+    h.get_by_label_contains("this model has n_embd 576");
+    assert_eq!(h.state().state.lanes[0].output.text, text_before);
+    assert!(h.state().state.lanes[1].output.error.is_none());
+    // The window still works: dismiss and run again.
+    h.get_by_label("Dismiss").click();
+    h.run_steps(2);
+    assert!(h.state().state.lanes[0].output.error.is_none());
+}
+
+#[test]
+fn token_view_shows_tokens_with_probabilities_and_diff_marks_changes() {
+    let mut h = harness(new_app(None));
+    step_until(&mut h, Duration::from_secs(30), "model loaded", |a| a.rt.jobs.is_empty());
+    h.get_by_label("Add lane").click();
+    h.run_steps(2);
+    {
+        let s = &mut h.state_mut().state;
+        s.same_settings = false;
+        s.chat_mode = false;
+        s.prompt = "Once upon a time".into();
+        for l in &mut s.lanes {
+            l.sampling.max_tokens = 16;
+        }
+        s.lanes[1].sampling.temperature = 1.5;
+        s.lanes[1].sampling.seed = 11;
+    }
+    h.run_steps(2);
+    let first = h.state().state.lanes[0].id;
+    h.state_mut().rt.pending.push(Command::SetReference(Some(first)));
+    h.get_by_label("Run all").click();
+    step_until(&mut h, Duration::from_secs(60), "both runs done", |a| {
+        a.state.lanes.iter().all(|l| l.output.stats.is_some())
+    });
+    let lane2 = h.state().state.lanes[1].id;
+    let spans = h.state().rt.diffs.get(&lane2).cloned().expect("diff computed");
+    let joined: String = spans.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(joined, h.state().state.lanes[1].output.text);
+    assert!(spans.iter().any(|(_, d)| *d), "sampled lane should differ from greedy somewhere");
+    // Switch lane 1 to the token view: each token is a label.
+    h.get_all_by_label("Tokens").next().unwrap().click();
+    h.run_steps(3);
+    let first = h.state().state.lanes[0].output.tokens[0].piece.replace('\n', "\\n");
+    assert!(h.get_all_by_label(&first).count() >= 1, "token {first:?} not shown");
+}
+
+#[test]
+fn esc_stops_running_lanes() {
+    let mut h = harness(new_app(None));
+    step_until(&mut h, Duration::from_secs(30), "model loaded", |a| a.rt.jobs.is_empty());
+    {
+        let s = &mut h.state_mut().state;
+        s.chat_mode = false;
+        s.prompt = "1, 2, 3, 4, 5,".into();
+        s.lanes[0].sampling.max_tokens = 1000;
+    }
+    h.run_steps(2);
+    h.get_by_label("Run all").click();
+    step_until(&mut h, Duration::from_secs(30), "tokens", |a| a.state.lanes[0].output.tokens.len() > 3);
+    h.key_press(egui::Key::Escape);
+    step_until(&mut h, Duration::from_secs(30), "stopped", |a| a.rt.jobs.is_empty());
+    let out = &h.state().state.lanes[0].output;
+    let stats = out.stats.as_ref().expect("a cancelled run still reports its stats");
+    assert_eq!(stats.stop_reason, nanolab::protocol::StopReason::Cancelled);
+    assert!(stats.generated_tokens < 1000);
+}
+
+#[test]
+fn state_round_trips_through_the_state_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    let mut h = harness(new_app(Some(path.clone())));
+    step_until(&mut h, Duration::from_secs(30), "model loaded", |a| a.rt.jobs.is_empty());
+    h.get_by_label("Add lane").click();
+    h.run_steps(2);
+    h.state_mut().state.prompt = "persist me".into();
+    h.state_mut().state.lanes[1].sampling.seed = 1234;
+    h.get_by_label("Light theme").click();
+    h.run_steps(2);
+    let saved = h.state().state.clone();
+    drop(h);
+    let (loaded, problem) = state::load(&path);
+    assert!(problem.is_none());
+    assert_eq!(loaded, saved);
+    assert!(!loaded.dark);
+    // A corrupt file is moved aside with a message, never silently reset.
+    std::fs::write(&path, "{ not json").unwrap();
+    let (fresh, problem) = state::load(&path);
+    assert_eq!(fresh, state::State::default());
+    let msg = problem.expect("a message").to_string();
+    assert!(msg.contains("moved to"), "{msg}");
+    assert!(!path.exists());
+}
