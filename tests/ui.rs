@@ -51,9 +51,19 @@ fn step_until(h: &mut Harness<'_, App>, deadline: Duration, what: &str, done: im
                 .state
                 .lanes
                 .iter()
-                .map(|l| (l.id, l.output.tokens.len(), l.output.error.clone(), l.output.stats.is_some()))
+                .map(|l| {
+                    (
+                        l.id,
+                        l.output.tokens.len(),
+                        l.output.error.clone(),
+                        l.output.stats.is_some(),
+                    )
+                })
                 .collect();
-            panic!("timed out waiting for: {what}; lanes {lanes:?}; jobs {:?}; banner {:?}", a.rt.jobs, a.rt.banner);
+            panic!(
+                "timed out waiting for: {what}; lanes {lanes:?}; jobs {:?}; banner {:?}",
+                a.rt.jobs, a.rt.banner
+            );
         }
         h.step();
         std::thread::sleep(Duration::from_millis(5));
@@ -64,7 +74,9 @@ fn step_until(h: &mut Harness<'_, App>, deadline: Duration, what: &str, done: im
 fn drop_file(h: &mut Harness<'_, App>, path: &Path, at: egui::Pos2) {
     h.hover_at(at);
     h.step();
-    h.input_mut().dropped_files.push(Arc::new(DroppedPath(path.to_path_buf())));
+    h.input_mut()
+        .dropped_files
+        .push(Arc::new(DroppedPath(path.to_path_buf())));
     h.run_steps(3);
 }
 
@@ -76,7 +88,9 @@ fn lane_center(h: &Harness<'_, App>, index: usize) -> egui::Pos2 {
 fn two_lanes_run_stream_and_fill_stats_then_a_broken_adapter_shows_a_banner() {
     let dir = tempfile::tempdir().unwrap();
     let mut h = harness(new_app(None));
-    step_until(&mut h, Duration::from_secs(30), "model loaded", |a| a.rt.jobs.is_empty());
+    step_until(&mut h, Duration::from_secs(30), "model loaded", |a| {
+        a.rt.jobs.is_empty()
+    });
     h.get_by_label("Add lane").click();
     h.run_steps(3);
     assert_eq!(h.state().state.lanes.len(), 2);
@@ -86,10 +100,14 @@ fn two_lanes_run_stream_and_fill_stats_then_a_broken_adapter_shows_a_banner() {
     write_lora(&adapter, 576, 30);
     let at = lane_center(&h, 1);
     drop_file(&mut h, &adapter, at);
-    assert_eq!(h.state().state.lanes[1].adapters.len(), 1, "adapter row added to lane 2");
+    assert_eq!(
+        h.state().state.lanes[1].adapters.len(),
+        1,
+        "adapter row added to lane 2"
+    );
     assert!(h.state().state.lanes[0].adapters.is_empty(), "lane 1 untouched");
     h.get_by_label("zero-lora.gguf"); // the row's toggle
-    // Change its scale through the slider.
+                                      // Change its scale through the slider.
     h.get_by_role_and_label(egui::accesskit::Role::Slider, "scale")
         .set_value_accesskit(0.5);
     h.run_steps(2);
@@ -108,7 +126,10 @@ fn two_lanes_run_stream_and_fill_stats_then_a_broken_adapter_shows_a_banner() {
         a.state.lanes.iter().all(|l| l.output.stats.is_some())
     });
     let lanes = &h.state().state.lanes;
-    assert_eq!(lanes[0].output.text, lanes[1].output.text, "a zero LoRA must not change greedy output");
+    assert_eq!(
+        lanes[0].output.text, lanes[1].output.text,
+        "a zero LoRA must not change greedy output"
+    );
     assert!(lanes[1].output.stats.as_ref().unwrap().lane.adapter_bytes > 0);
     // The stats strip shows real numbers.
     assert_eq!(h.get_all_by_label("TTFT").count(), 2);
@@ -135,7 +156,9 @@ fn two_lanes_run_stream_and_fill_stats_then_a_broken_adapter_shows_a_banner() {
 #[test]
 fn token_view_shows_tokens_with_probabilities_and_diff_marks_changes() {
     let mut h = harness(new_app(None));
-    step_until(&mut h, Duration::from_secs(30), "model loaded", |a| a.rt.jobs.is_empty());
+    step_until(&mut h, Duration::from_secs(30), "model loaded", |a| {
+        a.rt.jobs.is_empty()
+    });
     h.get_by_label("Add lane").click();
     h.run_steps(2);
     {
@@ -160,7 +183,10 @@ fn token_view_shows_tokens_with_probabilities_and_diff_marks_changes() {
     let spans = h.state().rt.diffs.get(&lane2).cloned().expect("diff computed");
     let joined: String = spans.iter().map(|(t, _)| t.as_str()).collect();
     assert_eq!(joined, h.state().state.lanes[1].output.text);
-    assert!(spans.iter().any(|(_, d)| *d), "sampled lane should differ from greedy somewhere");
+    assert!(
+        spans.iter().any(|(_, d)| *d),
+        "sampled lane should differ from greedy somewhere"
+    );
     // Switch lane 1 to the token view: each token is a label.
     h.get_all_by_label("Tokens").next().unwrap().click();
     h.run_steps(3);
@@ -171,7 +197,9 @@ fn token_view_shows_tokens_with_probabilities_and_diff_marks_changes() {
 #[test]
 fn esc_stops_running_lanes() {
     let mut h = harness(new_app(None));
-    step_until(&mut h, Duration::from_secs(30), "model loaded", |a| a.rt.jobs.is_empty());
+    step_until(&mut h, Duration::from_secs(30), "model loaded", |a| {
+        a.rt.jobs.is_empty()
+    });
     {
         let s = &mut h.state_mut().state;
         s.chat_mode = false;
@@ -180,7 +208,9 @@ fn esc_stops_running_lanes() {
     }
     h.run_steps(2);
     h.get_by_label("Run all").click();
-    step_until(&mut h, Duration::from_secs(30), "tokens", |a| a.state.lanes[0].output.tokens.len() > 3);
+    step_until(&mut h, Duration::from_secs(30), "tokens", |a| {
+        a.state.lanes[0].output.tokens.len() > 3
+    });
     h.key_press(egui::Key::Escape);
     step_until(&mut h, Duration::from_secs(30), "stopped", |a| a.rt.jobs.is_empty());
     let out = &h.state().state.lanes[0].output;
@@ -194,7 +224,9 @@ fn state_round_trips_through_the_state_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.json");
     let mut h = harness(new_app(Some(path.clone())));
-    step_until(&mut h, Duration::from_secs(30), "model loaded", |a| a.rt.jobs.is_empty());
+    step_until(&mut h, Duration::from_secs(30), "model loaded", |a| {
+        a.rt.jobs.is_empty()
+    });
     h.get_by_label("Add lane").click();
     h.run_steps(2);
     h.state_mut().state.prompt = "persist me".into();

@@ -66,7 +66,7 @@ pub enum CompatError {
         more: String,
     },
     /// Quantized LoRA tensors (llama.cpp supports only float ones).
-    #[error("adapter tensor {0} is {1}; llama.cpp needs F32, F16 or BF16 LoRA tensors")]
+    #[error("adapter tensor {0} is {1}; nanolab supports F32, F16, BF16 and Q8_0 LoRA tensors")]
     QuantizedTensor(String, String),
 }
 
@@ -128,7 +128,7 @@ pub fn check(adapter: &GgufFile, model: &GgufFile) -> Result<CompatReport, Compa
         } else {
             continue;
         }
-        if !t.ggml_type.is_float() {
+        if !matches!(t.ggml_type.name, "F32" | "F16" | "BF16" | "Q8_0") {
             return Err(CompatError::QuantizedTensor(
                 t.name.clone(),
                 t.ggml_type.name.to_string(),

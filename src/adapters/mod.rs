@@ -1,5 +1,9 @@
-//! LoRA adapters: compatibility checks against a base model (from GGUF headers alone).
+//! LoRA adapters: compatibility checks against a base model (from GGUF headers alone), the
+//! registry, and the PEFT importer.
 
 pub mod compat;
+pub mod merge;
+pub mod peft;
+pub mod registry;
 
 pub use compat::{check, CompatError, CompatReport};

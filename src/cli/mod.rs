@@ -1,5 +1,6 @@
 //! Headless subcommands over the same engine the window uses.
 
+mod adapters;
 mod inspect;
 mod models;
 mod run;
@@ -33,6 +34,9 @@ pub enum Command {
     Models(ModelsCommand),
     /// Show what a GGUF file holds (model or adapter), validating it.
     Inspect(InspectArgs),
+    /// Adapter registry, compatibility checks and PEFT import.
+    #[command(subcommand)]
+    Adapters(adapters::AdaptersCommand),
     /// Generate text with a model and optional adapters; prints timings.
     Run(run::RunArgs),
     /// List compute devices llama.cpp can use.
@@ -104,6 +108,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Models(ModelsCommand::Fetch { what, sha256, dir }) => models::fetch(&what, sha256.as_deref(), dir),
         Command::Models(ModelsCommand::List { json, dir }) => models::list(json, dir),
         Command::Inspect(args) => inspect::inspect(&args),
+        Command::Adapters(cmd) => adapters::dispatch(cmd),
         Command::Run(args) => run::run(&args),
         Command::Devices(flag) => run::devices(flag.json),
         Command::Screenshot(args) => crate::ui::screenshot::capture(&args.out, args.model),

@@ -64,6 +64,9 @@ pub struct RunArgs {
     /// Layers to offload to a GPU (default: all when a GPU backend exists, 0 on CPU builds).
     #[arg(long)]
     pub gpu_layers: Option<u32>,
+    /// Do not apply the adapters pinned to this model as static in the registry.
+    #[arg(long)]
+    pub no_static: bool,
     /// Alternatives per token to include in --json output.
     #[arg(long, default_value_t = 0)]
     pub top_n: u32,
@@ -91,7 +94,16 @@ pub fn parse_adapter_arg(s: &str) -> Result<AdapterSpec, String> {
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     // Fail fast on bad files, before an engine process starts.
     let model_header = validate_model_file(&args.model).map_err(anyhow::Error::msg)?;
-    for a in &args.adapters {
+    let mut adapters = Vec::new();
+    if !args.no_static {
+        let reg = crate::adapters::registry::Registry::load(crate::adapters::registry::registry_path())?;
+        for path in reg.static_for(&args.model) {
+            eprintln!("static adapter: {} (--no-static to skip)", path.display());
+            adapters.push(AdapterSpec { path, scale: 1.0 });
+        }
+    }
+    adapters.extend(args.adapters.iter().cloned());
+    for a in &adapters {
         crate::engine::validate_adapter_file(&a.path, &model_header).map_err(anyhow::Error::msg)?;
     }
     let prompt = match (&args.prompt, &args.chat) {
@@ -114,7 +126,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             },
             n_ctx: args.ctx,
             threads: args.threads,
-            adapters: args.adapters.clone(),
+            adapters,
         },
         prompt,
         sampling: Sampling {

@@ -291,9 +291,18 @@ impl Worker {
             return Ok(0.0);
         }
         let t0 = Instant::now();
-        let mut stack = Vec::with_capacity(spec.adapters.len());
-        let mut bytes = 0;
+        // llama.cpp keys active adapters by pointer, so one file listed twice would keep only
+        // its last scale; LoRA deltas are linear in the scale, so the scales add up instead.
+        let mut merged: Vec<AdapterSpec> = Vec::with_capacity(spec.adapters.len());
         for a in &spec.adapters {
+            match merged.iter_mut().find(|m| m.path == a.path) {
+                Some(m) => m.scale += a.scale,
+                None => merged.push(a.clone()),
+            }
+        }
+        let mut stack = Vec::with_capacity(merged.len());
+        let mut bytes = 0;
+        for a in &merged {
             if !a.scale.is_finite() {
                 return Err(format!("adapter {}: scale {} is not a number", a.path.display(), a.scale).into());
             }

@@ -9,3 +9,4 @@ pub mod writer;
 pub use reader::{read, GgufError, GgufFile, TensorInfo, Value};
 pub use summary::{AdapterSummary, FileKind, QuantShare, Summary};
 pub use types::{file_type_name, GgmlType};
+pub use writer::TensorHeader;

@@ -142,8 +142,13 @@ pub struct GgufFile {
     pub version: u32,
     /// File size in bytes.
     pub file_bytes: u64,
-    /// Metadata in file order.
+    /// Metadata by key.
     pub metadata: BTreeMap<String, Value>,
+    /// Original GGUF type of each metadata value (arrays: `elem_type << 16 | 9`), so a
+    /// rewritten file keeps the exact types llama.cpp expects.
+    pub metadata_types: BTreeMap<String, u32>,
+    /// Metadata keys in file order.
+    pub metadata_order: Vec<String>,
     /// Tensor infos in file order.
     pub tensors: Vec<TensorInfo>,
     /// Absolute offset where tensor data begins.
@@ -225,6 +230,7 @@ pub fn read(path: &Path) -> Result<GgufFile, GgufError> {
     }
     let mut r = Cursor {
         inner: BufReader::with_capacity(1 << 16, file),
+        last_array_elem: 0,
         pos: 0,
         file_bytes,
         path,
@@ -234,6 +240,7 @@ pub fn read(path: &Path) -> Result<GgufFile, GgufError> {
 
 struct Cursor<'p> {
     inner: BufReader<File>,
+    last_array_elem: u32,
     pos: u64,
     file_bytes: u64,
     path: &'p Path,
@@ -330,6 +337,7 @@ impl Cursor<'_> {
                     return Err(self.corrupt(format!("{what}: nested arrays are not supported")));
                 }
                 let elem_type = self.u32(what)?;
+                self.last_array_elem = elem_type;
                 let len = self.u64(what)?;
                 let min_elem = min_value_bytes(elem_type)
                     .ok_or_else(|| self.corrupt(format!("{what}: unknown array element type {elem_type}")))?;
@@ -381,6 +389,8 @@ impl Cursor<'_> {
         )?;
 
         let mut metadata = BTreeMap::new();
+        let mut metadata_types = BTreeMap::new();
+        let mut metadata_order = Vec::new();
         for i in 0..kv_count {
             let what = format!("metadata entry {i}");
             let key_raw = self.string(&format!("key of {what}"))?;
@@ -388,9 +398,13 @@ impl Cursor<'_> {
                 String::from_utf8(key_raw).map_err(|_| self.corrupt(format!("key of {what} is not valid UTF-8")))?;
             let ty = self.u32(&format!("type of {key}"))?;
             let value = self.value(ty, &key, 0)?;
+            // Nested arrays are refused, so the last array element type read is this array's.
+            let full_type = if ty == 9 { (self.last_array_elem << 16) | 9 } else { ty };
             if metadata.insert(key.clone(), value).is_some() {
                 return Err(self.corrupt(format!("duplicate metadata key {key:?}")));
             }
+            metadata_types.insert(key.clone(), full_type);
+            metadata_order.push(key);
         }
 
         let mut raw = Vec::with_capacity(tensor_count.min(1 << 16) as usize);
@@ -477,6 +491,8 @@ impl Cursor<'_> {
             version,
             file_bytes: self.file_bytes,
             metadata,
+            metadata_types,
+            metadata_order,
             tensors,
             data_offset,
         })

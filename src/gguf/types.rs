@@ -80,11 +80,6 @@ impl GgmlType {
         }
         (elems / self.block_elems).checked_mul(self.block_bytes)
     }
-
-    /// Whether the type is a plain float type (no quantization).
-    pub fn is_float(&self) -> bool {
-        matches!(self.name, "F32" | "F16" | "BF16" | "F64")
-    }
 }
 
 /// llama.cpp's `general.file_type` values (`enum llama_ftype`), for display.

@@ -79,7 +79,11 @@ impl Shooter {
                 .lanes
                 .get(1)
                 .is_some_and(|l| l.output.tokens.len() >= 25 || l.output.stats.is_some()),
-            Phase::Graphs => !self.app.busy() && self.app.state.lanes.iter().all(|l| l.output.stats.is_some()) && self.frames_in_phase > 5,
+            Phase::Graphs => {
+                !self.app.busy()
+                    && self.app.state.lanes.iter().all(|l| l.output.stats.is_some())
+                    && self.frames_in_phase > 5
+            }
             Phase::Finished => false,
         }
     }
@@ -175,8 +179,12 @@ pub fn capture(out: &Path, model: Option<PathBuf>) -> anyhow::Result<()> {
         renderer: eframe::Renderer::Glow,
         ..Default::default()
     };
-    eframe::run_native("nanolab-screenshot", options, Box::new(move |_cc| Ok(Box::new(shooter))))
-        .map_err(|e| anyhow::anyhow!("could not open the window: {e}"))?;
+    eframe::run_native(
+        "nanolab-screenshot",
+        options,
+        Box::new(move |_cc| Ok(Box::new(shooter))),
+    )
+    .map_err(|e| anyhow::anyhow!("could not open the window: {e}"))?;
     let results = saved.lock().map(|s| s.clone()).unwrap_or_default();
     if results.len() < 3 {
         anyhow::bail!("only {} of 3 screenshots were taken: {results:?}", results.len());

@@ -168,8 +168,10 @@ pub fn state_path() -> PathBuf {
     if let Some(p) = std::env::var_os("NANOLAB_STATE") {
         return PathBuf::from(p);
     }
-    directories::ProjectDirs::from("dev", "nanolab", "nanolab")
-        .map_or_else(|| PathBuf::from(".nanolab-state.json"), |d| d.config_dir().join("state.json"))
+    directories::ProjectDirs::from("dev", "nanolab", "nanolab").map_or_else(
+        || PathBuf::from(".nanolab-state.json"),
+        |d| d.config_dir().join("state.json"),
+    )
 }
 
 /// Why the saved state could not be used.

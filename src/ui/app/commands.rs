@@ -174,9 +174,11 @@ impl App {
         }
     }
 
-    fn inspect(&mut self, path: &PathBuf) -> Result<Summary, String> {
-        let r = crate::gguf::read(path).map(|f| Summary::of(&f)).map_err(|e| e.to_string());
-        self.rt.inspected.insert(path.clone(), r.clone());
+    fn inspect(&mut self, path: &std::path::Path) -> Result<Summary, String> {
+        let r = crate::gguf::read(path)
+            .map(|f| Summary::of(&f))
+            .map_err(|e| e.to_string());
+        self.rt.inspected.insert(path.to_path_buf(), r.clone());
         r
     }
 
@@ -219,8 +221,17 @@ impl App {
     }
 
     fn add_adapter(&mut self, lane: LaneId, path: PathBuf) {
-        let Some(model) = self.state.lanes.iter().find(|l| l.id == lane).and_then(|l| l.model.clone()) else {
-            self.lane_error(Some(lane), "choose a base model for this lane before adding adapters".into());
+        let Some(model) = self
+            .state
+            .lanes
+            .iter()
+            .find(|l| l.id == lane)
+            .and_then(|l| l.model.clone())
+        else {
+            self.lane_error(
+                Some(lane),
+                "choose a base model for this lane before adding adapters".into(),
+            );
             return;
         };
         let checked = crate::gguf::read(&model)
@@ -254,7 +265,10 @@ impl App {
                 None => self.rt.banner = Some("open a model first, then drop adapters on a lane".into()),
             },
             Ok(s) if s.kind == FileKind::Model => self.set_model(lane, path),
-            Ok(_) => self.lane_error(target, format!("{}: control vectors are not supported yet", path.display())),
+            Ok(_) => self.lane_error(
+                target,
+                format!("{}: control vectors are not supported yet", path.display()),
+            ),
             Err(e) => self.lane_error(target, e),
         }
     }
@@ -310,7 +324,9 @@ impl App {
         }
         for i in 0..self.state.lanes.len() {
             let job = self.rt.engine.next_job();
-            let Some(req) = self.generate_request(i, job) else { continue };
+            let Some(req) = self.generate_request(i, job) else {
+                continue;
+            };
             let id = self.state.lanes[i].id;
             self.state.lanes[i].output = LaneOutput::default();
             match self.rt.engine.send(&req) {
@@ -340,13 +356,7 @@ impl App {
             let _ = tx.send(FetchMsg::Done(result.map(|f| f.path).map_err(|e| e.to_string())));
         });
         match spawned {
-            Ok(_) => {
-                self.rt.fetch = Some(FetchTask {
-                    rx,
-                    cancel,
-                    last: None,
-                })
-            }
+            Ok(_) => self.rt.fetch = Some(FetchTask { rx, cancel, last: None }),
             Err(e) => self.rt.banner = Some(format!("could not start the download: {e}")),
         }
     }

@@ -31,7 +31,9 @@ impl App {
         let start = Instant::now();
         let mut changed = false;
         while start.elapsed() < DRAIN_BUDGET {
-            let Ok(ev) = self.rt.engine.events().try_recv() else { break };
+            let Ok(ev) = self.rt.engine.events().try_recv() else {
+                break;
+            };
             changed = true;
             self.apply_event(ev);
         }
@@ -41,7 +43,9 @@ impl App {
     /// Applies one engine event to the lanes it concerns.
     pub fn apply_event(&mut self, ev: Event) {
         let Some(job) = ev.job() else { return };
-        let Some(kind) = self.rt.jobs.get(&job).cloned() else { return };
+        let Some(kind) = self.rt.jobs.get(&job).cloned() else {
+            return;
+        };
         let lane_id = match kind {
             JobKind::Load { lane } | JobKind::Generate { lane } => lane,
         };
@@ -49,7 +53,9 @@ impl App {
             self.rt.jobs.remove(&job);
             self.rt.load_progress.remove(&lane_id);
         }
-        let Some(lane) = self.state.lane_mut(lane_id) else { return };
+        let Some(lane) = self.state.lane_mut(lane_id) else {
+            return;
+        };
         match ev {
             Event::Progress { fraction, .. } => {
                 self.rt.load_progress.insert(lane_id, fraction);
@@ -81,9 +87,7 @@ impl App {
                 JobResult::ModelLoaded { .. } => {}
                 _ => {}
             },
-            Event::Error {
-                message, cancelled, ..
-            } => {
+            Event::Error { message, cancelled, .. } => {
                 lane.output.error = Some(if cancelled { "stopped".to_string() } else { message });
             }
             Event::Ready { .. } => {}
@@ -149,7 +153,11 @@ impl App {
     fn handle_input(&mut self, ctx: &egui::Context) {
         let (dropped, pointer, run, stop) = ctx.input(|i| {
             (
-                i.raw.dropped_files.iter().map(|f| f.path().to_path_buf()).collect::<Vec<_>>(),
+                i.raw
+                    .dropped_files
+                    .iter()
+                    .map(|f| f.path().to_path_buf())
+                    .collect::<Vec<_>>(),
                 i.pointer.latest_pos(),
                 i.modifiers.command && i.key_pressed(egui::Key::Enter),
                 i.key_pressed(egui::Key::Escape),
@@ -161,7 +169,13 @@ impl App {
         if stop {
             self.rt.pending.push(Command::Stop);
         }
-        let lane = pointer.and_then(|p| self.rt.lane_rects.iter().find(|(_, r)| r.contains(p)).map(|(id, _)| *id));
+        let lane = pointer.and_then(|p| {
+            self.rt
+                .lane_rects
+                .iter()
+                .find(|(_, r)| r.contains(p))
+                .map(|(id, _)| *id)
+        });
         for path in dropped {
             self.rt.pending.push(Command::Dropped { lane, path });
         }
@@ -170,8 +184,12 @@ impl App {
     /// Recomputes word diffs of every lane against the reference lane.
     pub fn recompute_diffs(&mut self) {
         self.rt.diffs.clear();
-        let Some(ref_id) = self.state.reference_lane else { return };
-        let Some(reference) = self.state.lanes.iter().find(|l| l.id == ref_id) else { return };
+        let Some(ref_id) = self.state.reference_lane else {
+            return;
+        };
+        let Some(reference) = self.state.lanes.iter().find(|l| l.id == ref_id) else {
+            return;
+        };
         let ref_text = reference.output.text.clone();
         for lane in &self.state.lanes {
             if lane.id == ref_id {
@@ -192,12 +210,11 @@ impl App {
         paths.extend(self.state.recent_files.iter().cloned());
         paths.extend(self.state.lanes.iter().filter_map(|l| l.model.clone()));
         for p in paths {
-            if !self.rt.inspected.contains_key(&p) {
-                let r = crate::gguf::read(&p)
+            self.rt.inspected.entry(p).or_insert_with_key(|p| {
+                crate::gguf::read(p)
                     .map(|f| crate::gguf::Summary::of(&f))
-                    .map_err(|e| e.to_string());
-                self.rt.inspected.insert(p, r);
-            }
+                    .map_err(|e| e.to_string())
+            });
         }
     }
 
@@ -205,10 +222,17 @@ impl App {
     pub fn save_if_changed(&mut self) {
         let Some(path) = self.rt.state_path.clone() else { return };
         // While tokens stream, save at most once a second; idle changes are saved at once.
-        if self.busy() && self.rt.last_save_at.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+        if self.busy()
+            && self
+                .rt
+                .last_save_at
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
             return;
         }
-        let Ok(json) = serde_json::to_string_pretty(&self.state) else { return };
+        let Ok(json) = serde_json::to_string_pretty(&self.state) else {
+            return;
+        };
         if json == self.rt.last_saved {
             return;
         }

@@ -151,14 +151,22 @@ impl App {
     /// or reloads the models the restored lanes use.
     pub fn open_initial(&mut self, model: Option<PathBuf>) {
         if let Some(model) = model {
-            self.rt.pending.push(Command::SetModel { lane: None, path: model });
+            self.rt.pending.push(Command::SetModel {
+                lane: None,
+                path: model,
+            });
         } else if self.state.lanes.is_empty() {
             let demo = crate::models::demo_model_path(&self.rt.models_dir);
             if demo.is_file() {
                 self.rt.pending.push(Command::SetModel { lane: None, path: demo });
             }
         } else {
-            let lanes: Vec<_> = self.state.lanes.iter().filter_map(|l| Some((l.id, l.model.clone()?))).collect();
+            let lanes: Vec<_> = self
+                .state
+                .lanes
+                .iter()
+                .filter_map(|l| Some((l.id, l.model.clone()?)))
+                .collect();
             for (id, path) in lanes {
                 self.rt.pending.push(Command::SetModel { lane: Some(id), path });
             }
@@ -169,9 +177,9 @@ impl App {
     /// Lets the engine wake the UI when events arrive.
     pub fn set_repaint(&mut self, ctx: &egui::Context) {
         let ctx = ctx.clone();
-        self.rt
-            .engine
-            .set_waker(Arc::new(move || ctx.request_repaint_after(std::time::Duration::from_millis(10))));
+        self.rt.engine.set_waker(Arc::new(move || {
+            ctx.request_repaint_after(std::time::Duration::from_millis(10))
+        }));
     }
 
     /// Whether any job is in flight.

@@ -7,7 +7,11 @@ impl App {
     /// Draws the window.
     pub fn ui(&mut self, ui: &mut egui::Ui) {
         let ctx = ui.ctx().clone();
-        ctx.set_theme(if self.state.dark { egui::Theme::Dark } else { egui::Theme::Light });
+        ctx.set_theme(if self.state.dark {
+            egui::Theme::Dark
+        } else {
+            egui::Theme::Light
+        });
         egui::Panel::top("top_bar").show(ui, |ui| self.top_bar_ui(ui));
         if self.state.show_library {
             let mut cmds = Vec::new();
@@ -15,7 +19,9 @@ impl App {
                 .resizable(true)
                 .default_size(260.0)
                 .min_size(230.0)
-                .show(ui, |ui| panels::library::library_ui(ui, &self.state, &self.rt, &mut cmds));
+                .show(ui, |ui| {
+                    panels::library::library_ui(ui, &self.state, &self.rt, &mut cmds)
+                });
             self.rt.pending.extend(cmds);
         }
         egui::Panel::bottom("prompt_bar").show(ui, |ui| {
@@ -37,7 +43,9 @@ impl App {
                     self.rt.pending.push(Command::DismissBanner);
                 }
             }
-            if self.state.lanes.is_empty() || self.state.lanes.iter().all(|l| l.model.is_none()) && self.rt.jobs.is_empty() {
+            if self.state.lanes.is_empty()
+                || self.state.lanes.iter().all(|l| l.model.is_none()) && self.rt.jobs.is_empty()
+            {
                 let mut cmds = Vec::new();
                 panels::welcome::welcome_ui(ui, &self.rt, &mut cmds);
                 self.rt.pending.extend(cmds);
@@ -59,7 +67,11 @@ impl App {
             ui.toggle_value(&mut self.state.show_graphs, "Graphs")
                 .on_hover_text("Show or hide latency, throughput and memory graphs");
             let theme = if self.state.dark { "Light theme" } else { "Dark theme" };
-            if ui.button(theme).on_hover_text("Switch between dark and light").clicked() {
+            if ui
+                .button(theme)
+                .on_hover_text("Switch between dark and light")
+                .clicked()
+            {
                 self.state.dark = !self.state.dark;
             }
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
@@ -68,7 +80,11 @@ impl App {
                     None => "engine idle".to_string(),
                 };
                 let restarts = self.rt.engine.restarts();
-                let label = if restarts > 0 { format!("{engine} (restarted {restarts} times)") } else { engine };
+                let label = if restarts > 0 {
+                    format!("{engine} (restarted {restarts} times)")
+                } else {
+                    engine
+                };
                 ui.weak(label).on_hover_text(format!(
                     "llama.cpp runs in a separate process so a crash never takes the window down.\n{}",
                     self.rt.engine.system_info()

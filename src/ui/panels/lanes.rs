@@ -7,7 +7,12 @@ use crate::ui::app::{Command, JobKind, Runtime};
 use crate::ui::state::{LaneState, State};
 
 /// Draws every lane as a column; returns each lane's rectangle (for drops).
-pub fn lanes_ui(ui: &mut egui::Ui, state: &mut State, rt: &Runtime, cmds: &mut Vec<Command>) -> Vec<(LaneId, egui::Rect)> {
+pub fn lanes_ui(
+    ui: &mut egui::Ui,
+    state: &mut State,
+    rt: &Runtime,
+    cmds: &mut Vec<Command>,
+) -> Vec<(LaneId, egui::Rect)> {
     let n = state.lanes.len().max(1);
     let same = state.same_settings;
     let reference = state.reference_lane;
@@ -106,14 +111,23 @@ fn lane_ui(
 }
 
 fn file_name(p: &std::path::Path) -> String {
-    p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned())
+    p.file_name()
+        .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned())
 }
 
 fn model_picker(ui: &mut egui::Ui, lane: &LaneState, rt: &Runtime, cmds: &mut Vec<Command>) {
-    let current = lane.model.as_deref().map_or_else(|| "choose a model".to_string(), file_name);
+    let current = lane
+        .model
+        .as_deref()
+        .map_or_else(|| "choose a model".to_string(), file_name);
     let mut choices: Vec<std::path::PathBuf> = rt.installed.iter().map(|m| m.path.clone()).collect();
     for p in rt.inspected.keys() {
-        if !choices.contains(p) && rt.inspected.get(p).is_some_and(|r| r.as_ref().is_ok_and(|s| s.kind == crate::gguf::FileKind::Model)) {
+        if !choices.contains(p)
+            && rt
+                .inspected
+                .get(p)
+                .is_some_and(|r| r.as_ref().is_ok_and(|s| s.kind == crate::gguf::FileKind::Model))
+        {
             choices.push(p.clone());
         }
     }
@@ -126,7 +140,10 @@ fn model_picker(ui: &mut egui::Ui, lane: &LaneState, rt: &Runtime, cmds: &mut Ve
             .width(ui.available_width() - 8.0)
             .show_ui(ui, |ui| {
                 for c in &choices {
-                    if ui.selectable_label(lane.model.as_ref() == Some(c), file_name(c)).clicked() {
+                    if ui
+                        .selectable_label(lane.model.as_ref() == Some(c), file_name(c))
+                        .clicked()
+                    {
                         picked = Some(c.clone());
                     }
                 }
@@ -136,14 +153,21 @@ fn model_picker(ui: &mut egui::Ui, lane: &LaneState, rt: &Runtime, cmds: &mut Ve
             .on_hover_text("Base model of this lane; lanes on the same file share its weights");
     });
     if let Some(path) = picked {
-        cmds.push(Command::SetModel { lane: Some(lane.id), path });
+        cmds.push(Command::SetModel {
+            lane: Some(lane.id),
+            path,
+        });
     }
 }
 
 fn adapters_ui(ui: &mut egui::Ui, lane: &mut LaneState, cmds: &mut Vec<Command>) {
     ui.horizontal(|ui| {
         ui.strong("Adapters");
-        ui.weak(if lane.adapters.is_empty() { "drop LoRA .gguf files on this lane" } else { "applied in order" });
+        ui.weak(if lane.adapters.is_empty() {
+            "drop LoRA .gguf files on this lane"
+        } else {
+            "applied in order"
+        });
     });
     let id = lane.id;
     for (i, a) in lane.adapters.iter_mut().enumerate() {
@@ -151,13 +175,23 @@ fn adapters_ui(ui: &mut egui::Ui, lane: &mut LaneState, cmds: &mut Vec<Command>)
             ui.horizontal(|ui| {
                 ui.checkbox(&mut a.enabled, file_name(&a.path))
                     .on_hover_text(format!("{}\nApply this adapter when running", a.path.display()));
-                if ui.small_button("Remove").on_hover_text("Remove this adapter from the lane").clicked() {
+                if ui
+                    .small_button("Remove")
+                    .on_hover_text("Remove this adapter from the lane")
+                    .clicked()
+                {
                     cmds.push(Command::RemoveAdapter { lane: id, index: i });
                 }
             });
             ui.horizontal(|ui| {
-                ui.add(egui::Slider::new(&mut a.scale, 0.0..=2.0).text("scale").fixed_decimals(2))
-                    .on_hover_text("Adapter scale: 0 = no effect, 1 = as trained; applies to the next run without reloading");
+                ui.add(
+                    egui::Slider::new(&mut a.scale, 0.0..=2.0)
+                        .text("scale")
+                        .fixed_decimals(2),
+                )
+                .on_hover_text(
+                    "Adapter scale: 0 = no effect, 1 = as trained; applies to the next run without reloading",
+                );
                 let ranks: Vec<String> = a.ranks.iter().map(u64::to_string).collect();
                 ui.weak(format!("r{} · {}", ranks.join("/"), mib(a.file_bytes)));
             });
@@ -166,36 +200,38 @@ fn adapters_ui(ui: &mut egui::Ui, lane: &mut LaneState, cmds: &mut Vec<Command>)
 }
 
 fn sampling_ui(ui: &mut egui::Ui, lane: &mut LaneState, from_first: bool) {
-    egui::CollapsingHeader::new("Sampling").id_salt("sampling").show(ui, |ui| {
-        if from_first {
-            ui.weak("Uses lane 1's settings (turn off \"Same settings in all lanes\" to change)");
-        }
-        ui.add_enabled_ui(!from_first, |ui| {
-            let s = &mut lane.sampling;
-            ui.add(egui::Slider::new(&mut s.temperature, 0.0..=2.0).text("temperature"))
-                .on_hover_text("0 = greedy and deterministic");
-            ui.add(egui::Slider::new(&mut s.top_k, 0..=200).text("top-k"))
-                .on_hover_text("Keep the k most likely tokens (0 = off)");
-            ui.add(egui::Slider::new(&mut s.top_p, 0.0..=1.0).text("top-p"))
-                .on_hover_text("Nucleus sampling threshold (1 = off)");
-            ui.add(egui::Slider::new(&mut s.min_p, 0.0..=1.0).text("min-p"))
-                .on_hover_text("Drop tokens below this fraction of the best token's probability");
-            ui.add(egui::Slider::new(&mut s.repeat_penalty, 1.0..=2.0).text("repeat penalty"))
-                .on_hover_text("Penalise repeated tokens (1 = off)");
-            ui.add(egui::Slider::new(&mut s.max_tokens, 1..=1024).text("max tokens"))
-                .on_hover_text("Stop after this many tokens");
-            ui.horizontal(|ui| {
-                let l = ui.label("seed");
-                ui.add(egui::DragValue::new(&mut s.seed))
-                    .labelled_by(l.id)
-                    .on_hover_text("Random seed (same seed, same settings: same output)");
-                let l = ui.label("context");
-                ui.add(egui::DragValue::new(&mut lane.n_ctx).range(256..=32768).speed(64))
-                    .labelled_by(l.id)
-                    .on_hover_text("Context length in tokens (KV cache size)");
+    egui::CollapsingHeader::new("Sampling")
+        .id_salt("sampling")
+        .show(ui, |ui| {
+            if from_first {
+                ui.weak("Uses lane 1's settings (turn off \"Same settings in all lanes\" to change)");
+            }
+            ui.add_enabled_ui(!from_first, |ui| {
+                let s = &mut lane.sampling;
+                ui.add(egui::Slider::new(&mut s.temperature, 0.0..=2.0).text("temperature"))
+                    .on_hover_text("0 = greedy and deterministic");
+                ui.add(egui::Slider::new(&mut s.top_k, 0..=200).text("top-k"))
+                    .on_hover_text("Keep the k most likely tokens (0 = off)");
+                ui.add(egui::Slider::new(&mut s.top_p, 0.0..=1.0).text("top-p"))
+                    .on_hover_text("Nucleus sampling threshold (1 = off)");
+                ui.add(egui::Slider::new(&mut s.min_p, 0.0..=1.0).text("min-p"))
+                    .on_hover_text("Drop tokens below this fraction of the best token's probability");
+                ui.add(egui::Slider::new(&mut s.repeat_penalty, 1.0..=2.0).text("repeat penalty"))
+                    .on_hover_text("Penalise repeated tokens (1 = off)");
+                ui.add(egui::Slider::new(&mut s.max_tokens, 1..=1024).text("max tokens"))
+                    .on_hover_text("Stop after this many tokens");
+                ui.horizontal(|ui| {
+                    let l = ui.label("seed");
+                    ui.add(egui::DragValue::new(&mut s.seed))
+                        .labelled_by(l.id)
+                        .on_hover_text("Random seed (same seed, same settings: same output)");
+                    let l = ui.label("context");
+                    ui.add(egui::DragValue::new(&mut lane.n_ctx).range(256..=32768).speed(64))
+                        .labelled_by(l.id)
+                        .on_hover_text("Context length in tokens (KV cache size)");
+                });
             });
         });
-    });
 }
 
 fn stats_strip(ui: &mut egui::Ui, lane: &LaneState, running: bool) {
@@ -213,9 +249,24 @@ fn stats_strip(ui: &mut egui::Ui, lane: &LaneState, running: bool) {
             ui.strong(v).on_hover_text(tip);
         };
         item(ui, "TTFT", format!("{:.0} ms", s.ttft_ms), "Time to first token");
-        item(ui, "prefill", format!("{:.0} tok/s", s.prefill_tokens_per_sec), "Prompt tokens per second");
-        item(ui, "decode", format!("{:.1} tok/s", s.decode_tokens_per_sec), "Generated tokens per second");
-        item(ui, "tokens", format!("{}+{}", s.prompt_tokens, s.generated_tokens), "Prompt + generated tokens");
+        item(
+            ui,
+            "prefill",
+            format!("{:.0} tok/s", s.prefill_tokens_per_sec),
+            "Prompt tokens per second",
+        );
+        item(
+            ui,
+            "decode",
+            format!("{:.1} tok/s", s.decode_tokens_per_sec),
+            "Generated tokens per second",
+        );
+        item(
+            ui,
+            "tokens",
+            format!("{}+{}", s.prompt_tokens, s.generated_tokens),
+            "Prompt + generated tokens",
+        );
         item(ui, "KV", mib(s.lane.kv_bytes), "KV cache of this lane");
         item(ui, "RSS", mib(s.rss_bytes), "Engine process resident memory");
         if s.lane.adapter_bytes > 0 || s.lane.adapter_swap_ms > 0.0 {
@@ -274,7 +325,9 @@ fn tokens_ui(ui: &mut egui::Ui, lane: &LaneState) {
         ui.spacing_mut().item_spacing.x = 1.0;
         for t in &lane.output.tokens {
             let shown = t.piece.replace('\n', "\\n");
-            let text = egui::RichText::new(shown).background_color(prob_color(t.prob, dark)).monospace();
+            let text = egui::RichText::new(shown)
+                .background_color(prob_color(t.prob, dark))
+                .monospace();
             ui.add(egui::Label::new(text).sense(egui::Sense::hover()))
                 .on_hover_ui(|ui| token_tip(ui, t));
             if t.piece.contains('\n') {

@@ -39,7 +39,9 @@ pub fn library_ui(ui: &mut egui::Ui, state: &State, rt: &Runtime, cmds: &mut Vec
 }
 
 fn model_entry(ui: &mut egui::Ui, path: &Path, state: &State, rt: &Runtime, cmds: &mut Vec<Command>) {
-    let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let name = path
+        .file_name()
+        .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
     let in_use = state.lanes.iter().any(|l| l.model.as_deref() == Some(path));
     egui::Frame::group(ui.style()).show(ui, |ui| {
         ui.set_width(ui.available_width());
@@ -59,8 +61,16 @@ fn model_entry(ui: &mut egui::Ui, path: &Path, state: &State, rt: &Runtime, cmds
             }
         }
         ui.horizontal(|ui| {
-            let label = if state.same_settings { "Use in all lanes" } else { "Use in first lane" };
-            if ui.button(label).on_hover_text("Load this model (once) and use it").clicked() {
+            let label = if state.same_settings {
+                "Use in all lanes"
+            } else {
+                "Use in first lane"
+            };
+            if ui
+                .button(label)
+                .on_hover_text("Load this model (once) and use it")
+                .clicked()
+            {
                 cmds.push(Command::SetModel {
                     lane: None,
                     path: path.to_path_buf(),
@@ -72,24 +82,31 @@ fn model_entry(ui: &mut egui::Ui, path: &Path, state: &State, rt: &Runtime, cmds
 
 /// The inspector card: arch, params, quant, size, context, template.
 pub fn card_ui(ui: &mut egui::Ui, s: &Summary) {
-    egui::Grid::new(("card", &s.path)).num_columns(2).spacing([8.0, 2.0]).show(ui, |ui| {
-        ui.weak("arch");
-        ui.label(s.architecture.as_deref().unwrap_or("?"));
-        ui.end_row();
-        ui.weak("params");
-        ui.label(format!("{:.1} M", s.parameters as f64 / 1e6));
-        ui.end_row();
-        ui.weak("quant");
-        ui.label(format!("{} ({:.2} bpw)", s.quant_label(), s.bits_per_weight));
-        ui.end_row();
-        ui.weak("size");
-        ui.label(mib(s.file_bytes));
-        ui.end_row();
-        ui.weak("context");
-        ui.label(s.context_length.map_or_else(|| "?".into(), |c| c.to_string()));
-        ui.end_row();
-        ui.weak("template");
-        ui.label(if s.has_chat_template { "chat template" } else { "none (raw prompts)" });
-        ui.end_row();
-    });
+    egui::Grid::new(("card", &s.path))
+        .num_columns(2)
+        .spacing([8.0, 2.0])
+        .show(ui, |ui| {
+            ui.weak("arch");
+            ui.label(s.architecture.as_deref().unwrap_or("?"));
+            ui.end_row();
+            ui.weak("params");
+            ui.label(format!("{:.1} M", s.parameters as f64 / 1e6));
+            ui.end_row();
+            ui.weak("quant");
+            ui.label(format!("{} ({:.2} bpw)", s.quant_label(), s.bits_per_weight));
+            ui.end_row();
+            ui.weak("size");
+            ui.label(mib(s.file_bytes));
+            ui.end_row();
+            ui.weak("context");
+            ui.label(s.context_length.map_or_else(|| "?".into(), |c| c.to_string()));
+            ui.end_row();
+            ui.weak("template");
+            ui.label(if s.has_chat_template {
+                "chat template"
+            } else {
+                "none (raw prompts)"
+            });
+            ui.end_row();
+        });
 }
