@@ -247,3 +247,55 @@ fn state_round_trips_through_the_state_file() {
     assert!(msg.contains("moved to"), "{msg}");
     assert!(!path.exists());
 }
+
+#[test]
+fn a_dropped_peft_folder_is_imported_and_registry_adapters_can_be_added() {
+    let dir = tempfile::tempdir().unwrap();
+    std::env::set_var("NANOLAB_ADAPTERS", dir.path().join("adapters"));
+    std::env::set_var("NANOLAB_REGISTRY", dir.path().join("registry.json"));
+    // A PEFT folder with zero lora_B (no effect), as PEFT initialises it.
+    let peft = dir.path().join("my-peft");
+    std::fs::create_dir_all(&peft).unwrap();
+    let a: Vec<u8> = vec![0u8; 4 * 576 * 4];
+    let b: Vec<u8> = vec![0u8; 576 * 4 * 4];
+    let views = vec![
+        (
+            "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight".to_string(),
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![4, 576], &a).unwrap(),
+        ),
+        (
+            "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight".to_string(),
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![576, 4], &b).unwrap(),
+        ),
+    ];
+    std::fs::write(
+        peft.join("adapter_model.safetensors"),
+        safetensors::serialize(views, None).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(peft.join("adapter_config.json"), r#"{"r": 4, "lora_alpha": 8}"#).unwrap();
+
+    let mut h = harness(new_app(None));
+    step_until(&mut h, Duration::from_secs(30), "model loaded", |a| {
+        a.rt.jobs.is_empty()
+    });
+    let at = lane_center(&h, 0);
+    drop_file(&mut h, &peft, at);
+    let lane = &h.state().state.lanes[0];
+    assert_eq!(lane.adapters.len(), 1, "{:?}", lane.output.error);
+    assert!(dir.path().join("adapters/my-peft.gguf").is_file());
+    // The registry panel lists it as fitting; add it to a second lane from there.
+    h.get_by_label("Add lane").click();
+    h.run_steps(4);
+    h.get_by_label("Add to lane 2").click();
+    h.run_steps(3);
+    assert_eq!(h.state().state.lanes[1].adapters.len(), 1);
+    // A broken PEFT folder gives a banner naming the problem.
+    std::fs::write(peft.join("adapter_config.json"), "{ broken").unwrap();
+    let at = lane_center(&h, 1);
+    drop_file(&mut h, &peft, at);
+    let err = h.state().state.lanes[1].output.error.clone().expect("banner");
+    assert!(err.contains("invalid adapter config"), "{err}");
+    std::env::remove_var("NANOLAB_ADAPTERS");
+    std::env::remove_var("NANOLAB_REGISTRY");
+}

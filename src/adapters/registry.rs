@@ -66,6 +66,11 @@ pub struct Entry {
     pub static_for: Vec<String>,
 }
 
+/// The project's adapter folder: `$NANOLAB_ADAPTERS`, else `adapters/`.
+pub fn adapters_dir() -> PathBuf {
+    std::env::var_os("NANOLAB_ADAPTERS").map_or_else(|| PathBuf::from("adapters"), PathBuf::from)
+}
+
 /// Where the registry file lives: `$NANOLAB_REGISTRY`, else the user's config folder.
 pub fn registry_path() -> PathBuf {
     if let Some(p) = std::env::var_os("NANOLAB_REGISTRY") {
@@ -83,6 +88,7 @@ pub struct Registry {
     /// Persisted part.
     pub file: RegistryFile,
     path: PathBuf,
+    read_only: bool,
 }
 
 impl Registry {
@@ -94,11 +100,30 @@ impl Registry {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => RegistryFile::default(),
             Err(e) => return Err(anyhow::anyhow!("{}: {e}", path.display())),
         };
-        Ok(Self { file, path })
+        Ok(Self {
+            file,
+            path,
+            read_only: false,
+        })
+    }
+
+    /// An empty registry that refuses to save (used when the file on disk is unreadable).
+    pub fn empty(path: PathBuf) -> Self {
+        Self {
+            file: RegistryFile::default(),
+            path,
+            read_only: true,
+        }
     }
 
     /// Writes the registry atomically.
     pub fn save(&self) -> anyhow::Result<()> {
+        if self.read_only {
+            anyhow::bail!(
+                "{}: not saved (the file could not be read at start)",
+                self.path.display()
+            );
+        }
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -110,7 +135,7 @@ impl Registry {
 
     /// Folders scanned: `adapters/` first, then the user's.
     pub fn folders(&self) -> Vec<PathBuf> {
-        let mut v = vec![PathBuf::from("adapters")];
+        let mut v = vec![adapters_dir()];
         v.extend(self.file.folders.iter().cloned());
         v
     }

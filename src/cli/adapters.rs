@@ -193,7 +193,7 @@ pub fn dispatch(cmd: AdaptersCommand) -> anyhow::Result<()> {
             let header = model_header(&model)?;
             let out = match out {
                 Some(o) => o,
-                None => PathBuf::from("adapters").join(format!("{}.gguf", file_name(&dir)?)),
+                None => crate::adapters::registry::adapters_dir().join(format!("{}.gguf", file_name(&dir)?)),
             };
             let report = peft::import(&dir, &header, &out, r#type)?;
             for w in &report.warnings {

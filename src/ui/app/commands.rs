@@ -257,7 +257,53 @@ impl App {
         }
     }
 
+    /// Converts a dropped PEFT folder for the lane's model into `adapters/` and adds it.
+    fn import_peft(&mut self, lane: Option<LaneId>, dir: PathBuf) {
+        let Some(id) = lane.or_else(|| self.state.lanes.first().map(|l| l.id)) else {
+            self.rt.banner = Some("open a model first, then drop PEFT adapter folders on a lane".into());
+            return;
+        };
+        let Some(model) = self
+            .state
+            .lanes
+            .iter()
+            .find(|l| l.id == id)
+            .and_then(|l| l.model.clone())
+        else {
+            self.lane_error(
+                Some(id),
+                "choose a base model for this lane before importing adapters".into(),
+            );
+            return;
+        };
+        let name = dir
+            .file_name()
+            .map_or_else(|| "adapter".to_string(), |n| n.to_string_lossy().into_owned());
+        let out = crate::adapters::registry::adapters_dir().join(format!("{name}.gguf"));
+        let result = crate::gguf::read(&model).map_err(|e| e.to_string()).and_then(|base| {
+            crate::adapters::peft::import(&dir, &base, &out, crate::adapters::peft::OutType::F16)
+                .map_err(|e| e.to_string())
+        });
+        match result {
+            Ok(report) => {
+                if !report.warnings.is_empty() {
+                    self.lane_error(
+                        Some(id),
+                        format!("imported with warnings: {}", report.warnings.join("; ")),
+                    );
+                }
+                self.rt.adapter_entries.clear();
+                self.add_adapter(id, report.out);
+            }
+            Err(e) => self.lane_error(Some(id), format!("PEFT import failed: {e}")),
+        }
+    }
+
     fn dropped(&mut self, lane: Option<LaneId>, path: PathBuf) {
+        if path.is_dir() {
+            self.import_peft(lane, path);
+            return;
+        }
         let target = lane.or_else(|| self.state.lanes.first().map(|l| l.id));
         match self.inspect(&path) {
             Ok(s) if s.kind == FileKind::Adapter => match target {
@@ -302,14 +348,16 @@ impl App {
                 },
                 n_ctx: sampling_src.n_ctx,
                 threads: None,
-                adapters: lane
-                    .adapters
-                    .iter()
-                    .filter(|a| a.enabled)
-                    .map(|a| AdapterSpec {
+                adapters: self
+                    .rt
+                    .registry
+                    .static_for(lane.model.as_deref()?)
+                    .into_iter()
+                    .map(|path| AdapterSpec { path, scale: 1.0 })
+                    .chain(lane.adapters.iter().filter(|a| a.enabled).map(|a| AdapterSpec {
                         path: a.path.clone(),
                         scale: a.scale,
-                    })
+                    }))
                     .collect(),
             },
             prompt,

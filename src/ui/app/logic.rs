@@ -205,7 +205,21 @@ impl App {
         }
     }
 
+    /// Lists registry adapters against each lane's model (once per model; refreshed on drops).
+    fn refresh_adapter_entries(&mut self) {
+        let models: Vec<std::path::PathBuf> = self.state.lanes.iter().filter_map(|l| l.model.clone()).collect();
+        for m in models {
+            if self.rt.adapter_entries.contains_key(&m) {
+                continue;
+            }
+            let header = crate::gguf::read(&m).ok();
+            let entries = self.rt.registry.list(header.as_ref());
+            self.rt.adapter_entries.insert(m, entries);
+        }
+    }
+
     fn inspect_known_files(&mut self) {
+        self.refresh_adapter_entries();
         let mut paths: Vec<std::path::PathBuf> = self.rt.installed.iter().map(|i| i.path.clone()).collect();
         paths.extend(self.state.recent_files.iter().cloned());
         paths.extend(self.state.lanes.iter().filter_map(|l| l.model.clone()));

@@ -105,6 +105,10 @@ pub struct Runtime {
     pub pending: Vec<Command>,
     /// Models folder.
     pub models_dir: PathBuf,
+    /// The adapter registry (folders, notes, static pins).
+    pub registry: crate::adapters::registry::Registry,
+    /// Registry entries checked against each lane's model, by model path.
+    pub adapter_entries: HashMap<PathBuf, Vec<crate::adapters::registry::Entry>>,
 }
 
 /// The nanolab window.
@@ -123,6 +127,16 @@ impl App {
             None => (State::default(), None),
         };
         let models_dir = crate::models::models_dir();
+        let reg_path = crate::adapters::registry::registry_path();
+        let (registry, reg_problem) = match crate::adapters::registry::Registry::load(reg_path.clone()) {
+            Ok(r) => (r, None),
+            Err(e) => (
+                crate::adapters::registry::Registry::empty(reg_path),
+                Some(format!(
+                    "{e}; the adapter registry starts empty and will not be saved over it"
+                )),
+            ),
+        };
         Self {
             state,
             rt: Runtime {
@@ -134,7 +148,7 @@ impl App {
                 diffs: HashMap::new(),
                 lane_rects: Vec::new(),
                 fetch: None,
-                banner: problem.map(|e| e.to_string()),
+                banner: problem.map(|e| e.to_string()).or(reg_problem),
                 installed: crate::models::list_installed(&models_dir),
                 started: Instant::now(),
                 last_sample: None,
@@ -143,6 +157,8 @@ impl App {
                 state_path,
                 pending: Vec::new(),
                 models_dir,
+                registry,
+                adapter_entries: HashMap::new(),
             },
         }
     }

@@ -84,6 +84,20 @@ fn lane_ui(
         }
     }
     let running = rt.jobs.values().any(|k| *k == JobKind::Generate { lane: id });
+    let statics = lane
+        .model
+        .as_deref()
+        .map(|m| rt.registry.static_for(m))
+        .unwrap_or_default();
+    for s in &statics {
+        ui.horizontal(|ui| {
+            ui.weak("static");
+            ui.label(file_name(s)).on_hover_text(format!(
+                "{}\nPinned to this model in the adapter registry: always applied at scale 1 (nanolab adapters unpin to remove)",
+                s.display()
+            ));
+        });
+    }
     adapters_ui(ui, lane, cmds);
     sampling_ui(ui, lane, settings_from_first);
     ui.separator();
@@ -272,12 +286,9 @@ fn stats_strip(ui: &mut egui::Ui, lane: &LaneState, running: bool) {
         if s.lane.adapter_bytes > 0 || s.lane.adapter_swap_ms > 0.0 {
             item(
                 ui,
-                "swap",
-                format!("{:.2} ms", s.lane.adapter_swap_ms),
-                &format!(
-                    "Time to load and apply the adapter stack (model load took {:.0} ms)",
-                    s.lane.model.load_ms
-                ),
+                "adapter swap",
+                format!("{:.2} ms vs load {:.0} ms", s.lane.adapter_swap_ms, s.lane.model.load_ms),
+                "Time to load and apply the adapter stack in this run (0 when unchanged), next to the time the base model took to load",
             );
         }
     });

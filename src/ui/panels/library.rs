@@ -35,7 +35,81 @@ pub fn library_ui(ui: &mut egui::Ui, state: &State, rt: &Runtime, cmds: &mut Vec
         if rt.installed.is_empty() && state.recent_files.is_empty() {
             ui.weak("No models yet");
         }
+        ui.separator();
+        adapters_ui(ui, state, rt, cmds);
     });
+}
+
+/// Registry adapters checked against lane 1's model, with buttons to add them to a lane.
+fn adapters_ui(ui: &mut egui::Ui, state: &State, rt: &Runtime, cmds: &mut Vec<Command>) {
+    ui.strong("Adapters").on_hover_text(
+        "LoRA adapters in adapters/ and added folders (nanolab adapters add-folder), checked against lane 1's model",
+    );
+    let Some(model) = state.lanes.first().and_then(|l| l.model.as_ref()) else {
+        ui.weak("open a model to see which adapters fit it");
+        return;
+    };
+    let Some(entries) = rt.adapter_entries.get(model) else {
+        ui.weak("reading…");
+        return;
+    };
+    if entries.is_empty() {
+        ui.weak("none found; drop a .gguf adapter or a PEFT folder on a lane");
+    }
+    for e in entries {
+        ui.push_id(&e.path, |ui| {
+            let fits = matches!(e.compatible, Some(Ok(())));
+            ui.horizontal_wrapped(|ui| {
+                let ranks: Vec<String> = e.ranks.iter().map(u64::to_string).collect();
+                let label = ui.label(egui::RichText::new(&e.name).strong());
+                let mut tip = format!(
+                    "{}\n{} · rank {} · alpha {} · {} tensors ({})\nsha256 {}",
+                    e.path.display(),
+                    e.architecture.as_deref().unwrap_or("?"),
+                    ranks.join("/"),
+                    e.alpha.map_or_else(|| "?".into(), |a| a.to_string()),
+                    e.targets,
+                    e.target_kinds.join(", "),
+                    e.sha256
+                );
+                if let Some(b) = &e.base_model {
+                    tip += &format!("\ntrained on {b}");
+                }
+                if !e.notes.is_empty() || !e.tags.is_empty() {
+                    tip += &format!("\n{} {}", e.tags.join(" "), e.notes);
+                }
+                label.on_hover_text(tip);
+                ui.weak(format!("r{} · {}", ranks.join("/"), mib(e.file_bytes)));
+                if !e.static_for.is_empty() {
+                    ui.weak("static")
+                        .on_hover_text(format!("Always applied to lanes on {}", e.static_for.join(", ")));
+                }
+            });
+            match &e.compatible {
+                Some(Err(reason)) => {
+                    ui.colored_label(ui.visuals().warn_fg_color, "does not fit this model")
+                        .on_hover_text(reason);
+                }
+                _ if fits => {
+                    ui.horizontal(|ui| {
+                        for (i, lane) in state.lanes.iter().enumerate() {
+                            if ui
+                                .small_button(format!("Add to lane {}", i + 1))
+                                .on_hover_text("Add this adapter to the lane's stack (no model reload)")
+                                .clicked()
+                            {
+                                cmds.push(Command::AddAdapter {
+                                    lane: lane.id,
+                                    path: e.path.clone(),
+                                });
+                            }
+                        }
+                    });
+                }
+                _ => {}
+            }
+        });
+    }
 }
 
 fn model_entry(ui: &mut egui::Ui, path: &Path, state: &State, rt: &Runtime, cmds: &mut Vec<Command>) {
