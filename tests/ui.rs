@@ -253,6 +253,7 @@ fn a_dropped_peft_folder_is_imported_and_registry_adapters_can_be_added() {
     let dir = tempfile::tempdir().unwrap();
     std::env::set_var("NANOLAB_ADAPTERS", dir.path().join("adapters"));
     std::env::set_var("NANOLAB_REGISTRY", dir.path().join("registry.json"));
+    std::env::set_var("NANOLAB_MODELS", dir.path().join("models"));
     // A PEFT folder with zero lora_B (no effect), as PEFT initialises it.
     let peft = dir.path().join("my-peft");
     std::fs::create_dir_all(&peft).unwrap();
@@ -284,6 +285,19 @@ fn a_dropped_peft_folder_is_imported_and_registry_adapters_can_be_added() {
     let lane = &h.state().state.lanes[0];
     assert_eq!(lane.adapters.len(), 1, "{:?}", lane.output.error);
     assert!(dir.path().join("adapters/my-peft.gguf").is_file());
+    // Bake the stack into a new model file, with progress, and find it in the library.
+    h.get_by_label("Bake into model").click();
+    h.run_steps(2);
+    step_until(&mut h, Duration::from_secs(60), "merge done", |a| a.rt.merge.is_none());
+    let merged = dir.path().join("models/SmolLM2-135M-Instruct.Q4_1+my-peft@1.00.gguf");
+    assert!(
+        merged.is_file(),
+        "{:?} {:?}",
+        h.state().rt.banner,
+        h.state().state.lanes[0].output.error
+    );
+    assert!(h.state().rt.installed.iter().any(|m| m.path == merged));
+    nanolab::engine::validate_model_file(&merged).unwrap();
     // The registry panel lists it as fitting; add it to a second lane from there.
     h.get_by_label("Add lane").click();
     h.run_steps(4);
@@ -298,4 +312,5 @@ fn a_dropped_peft_folder_is_imported_and_registry_adapters_can_be_added() {
     assert!(err.contains("invalid adapter config"), "{err}");
     std::env::remove_var("NANOLAB_ADAPTERS");
     std::env::remove_var("NANOLAB_REGISTRY");
+    std::env::remove_var("NANOLAB_MODELS");
 }

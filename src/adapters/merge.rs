@@ -203,6 +203,9 @@ pub fn merge(
             path: out.to_path_buf(),
             source,
         };
+        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
         let file = std::fs::File::create(&tmp).map_err(io)?;
         let mut w = std::io::BufWriter::new(file);
         let mut failure: Option<MergeError> = None;

@@ -58,6 +58,8 @@ pub enum Command {
     CancelFetch,
     /// Show the file dialog to open a model.
     OpenDialog,
+    /// Bake the lane's enabled adapters (with scales) into a new model file in models/.
+    MergeStack(LaneId),
     /// Hide a lane's error banner.
     DismissError(LaneId),
     /// Hide the window-wide banner.
@@ -131,6 +133,7 @@ impl App {
             }
             Command::CancelLoad(lane) => self.cancel_lane_jobs(lane),
             Command::FetchDemo => self.fetch_demo(),
+            Command::MergeStack(lane) => self.merge_stack(lane),
             Command::CancelFetch => {
                 if let Some(t) = &self.rt.fetch {
                     t.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -385,6 +388,66 @@ impl App {
             }
         }
         self.recompute_diffs();
+    }
+
+    fn merge_stack(&mut self, lane_id: LaneId) {
+        if self.rt.merge.is_some() {
+            return;
+        }
+        let Some(lane) = self.state.lanes.iter().find(|l| l.id == lane_id) else {
+            return;
+        };
+        let Some(model) = lane.model.clone() else { return };
+        let stack: Vec<(PathBuf, f32)> = lane
+            .adapters
+            .iter()
+            .filter(|a| a.enabled)
+            .map(|a| (a.path.clone(), a.scale))
+            .collect();
+        if stack.is_empty() {
+            self.lane_error(Some(lane_id), "enable at least one adapter to merge".into());
+            return;
+        }
+        let stem = |p: &std::path::Path| {
+            p.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        let suffix: Vec<String> = stack.iter().map(|(p, s)| format!("{}@{s:.2}", stem(p))).collect();
+        let out = self
+            .rt
+            .models_dir
+            .join(format!("{}+{}.gguf", stem(&model), suffix.join("+")));
+        let (tx, rx) = std::sync::mpsc::sync_channel(64);
+        let out_for_thread = out.clone();
+        let spawned = std::thread::Builder::new().name("merge".into()).spawn(move || {
+            let progress_tx = tx.clone();
+            let result = crate::adapters::merge::merge(
+                &model,
+                &stack,
+                &out_for_thread,
+                crate::adapters::merge::MergedType::F16,
+                &mut |f| {
+                    let _ = progress_tx.try_send(FetchMsg::Progress(crate::models::FetchProgress {
+                        stage: "merging".into(),
+                        done_bytes: (f * 1000.0) as u64,
+                        total_bytes: Some(1000),
+                    }));
+                },
+            );
+            let _ = tx.send(FetchMsg::Done(result.map(|r| r.out).map_err(|e| e.to_string())));
+        });
+        match spawned {
+            Ok(_) => {
+                self.rt.merge = Some(super::MergeTask {
+                    lane: lane_id,
+                    out,
+                    rx,
+                    fraction: 0.0,
+                })
+            }
+            Err(e) => self.lane_error(Some(lane_id), format!("could not start the merge: {e}")),
+        }
     }
 
     fn fetch_demo(&mut self) {

@@ -16,6 +16,7 @@ impl App {
     pub fn logic(&mut self, ctx: &egui::Context) {
         let changed = self.drain_events();
         self.poll_fetch();
+        self.poll_merge();
         self.sample_memory();
         self.handle_input(ctx);
         if changed {
@@ -109,6 +110,34 @@ impl App {
             match result {
                 Ok(path) => self.rt.pending.push(Command::SetModel { lane: None, path }),
                 Err(e) => self.rt.banner = Some(format!("download failed: {e}")),
+            }
+        }
+    }
+
+    fn poll_merge(&mut self) {
+        let Some(task) = self.rt.merge.as_mut() else { return };
+        let mut finished = None;
+        while let Ok(msg) = task.rx.try_recv() {
+            match msg {
+                FetchMsg::Progress(p) => task.fraction = p.done_bytes as f32 / 1000.0,
+                FetchMsg::Done(r) => finished = Some(r),
+            }
+        }
+        let Some(result) = finished else { return };
+        let lane = task.lane;
+        self.rt.merge = None;
+        self.rt.installed = crate::models::list_installed(&self.rt.models_dir);
+        match result {
+            Ok(path) => {
+                self.rt.banner = Some(format!(
+                    "merged into {} (now in the model library; use it in a lane to compare with the runtime stack)",
+                    path.display()
+                ));
+            }
+            Err(e) => {
+                if let Some(l) = self.state.lane_mut(lane) {
+                    l.output.error = Some(format!("merge failed: {e}"));
+                }
             }
         }
     }

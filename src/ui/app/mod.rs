@@ -66,6 +66,18 @@ pub struct FetchTask {
     pub last: Option<crate::models::FetchProgress>,
 }
 
+/// A running merge of a lane's stack into a new model file.
+pub struct MergeTask {
+    /// Lane whose stack is merged.
+    pub lane: LaneId,
+    /// Output file.
+    pub out: PathBuf,
+    /// Progress (0-1) and result.
+    pub rx: Receiver<FetchMsg>,
+    /// Last progress, 0-1.
+    pub fraction: f32,
+}
+
 /// Word-level diff of a lane against the reference lane: (text, differs).
 pub type DiffSpans = Vec<(String, bool)>;
 
@@ -87,6 +99,8 @@ pub struct Runtime {
     pub lane_rects: Vec<(LaneId, egui::Rect)>,
     /// A running demo-model download.
     pub fetch: Option<FetchTask>,
+    /// A running merge.
+    pub merge: Option<MergeTask>,
     /// Message for the whole window (not tied to a lane).
     pub banner: Option<String>,
     /// Installed models in the models folder.
@@ -148,6 +162,7 @@ impl App {
                 diffs: HashMap::new(),
                 lane_rects: Vec::new(),
                 fetch: None,
+                merge: None,
                 banner: problem.map(|e| e.to_string()).or(reg_problem),
                 installed: crate::models::list_installed(&models_dir),
                 started: Instant::now(),
@@ -200,7 +215,7 @@ impl App {
 
     /// Whether any job is in flight.
     pub fn busy(&self) -> bool {
-        !self.rt.jobs.is_empty() || self.rt.fetch.is_some()
+        !self.rt.jobs.is_empty() || self.rt.fetch.is_some() || self.rt.merge.is_some()
     }
 
     /// One frame: logic (drain events, sample, save) then drawing then commands.

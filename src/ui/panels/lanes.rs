@@ -98,7 +98,7 @@ fn lane_ui(
             ));
         });
     }
-    adapters_ui(ui, lane, cmds);
+    adapters_ui(ui, lane, rt, cmds);
     sampling_ui(ui, lane, settings_from_first);
     ui.separator();
     ui.horizontal(|ui| {
@@ -174,14 +174,31 @@ fn model_picker(ui: &mut egui::Ui, lane: &LaneState, rt: &Runtime, cmds: &mut Ve
     }
 }
 
-fn adapters_ui(ui: &mut egui::Ui, lane: &mut LaneState, cmds: &mut Vec<Command>) {
+fn adapters_ui(ui: &mut egui::Ui, lane: &mut LaneState, rt: &Runtime, cmds: &mut Vec<Command>) {
     ui.horizontal(|ui| {
         ui.strong("Adapters");
         ui.weak(if lane.adapters.is_empty() {
-            "drop LoRA .gguf files on this lane"
+            "drop LoRA .gguf files or PEFT folders on this lane"
         } else {
             "applied in order"
         });
+        if !lane.adapters.is_empty() {
+            match &rt.merge {
+                Some(m) if m.lane == lane.id => {
+                    ui.add(egui::ProgressBar::new(m.fraction).desired_width(100.0).text("merging"))
+                        .on_hover_text(format!("writing {}", m.out.display()));
+                }
+                _ => {
+                    if ui
+                        .add_enabled(rt.merge.is_none(), egui::Button::new("Bake into model").small())
+                        .on_hover_text("Merge the enabled adapters with their scales into a new model file in models/")
+                        .clicked()
+                    {
+                        cmds.push(Command::MergeStack(lane.id));
+                    }
+                }
+            }
+        }
     });
     let id = lane.id;
     for (i, a) in lane.adapters.iter_mut().enumerate() {
