@@ -8,7 +8,7 @@ BIN=$PWD/target/release/nanolab
 MODEL=$PWD/models/SmolLM2-135M-Instruct.Q4_1.gguf
 WORK=${WORK:-$PWD/target/adapter-training}
 VENV=${VENV:-$WORK/venv}
-STEPS=${STEPS:-80}
+STEPS=${STEPS:-120}
 mkdir -p "$WORK"
 if [[ ! -x "$VENV/bin/python" ]]; then
   python3 -m venv "$VENV"

@@ -9,4 +9,5 @@ pub mod gguf;
 pub mod metrics;
 pub mod models;
 pub mod protocol;
+pub mod sim;
 pub mod ui;

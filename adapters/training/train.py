@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 def main():
     model_dir, gguf_name, data_path, target, out_dir = sys.argv[1:6]
-    steps = int(sys.argv[6]) if len(sys.argv) > 6 else 80
+    steps = int(sys.argv[6]) if len(sys.argv) > 6 else 120
     torch.manual_seed(0)
     random.seed(0)
     torch.set_num_threads(2)
@@ -27,8 +27,9 @@ def main():
     rows = json.load(open(data_path))
     examples = []
     for r in rows:
-        prompt = tok.apply_chat_template([{"role": "user", "content": r["prompt"]}], tokenize=False,
-                                         add_generation_prompt=True)
+        # The exact text nanolab's engine feeds the model for --chat (llama.cpp's built-in ChatML
+        # template, which does not add the Jinja template's default system message).
+        prompt = f"<|im_start|>user\n{r['prompt']}<|im_end|>\n<|im_start|>assistant\n"
         p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
         a_ids = tok(r[target] + "<|im_end|>", add_special_tokens=False)["input_ids"]
         examples.append((p_ids, a_ids))

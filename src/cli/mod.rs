@@ -4,6 +4,7 @@ mod adapters;
 mod inspect;
 mod models;
 mod run;
+mod sim;
 
 use std::path::PathBuf;
 
@@ -39,6 +40,8 @@ pub enum Command {
     Adapters(adapters::AdaptersCommand),
     /// Generate text with a model and optional adapters; prints timings.
     Run(run::RunArgs),
+    /// Simulate a sustained run on a phone-class device (thermal throttling, routing).
+    Sim(sim::SimArgs),
     /// List compute devices llama.cpp can use.
     Devices(JsonFlag),
     /// Render the window in given states to PNG files.
@@ -111,6 +114,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Adapters(cmd) => adapters::dispatch(cmd),
         Command::Run(args) => run::run(&args),
         Command::Devices(flag) => run::devices(flag.json),
+        Command::Sim(args) => sim::sim(&args),
         Command::Screenshot(args) => crate::ui::screenshot::capture(&args.out, args.model),
         Command::Engine => crate::engine::server::run(),
     }
