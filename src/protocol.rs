@@ -404,6 +404,9 @@ pub enum Event {
         top: Vec<TopToken>,
         /// Milliseconds since the previous token (or since prompt start for the first).
         latency_ms: f64,
+        /// Tokens in the prompt of this run.
+        #[serde(default)]
+        prompt_tokens: u32,
     },
     /// The job finished.
     Done {

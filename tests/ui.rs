@@ -314,3 +314,59 @@ fn a_dropped_peft_folder_is_imported_and_registry_adapters_can_be_added() {
     std::env::remove_var("NANOLAB_REGISTRY");
     std::env::remove_var("NANOLAB_MODELS");
 }
+
+#[test]
+fn a_lane_on_a_simulated_device_heats_and_paces_its_tokens() {
+    let mut h = harness(new_app(None));
+    step_until(&mut h, Duration::from_secs(30), "model loaded", |a| {
+        a.rt.jobs.is_empty()
+    });
+    {
+        let s = &mut h.state_mut().state;
+        s.chat_mode = false;
+        s.prompt = "1, 2, 3, 4, 5,".into();
+        s.lanes[0].sampling.max_tokens = 60;
+    }
+    h.run_steps(2);
+    // Pick the device through the combo box, then turn on paced mode.
+    h.get_by_label("Device").click();
+    h.run_steps(2);
+    h.get_by_label("Raspberry Pi 5 (BCM2712, 8 GB, passive heatsink)")
+        .click();
+    h.run_steps(2);
+    assert_eq!(h.state().state.lanes[0].device.as_deref(), Some("raspberry-pi-5"));
+    h.get_by_label("paced").click();
+    h.run_steps(2);
+    assert!(h.state().state.lanes[0].paced);
+    let started = Instant::now();
+    h.get_by_label("Run all").click();
+    h.run_steps(2);
+    step_until(&mut h, Duration::from_secs(60), "run done", |a| {
+        a.rt.jobs.is_empty() && a.state.lanes[0].output.stats.is_some()
+    });
+    let lane_id = h.state().state.lanes[0].id;
+    let stats = h.state().state.lanes[0].output.stats.clone().expect("stats");
+    {
+        let sim = &h.state().rt.sims[&lane_id];
+        assert_eq!(
+            sim.points.len() as u32,
+            stats.generated_tokens,
+            "one simulated step per real token"
+        );
+        assert!(sim.temp_c() > 25.0, "generating heats the device");
+    }
+    step_until(&mut h, Duration::from_secs(30), "paced tokens shown", |a| {
+        a.rt.sims[&lane_id].pending.is_empty()
+    });
+    // Paced: the last token is shown no earlier than the simulated device would produce it.
+    let sim = &h.state().rt.sims[&lane_id];
+    let simulated_secs = sim.points.last().unwrap().t_secs - sim.points.first().unwrap().t_secs;
+    assert!(simulated_secs > 0.3, "{simulated_secs}");
+    assert!(
+        started.elapsed().as_secs_f64() >= simulated_secs * 0.95,
+        "tokens shown in {:?}, the device needs {simulated_secs:.2} s",
+        started.elapsed()
+    );
+    assert_eq!(h.state().state.lanes[0].output.text, stats.text);
+    assert!(h.get_all_by_label_contains("°C").count() >= 1);
+}

@@ -451,6 +451,7 @@ impl Worker {
                 prob,
                 top,
                 latency_ms,
+                prompt_tokens: tokens.len() as u32,
             });
             if stopped {
                 stop_reason = StopReason::StopString;
@@ -483,6 +484,7 @@ impl Worker {
                 prob: 0.0,
                 top: Vec::new(),
                 latency_ms: 0.0,
+                prompt_tokens: tokens.len() as u32,
             });
         }
         let decode_ms: f64 = itls_ms.iter().sum();

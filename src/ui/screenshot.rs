@@ -57,6 +57,7 @@ impl Shooter {
                 l.sampling.max_tokens = 60;
             }
             app.state.prompt = "Explain in two sentences why the sky is blue.".into();
+            app.set_device(second, Some("pixel-9-pro".into()));
             app.state.reference_lane = Some(app.state.lanes[0].id);
             app.rt.pending.push(Command::RunAll);
             app.apply_commands();

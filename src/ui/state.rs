@@ -70,6 +70,10 @@ pub struct LaneState {
     pub sampling: Sampling,
     /// Show tokens with probabilities instead of text with diff.
     pub token_view: bool,
+    /// Simulated device for this lane (profile id), if any.
+    pub device: Option<String>,
+    /// Stream tokens at the simulated device's speed.
+    pub paced: bool,
     /// Latest output.
     pub output: LaneOutput,
 }
@@ -84,6 +88,8 @@ impl Default for LaneState {
             adapters: Vec::new(),
             sampling: Sampling::default(),
             token_view: false,
+            device: None,
+            paced: false,
             output: LaneOutput::default(),
         }
     }

@@ -60,6 +60,13 @@ pub enum Command {
     OpenDialog,
     /// Bake the lane's enabled adapters (with scales) into a new model file in models/.
     MergeStack(LaneId),
+    /// Simulate a device for a lane (None: no device).
+    SetDevice {
+        /// Lane.
+        lane: LaneId,
+        /// Profile id.
+        device: Option<String>,
+    },
     /// Hide a lane's error banner.
     DismissError(LaneId),
     /// Hide the window-wide banner.
@@ -134,6 +141,7 @@ impl App {
             Command::CancelLoad(lane) => self.cancel_lane_jobs(lane),
             Command::FetchDemo => self.fetch_demo(),
             Command::MergeStack(lane) => self.merge_stack(lane),
+            Command::SetDevice { lane, device } => self.set_device(lane, device),
             Command::CancelFetch => {
                 if let Some(t) = &self.rt.fetch {
                     t.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -373,6 +381,9 @@ impl App {
         if self.rt.jobs.values().any(|k| matches!(k, JobKind::Generate { .. })) {
             return;
         }
+        for sim in self.rt.sims.values_mut() {
+            sim.pending.clear();
+        }
         for i in 0..self.state.lanes.len() {
             let job = self.rt.engine.next_job();
             let Some(req) = self.generate_request(i, job) else {
@@ -388,6 +399,39 @@ impl App {
             }
         }
         self.recompute_diffs();
+    }
+
+    /// Starts (or stops) simulating a device for a lane, from the lane's real model and adapters.
+    pub fn set_device(&mut self, lane_id: LaneId, device: Option<String>) {
+        self.rt.sims.remove(&lane_id);
+        let Some(lane) = self.state.lane_mut(lane_id) else {
+            return;
+        };
+        lane.device.clone_from(&device);
+        let Some(id) = device else { return };
+        let Some(model) = lane.model.clone() else {
+            lane.output.error = Some("choose a model before a device".into());
+            return;
+        };
+        let adapters: Vec<PathBuf> = lane
+            .adapters
+            .iter()
+            .filter(|a| a.enabled)
+            .map(|a| a.path.clone())
+            .collect();
+        let Some(profile) = self.rt.profiles.iter().find(|p| p.id == id).cloned() else {
+            lane.output.error = Some(format!("no device profile {id:?}"));
+            return;
+        };
+        let refs: Vec<&std::path::Path> = adapters.iter().map(PathBuf::as_path).collect();
+        match crate::sim::facts::read(&model, &refs) {
+            Ok(facts) => {
+                self.rt
+                    .sims
+                    .insert(lane_id, super::simulate::LaneSim::new(lane_id, profile, facts));
+            }
+            Err(e) => lane.output.error = Some(e),
+        }
     }
 
     fn merge_stack(&mut self, lane_id: LaneId) {

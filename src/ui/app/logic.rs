@@ -14,7 +14,10 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 impl App {
     /// Non-drawing work for one frame.
     pub fn logic(&mut self, ctx: &egui::Context) {
-        let changed = self.drain_events();
+        let mut changed = self.drain_events();
+        let before: usize = self.state.lanes.iter().map(|l| l.output.text.len()).sum();
+        self.release_paced(ctx);
+        changed |= self.state.lanes.iter().map(|l| l.output.text.len()).sum::<usize>() != before;
         self.poll_fetch();
         self.poll_merge();
         self.sample_memory();
@@ -68,21 +71,43 @@ impl App {
                 prob,
                 top,
                 latency_ms,
+                prompt_tokens,
                 ..
             } => {
-                lane.output.text.push_str(&text);
-                if token_id >= 0 {
-                    lane.output.tokens.push(TokenRecord {
-                        piece,
-                        prob,
-                        top,
-                        latency_ms,
-                    });
+                let record = (token_id >= 0).then_some(TokenRecord {
+                    piece,
+                    prob,
+                    top,
+                    latency_ms,
+                });
+                match self.rt.sims.get_mut(&lane_id) {
+                    Some(sim) => {
+                        let produced = sim.pending.len() + lane.output.tokens.len();
+                        if produced == 0 {
+                            sim.start_run(u64::from(prompt_tokens));
+                        }
+                        if record.is_some() {
+                            sim.token(u64::from(prompt_tokens) + produced as u64);
+                        }
+                        if lane.paced {
+                            sim.pending.push_back((sim.release_time(), text, record));
+                        } else {
+                            lane.output.text.push_str(&text);
+                            lane.output.tokens.extend(record);
+                        }
+                    }
+                    None => {
+                        lane.output.text.push_str(&text);
+                        lane.output.tokens.extend(record);
+                    }
                 }
             }
             Event::Done { result, .. } => match result {
                 JobResult::Generated { stats } => {
-                    lane.output.text.clone_from(&stats.text);
+                    let paced = lane.paced && self.rt.sims.get(&lane_id).is_some_and(|s| !s.pending.is_empty());
+                    if !paced {
+                        lane.output.text.clone_from(&stats.text);
+                    }
                     lane.output.stats = Some(stats);
                 }
                 JobResult::ModelLoaded { .. } => {}
@@ -92,6 +117,25 @@ impl App {
                 lane.output.error = Some(if cancelled { "stopped".to_string() } else { message });
             }
             Event::Ready { .. } => {}
+        }
+    }
+
+    /// Paced mode: shows tokens whose simulated time has come.
+    fn release_paced(&mut self, ctx: &egui::Context) {
+        let now = Instant::now();
+        for (lane_id, sim) in &mut self.rt.sims {
+            let Some(lane) = self.state.lanes.iter_mut().find(|l| l.id == *lane_id) else {
+                continue;
+            };
+            while sim.pending.front().is_some_and(|(t, _, _)| *t <= now) {
+                if let Some((_, text, record)) = sim.pending.pop_front() {
+                    lane.output.text.push_str(&text);
+                    lane.output.tokens.extend(record);
+                }
+            }
+            if let Some((t, _, _)) = sim.pending.front() {
+                ctx.request_repaint_after(t.saturating_duration_since(now));
+            }
         }
     }
 

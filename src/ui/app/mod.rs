@@ -2,6 +2,7 @@
 
 mod commands;
 mod logic;
+pub mod simulate;
 mod ui;
 
 use std::collections::HashMap;
@@ -101,6 +102,10 @@ pub struct Runtime {
     pub fetch: Option<FetchTask>,
     /// A running merge.
     pub merge: Option<MergeTask>,
+    /// Device profiles (shipped and the user's).
+    pub profiles: Vec<crate::sim::DeviceProfile>,
+    /// Simulated devices per lane.
+    pub sims: HashMap<LaneId, simulate::LaneSim>,
     /// Message for the whole window (not tied to a lane).
     pub banner: Option<String>,
     /// Installed models in the models folder.
@@ -141,6 +146,11 @@ impl App {
             None => (State::default(), None),
         };
         let models_dir = crate::models::models_dir();
+        let (profiles, profile_errors) = crate::sim::profile::all();
+        let profile_problem = (!profile_errors.is_empty()).then(|| {
+            let v: Vec<String> = profile_errors.iter().map(ToString::to_string).collect();
+            format!("device profiles skipped: {}", v.join("; "))
+        });
         let reg_path = crate::adapters::registry::registry_path();
         let (registry, reg_problem) = match crate::adapters::registry::Registry::load(reg_path.clone()) {
             Ok(r) => (r, None),
@@ -163,7 +173,9 @@ impl App {
                 lane_rects: Vec::new(),
                 fetch: None,
                 merge: None,
-                banner: problem.map(|e| e.to_string()).or(reg_problem),
+                profiles,
+                sims: HashMap::new(),
+                banner: problem.map(|e| e.to_string()).or(reg_problem).or(profile_problem),
                 installed: crate::models::list_installed(&models_dir),
                 started: Instant::now(),
                 last_sample: None,
@@ -203,6 +215,12 @@ impl App {
             }
         }
         self.apply_commands();
+        let devices: Vec<_> = self.state.lanes.iter().map(|l| (l.id, l.device.clone())).collect();
+        for (id, device) in devices {
+            if device.is_some() {
+                self.set_device(id, device);
+            }
+        }
     }
 
     /// Lets the engine wake the UI when events arrive.
@@ -215,7 +233,10 @@ impl App {
 
     /// Whether any job is in flight.
     pub fn busy(&self) -> bool {
-        !self.rt.jobs.is_empty() || self.rt.fetch.is_some() || self.rt.merge.is_some()
+        !self.rt.jobs.is_empty()
+            || self.rt.fetch.is_some()
+            || self.rt.merge.is_some()
+            || self.rt.sims.values().any(|s| !s.pending.is_empty())
     }
 
     /// One frame: logic (drain events, sample, save) then drawing then commands.

@@ -9,7 +9,8 @@ const MIB: f64 = 1024.0 * 1024.0;
 
 /// The graphs panel.
 pub fn graphs_ui(ui: &mut egui::Ui, state: &State, rt: &Runtime) {
-    let width = (ui.available_width() - 16.0) / 3.0;
+    let with_device = !rt.sims.is_empty();
+    let width = (ui.available_width() - 16.0) / if with_device { 5.0 } else { 3.0 };
     let height = (ui.available_height() - 24.0).max(140.0);
     ui.horizontal(|ui| {
         ui.vertical(|ui| {
@@ -87,5 +88,55 @@ pub fn graphs_ui(ui: &mut egui::Ui, state: &State, rt: &Runtime) {
                     plot.line(Line::new("engine RSS", series(&|s| s.rss_bytes as f64)).width(2.0));
                 });
         });
+        if with_device {
+            device_plots(ui, state, rt, width, height);
+        }
+    });
+}
+
+fn device_plots(ui: &mut egui::Ui, state: &State, rt: &Runtime, width: f32, height: f32) {
+    let lanes: Vec<(usize, &crate::ui::app::simulate::LaneSim)> = state
+        .lanes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| rt.sims.get(&l.id).map(|s| (i, s)))
+        .collect();
+    ui.vertical(|ui| {
+        ui.strong("Simulated temperature (°C)").on_hover_text(
+            "Device temperature over simulated time, per lane with a device; vertical lines are routing decisions",
+        );
+        Plot::new("sim_temp")
+            .width(width)
+            .height(height)
+            .legend(Legend::default())
+            .x_axis_label("simulated s")
+            .allow_scroll(false)
+            .show(ui, |plot| {
+                for (i, sim) in &lanes {
+                    let pts: PlotPoints = sim.points.iter().map(|p| [p.t_secs, p.temp_c]).collect();
+                    plot.line(Line::new(format!("lane {} {}", i + 1, sim.profile.id), pts));
+                    for d in &sim.decisions {
+                        plot.vline(egui_plot::VLine::new(format!("lane {}: {}", i + 1, d.reason), d.t_secs));
+                    }
+                }
+            });
+    });
+    ui.vertical(|ui| {
+        ui.strong("Projected tok/s and throttle")
+            .on_hover_text("Decode speed the device would reach now (throttling included), and the DVFS factor x100");
+        Plot::new("sim_speed")
+            .width(width)
+            .height(height)
+            .legend(Legend::default())
+            .x_axis_label("simulated s")
+            .allow_scroll(false)
+            .show(ui, |plot| {
+                for (i, sim) in &lanes {
+                    let pts: PlotPoints = sim.points.iter().map(|p| [p.t_secs, p.decode_tokens_per_sec]).collect();
+                    plot.line(Line::new(format!("lane {} tok/s", i + 1), pts));
+                    let thr: PlotPoints = sim.points.iter().map(|p| [p.t_secs, p.throttle * 100.0]).collect();
+                    plot.line(Line::new(format!("lane {} throttle x100", i + 1), thr));
+                }
+            });
     });
 }

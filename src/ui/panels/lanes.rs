@@ -100,6 +100,7 @@ fn lane_ui(
     }
     adapters_ui(ui, lane, rt, cmds);
     sampling_ui(ui, lane, settings_from_first);
+    device_ui(ui, lane, rt, cmds);
     ui.separator();
     ui.horizontal(|ui| {
         ui.selectable_value(&mut lane.token_view, false, "Text")
@@ -263,6 +264,79 @@ fn sampling_ui(ui: &mut egui::Ui, lane: &mut LaneState, from_first: bool) {
                 });
             });
         });
+}
+
+fn device_ui(ui: &mut egui::Ui, lane: &mut LaneState, rt: &Runtime, cmds: &mut Vec<Command>) {
+    ui.horizontal(|ui| {
+        let label = ui.label("Device");
+        let current = lane
+            .device
+            .as_ref()
+            .and_then(|id| rt.profiles.iter().find(|p| &p.id == id))
+            .map_or_else(|| "none (this machine)".to_string(), |p| p.name.clone());
+        let mut picked = None;
+        egui::ComboBox::from_id_salt("device")
+            .selected_text(current)
+            .width(220.0)
+            .show_ui(ui, |ui| {
+                if ui
+                    .selectable_label(lane.device.is_none(), "none (this machine)")
+                    .clicked()
+                {
+                    picked = Some(None);
+                }
+                for p in &rt.profiles {
+                    if ui
+                        .selectable_label(lane.device.as_ref() == Some(&p.id), &p.name)
+                        .clicked()
+                    {
+                        picked = Some(Some(p.id.clone()));
+                    }
+                }
+            })
+            .response
+            .labelled_by(label.id)
+            .on_hover_text(
+                "Simulate a phone-class device for this lane: its speed, heat and throttling follow the real tokens",
+            );
+        if let Some(device) = picked {
+            cmds.push(Command::SetDevice { lane: lane.id, device });
+        }
+        ui.add_enabled(lane.device.is_some(), egui::Checkbox::new(&mut lane.paced, "paced"))
+            .on_hover_text("Show the tokens at the simulated device's speed, throttling included");
+    });
+    let Some(sim) = rt.sims.get(&lane.id) else { return };
+    let fit = crate::sim::fit(&sim.profile, &sim.facts, u64::from(lane.n_ctx));
+    if !fit.fits {
+        ui.colored_label(
+            ui.visuals().error_fg_color,
+            format!(
+                "Does not fit {}: needs {} (weights + KV at {} tokens + adapters), an app may use {}",
+                sim.profile.name,
+                mib(fit.needed_bytes),
+                lane.n_ctx,
+                mib(fit.available_bytes)
+            ),
+        );
+    }
+    let last = sim.points.last();
+    ui.horizontal_wrapped(|ui| {
+        ui.weak("simulated");
+        ui.strong(format!("{:.1} °C", sim.temp_c()))
+            .on_hover_text("Device temperature (lumped thermal model)");
+        ui.strong(sim.state_name())
+            .on_hover_text("The OS thermal state an app would see");
+        if let Some(p) = last {
+            ui.strong(format!("throttle {:.2}", p.throttle))
+                .on_hover_text("DVFS performance factor");
+            ui.strong(format!("{:.1} tok/s", p.decode_tokens_per_sec))
+                .on_hover_text("Projected decode speed on the device now");
+        }
+        if let Some(d) = sim.decisions.last() {
+            ui.weak(format!("on {}", d.accelerator))
+                .on_hover_text(format!("{:.1} s: {}", d.t_secs, d.reason));
+        }
+    });
 }
 
 fn stats_strip(ui: &mut egui::Ui, lane: &LaneState, running: bool) {
