@@ -108,7 +108,7 @@ impl LaneSim {
     /// One real token was generated at context position `context`; returns the simulated
     /// seconds it took on the device.
     pub fn token(&mut self, context: u64) -> f64 {
-        let i = if self.points.len() % 16 == 0 {
+        let i = if self.points.len().is_multiple_of(16) {
             self.route_now()
         } else {
             self.active.unwrap_or(0)
