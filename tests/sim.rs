@@ -91,3 +91,26 @@ fn a_malformed_user_profile_is_named_with_its_field() {
     let (ok, _, err) = sim(&["--device", "nope", "-m", demo.to_str().unwrap()], dir.path());
     assert!(!ok && err.contains("unknown device"));
 }
+
+#[test]
+fn png_chart_is_written() {
+    let demo = demo_model();
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("run.png");
+    let (ok, _, err) = sim(
+        &[
+            "--device",
+            "pixel-9-pro",
+            "-m",
+            demo.to_str().unwrap(),
+            "--minutes",
+            "3",
+            "--png",
+            png.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert!(ok, "{err}");
+    let img = image::open(&png).expect("a PNG");
+    assert_eq!((img.width(), img.height()), (1000, 700));
+}

@@ -44,6 +44,9 @@ pub struct SimArgs {
     /// List device profiles.
     #[arg(long)]
     pub list: bool,
+    /// Write a chart of the run (decode speed, temperature, routing) to this PNG file.
+    #[arg(long)]
+    pub png: Option<PathBuf>,
 }
 
 pub fn sim(args: &SimArgs) -> anyhow::Result<()> {
@@ -99,6 +102,10 @@ pub fn sim(args: &SimArgs) -> anyhow::Result<()> {
     };
     let fit = sim::fit(&profile, &facts, args.ctx);
     let report = sim::sustained(&profile, &facts, &workload);
+    if let Some(png) = &args.png {
+        sim::chart::write_png(png, &profile, &report)?;
+        eprintln!("wrote {}", png.display());
+    }
     if args.json {
         println!(
             "{}",

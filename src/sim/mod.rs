@@ -2,6 +2,7 @@
 //! over time. No UI; fed from real model numbers.
 
 mod calibration;
+pub mod chart;
 pub mod facts;
 pub mod model;
 pub mod profile;
