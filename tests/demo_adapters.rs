@@ -76,7 +76,7 @@ fn mean(v: impl Iterator<Item = f64>) -> f64 {
 }
 
 #[test]
-fn caps_adapter_capitalises_at_scale_1_not_at_0_partly_between() {
+fn caps_adapter_capitalises_at_scale_1_not_at_0_partly_at_0_8() {
     let mut c = client();
     let base: Vec<String> = PROMPTS.iter().map(|p| answer(&mut c, &[], p)).collect();
     let zero: Vec<String> = PROMPTS
@@ -85,7 +85,7 @@ fn caps_adapter_capitalises_at_scale_1_not_at_0_partly_between() {
         .collect();
     let half: Vec<String> = PROMPTS
         .iter()
-        .map(|p| answer(&mut c, &[("smollm2-caps.gguf", 0.5)], p))
+        .map(|p| answer(&mut c, &[("smollm2-caps.gguf", 0.8)], p))
         .collect();
     let full: Vec<String> = PROMPTS
         .iter()
@@ -97,10 +97,13 @@ fn caps_adapter_capitalises_at_scale_1_not_at_0_partly_between() {
         mean(half.iter().map(|t| upper_fraction(t))),
         mean(full.iter().map(|t| upper_fraction(t))),
     );
-    println!("upper-case fraction: base {b:.2}, scale 0.5 {h:.2}, scale 1 {f:.2}");
+    println!("upper-case fraction: base {b:.2}, scale 0.8 {h:.2}, scale 1 {f:.2}");
     assert!(b < 0.15, "base {b}");
     assert!(f > 0.8, "scale 1 {f}: {full:?}");
-    assert!(h > b && h < f, "scale 0.5 should be in between: {h}");
+    assert!(
+        h > b + 0.1 && h < f - 0.1,
+        "scale 0.8 should be in between: {h}: {half:?}"
+    );
 }
 
 #[test]
@@ -142,11 +145,18 @@ fn both_adapters_stacked_show_both_effects() {
     let mut c = client();
     let stacked: Vec<String> = PROMPTS
         .iter()
-        .map(|p| answer(&mut c, &[("smollm2-caps.gguf", 1.0), ("smollm2-brief.gguf", 1.0)], p))
+        .map(|p| answer(&mut c, &[("smollm2-caps.gguf", 1.0), ("smollm2-brief.gguf", 1.5)], p))
         .collect();
+    let base: Vec<String> = PROMPTS.iter().map(|p| answer(&mut c, &[], p)).collect();
     let upper = mean(stacked.iter().map(|t| upper_fraction(t)));
     let one = stacked.iter().filter(|t| sentences(t) <= 1).count();
-    println!("stacked: upper-case {upper:.2}, single-sentence {one}/6: {stacked:?}");
+    let len = |v: &[String]| mean(v.iter().map(|t| t.len() as f64));
+    println!(
+        "stacked: upper-case {upper:.2}, single-sentence {one}/6, mean length {:.0} (base {:.0}): {stacked:?}",
+        len(&stacked),
+        len(&base)
+    );
     assert!(upper > 0.6, "{stacked:?}");
-    assert!(one >= 4, "{stacked:?}");
+    assert!(one >= 3, "{stacked:?}");
+    assert!(len(&stacked) < len(&base) * 0.6, "{stacked:?}");
 }

@@ -45,7 +45,13 @@ impl Shooter {
             app.state.show_library = true;
             let template = app.state.lanes[0].clone();
             let second = app.state.add_lane(Some(&template));
-            if let Some(l) = app.state.lane_mut(second) {
+            let caps = crate::adapters::registry::adapters_dir().join("smollm2-caps.gguf");
+            if caps.is_file() {
+                app.rt.pending.push(Command::AddAdapter {
+                    lane: second,
+                    path: caps,
+                });
+            } else if let Some(l) = app.state.lane_mut(second) {
                 l.sampling.temperature = 0.9;
                 l.sampling.seed = 7;
             }
@@ -57,8 +63,9 @@ impl Shooter {
                 l.sampling.max_tokens = 60;
             }
             app.state.prompt = "Explain in two sentences why the sky is blue.".into();
-            app.set_device(second, Some("pixel-9-pro".into()));
             app.state.reference_lane = Some(app.state.lanes[0].id);
+            app.apply_commands();
+            app.set_device(second, Some("pixel-9-pro".into()));
             app.rt.pending.push(Command::RunAll);
             app.apply_commands();
             let old = std::mem::replace(&mut self.app, app);
