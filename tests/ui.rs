@@ -134,6 +134,8 @@ fn two_lanes_run_stream_and_fill_stats_then_a_broken_adapter_shows_a_banner() {
     // The stats strip shows real numbers.
     assert_eq!(h.get_all_by_label("TTFT").count(), 2);
     assert_eq!(h.get_all_by_label("decode").count(), 2);
+    // Lane 2 (with an adapter) shows its decode cost against lane 1 (none).
+    h.get_by_label("adapter cost");
     let text_before = h.state().state.lanes[0].output.text.clone();
 
     // A broken adapter (for another width) dropped on lane 1: banner on lane 1, nothing lost.

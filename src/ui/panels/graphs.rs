@@ -116,7 +116,10 @@ fn device_plots(ui: &mut egui::Ui, state: &State, rt: &Runtime, width: f32, heig
                     let pts: PlotPoints = sim.points.iter().map(|p| [p.t_secs, p.temp_c]).collect();
                     plot.line(Line::new(format!("lane {} {}", i + 1, sim.profile.id), pts));
                     for d in &sim.decisions {
-                        plot.vline(egui_plot::VLine::new(format!("lane {} on {}", i + 1, d.accelerator), d.t_secs));
+                        plot.vline(egui_plot::VLine::new(
+                            format!("lane {} on {}", i + 1, d.accelerator),
+                            d.t_secs,
+                        ));
                     }
                 }
             });

@@ -18,13 +18,28 @@ pub fn lanes_ui(
     let reference = state.reference_lane;
     let mut rects = Vec::new();
     let n_lanes = state.lanes.len();
+    // For each lane with adapters: a lane on the same model without adapters, and its decode speed.
+    let references: Vec<Option<(usize, f64)>> = state
+        .lanes
+        .iter()
+        .map(|l| {
+            if l.adapters.iter().all(|a| !a.enabled) {
+                return None;
+            }
+            state.lanes.iter().enumerate().find_map(|(k, other)| {
+                let s = other.output.stats.as_ref()?;
+                (other.model == l.model && s.lane.adapter_bytes == 0 && s.decode_tokens_per_sec > 0.0)
+                    .then_some((k + 1, s.decode_tokens_per_sec))
+            })
+        })
+        .collect();
     ui.columns(n, |cols| {
         for (i, (col, lane)) in cols.iter_mut().zip(state.lanes.iter_mut()).enumerate() {
             col.push_id(lane.id, |ui| {
                 let r = egui::Frame::group(ui.style())
                     .show(ui, |ui| {
                         ui.set_min_height(ui.available_height());
-                        lane_ui(ui, i, n_lanes, lane, same && i > 0, reference, rt, cmds);
+                        lane_ui(ui, i, n_lanes, lane, same && i > 0, reference, references[i], rt, cmds);
                     })
                     .response
                     .rect;
@@ -43,6 +58,7 @@ fn lane_ui(
     lane: &mut LaneState,
     settings_from_first: bool,
     reference: Option<LaneId>,
+    overhead_reference: Option<(usize, f64)>,
     rt: &Runtime,
     cmds: &mut Vec<Command>,
 ) {
@@ -111,7 +127,7 @@ fn lane_ui(
             ui.spinner();
         }
     });
-    stats_strip(ui, lane, running);
+    stats_strip(ui, lane, running, overhead_reference);
     egui::ScrollArea::vertical()
         .id_salt("output")
         .stick_to_bottom(true)
@@ -262,6 +278,24 @@ fn sampling_ui(ui: &mut egui::Ui, lane: &mut LaneState, from_first: bool) {
                         .labelled_by(l.id)
                         .on_hover_text("Context length in tokens (KV cache size)");
                 });
+                ui.horizontal(|ui| {
+                    let mut auto = lane.gpu_layers.is_none();
+                    if ui
+                        .checkbox(&mut auto, "GPU layers: auto")
+                        .on_hover_text(
+                            "All layers on the GPU when nanolab is built with a GPU backend, none on CPU builds",
+                        )
+                        .changed()
+                    {
+                        lane.gpu_layers = if auto { None } else { Some(0) };
+                    }
+                    if let Some(n) = lane.gpu_layers.as_mut() {
+                        let l = ui.label("layers");
+                        ui.add(egui::DragValue::new(n).range(0..=999))
+                            .labelled_by(l.id)
+                            .on_hover_text("Layers to offload to the GPU (reloads the model)");
+                    }
+                });
             });
         });
 }
@@ -339,7 +373,7 @@ fn device_ui(ui: &mut egui::Ui, lane: &mut LaneState, rt: &Runtime, cmds: &mut V
     });
 }
 
-fn stats_strip(ui: &mut egui::Ui, lane: &LaneState, running: bool) {
+fn stats_strip(ui: &mut egui::Ui, lane: &LaneState, running: bool, overhead_reference: Option<(usize, f64)>) {
     let Some(s) = &lane.output.stats else {
         ui.weak(if running {
             format!("running… {} tokens", lane.output.tokens.len())
@@ -374,6 +408,15 @@ fn stats_strip(ui: &mut egui::Ui, lane: &LaneState, running: bool) {
         );
         item(ui, "KV", mib(s.lane.kv_bytes), "KV cache of this lane");
         item(ui, "RSS", mib(s.rss_bytes), "Engine process resident memory");
+        if let Some((k, base_tps)) = overhead_reference {
+            let pct = (s.decode_tokens_per_sec / base_tps - 1.0) * 100.0;
+            item(
+                ui,
+                "adapter cost",
+                format!("{pct:+.1}% decode vs lane {k}"),
+                "Decode speed of this lane (with adapters) relative to a lane on the same model without adapters, from the last runs",
+            );
+        }
         if s.lane.adapter_bytes > 0 || s.lane.adapter_swap_ms > 0.0 {
             item(
                 ui,
