@@ -155,6 +155,19 @@ pub enum Request {
         /// The job to cancel.
         job: JobId,
     },
+    /// One repetition of llama-bench's pp and tg tests on a lane's model and adapters.
+    Bench {
+        /// Job id.
+        job: JobId,
+        /// Model, threads and adapters (the lane id is used for the bench context).
+        lane: LaneSpec,
+        /// Prompt tokens for the pp test (0 = skip).
+        n_prompt: u32,
+        /// Generated tokens for the tg test (0 = skip).
+        n_gen: u32,
+        /// Seed for the random tokens.
+        seed: u64,
+    },
     /// List compute devices.
     Devices {
         /// Job id.
@@ -176,6 +189,7 @@ impl Request {
             | Request::SetupLane { job, .. }
             | Request::DropLane { job, .. }
             | Request::Generate { job, .. }
+            | Request::Bench { job, .. }
             | Request::Devices { job }
             | Request::Status { job } => Some(*job),
             Request::Cancel { .. } => None,
@@ -191,6 +205,7 @@ impl Request {
             Request::DropLane { lane, .. } => format!("dropping lane {lane}"),
             Request::Generate { lane, .. } => format!("generating on lane {}", lane.lane),
             Request::Cancel { job } => format!("cancelling job {job}"),
+            Request::Bench { lane, .. } => format!("benchmarking {}", lane.model.path.display()),
             Request::Devices { .. } => "listing devices".to_string(),
             Request::Status { .. } => "reading status".to_string(),
         }
@@ -356,6 +371,17 @@ pub enum JobResult {
     Devices {
         /// The devices.
         devices: Vec<DeviceInfo>,
+    },
+    /// One bench repetition.
+    Bench {
+        /// Prompt processing tokens/s (0 if skipped).
+        pp_tokens_per_sec: f64,
+        /// Text generation tokens/s (0 if skipped).
+        tg_tokens_per_sec: f64,
+        /// Milliseconds the adapter stack took to apply in this job (0 if unchanged).
+        adapter_swap_ms: f64,
+        /// Model load time in this job (0 if it was loaded).
+        load_ms: f64,
     },
     /// Engine status.
     Status {

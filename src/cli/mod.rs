@@ -1,6 +1,7 @@
 //! Headless subcommands over the same engine the window uses.
 
 mod adapters;
+mod bench;
 mod inspect;
 mod models;
 mod run;
@@ -42,6 +43,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Simulate a sustained run on a phone-class device (thermal throttling, routing).
     Sim(sim::SimArgs),
+    /// Benchmark prefill/decode like llama-bench, against a bare llama-cpp-2 loop in the same run.
+    Bench(bench::BenchArgs),
     /// List compute devices llama.cpp can use.
     Devices(JsonFlag),
     /// Render the window in given states to PNG files.
@@ -115,6 +118,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Run(args) => run::run(&args),
         Command::Devices(flag) => run::devices(flag.json),
         Command::Sim(args) => sim::sim(&args),
+        Command::Bench(args) => bench::bench(&args),
         Command::Screenshot(args) => crate::ui::screenshot::capture(&args.out, args.model),
         Command::Engine => crate::engine::server::run(),
     }

@@ -2,6 +2,7 @@
 //! binary (`nanolab engine`); [`EngineClient`] spawns and supervises it and speaks
 //! [`crate::protocol`] to it.
 
+pub mod baseline;
 mod cancel;
 pub mod client;
 mod llama;

@@ -122,6 +122,13 @@ impl Worker {
             } => self
                 .generate(job, &lane, &prompt, &sampling, top_n, sink)
                 .map(|stats| JobResult::Generated { stats }),
+            Request::Bench {
+                lane,
+                n_prompt,
+                n_gen,
+                seed,
+                ..
+            } => self.bench(job, &lane, n_prompt, n_gen, seed, sink),
             Request::Devices { .. } => Ok(JobResult::Devices {
                 devices: llama::devices(),
             }),
@@ -331,6 +338,58 @@ impl Worker {
         lane.adapter_bytes = bytes;
         lane.spec.adapters = spec.adapters.clone();
         Ok(t0.elapsed().as_secs_f64() * 1000.0)
+    }
+
+    /// One llama-bench style repetition: pp of `n_prompt` random tokens in batches, then tg of
+    /// `n_gen` random tokens one at a time, each on an empty cache.
+    fn bench(
+        &mut self,
+        job: JobId,
+        spec: &LaneSpec,
+        n_prompt: u32,
+        n_gen: u32,
+        seed: u64,
+        sink: &mut dyn EventSink,
+    ) -> JobResultOr<JobResult> {
+        let (info, load_ms) = self.setup_lane(job, spec, sink)?;
+        let lane = self
+            .lanes
+            .get_mut(&spec.lane)
+            .ok_or_else(|| JobError::from("lane missing".to_string()))?;
+        let n_vocab = lane.model.info.n_vocab;
+        let needed = (n_prompt.max(n_gen) + 16) as usize;
+        if needed > lane.ctx.n_ctx() as usize {
+            return Err(format!(
+                "bench needs a context of {needed} tokens; the lane has {}",
+                lane.ctx.n_ctx()
+            )
+            .into());
+        }
+        let mut pp = 0.0;
+        if n_prompt > 0 {
+            let tokens = super::baseline::bench_tokens(n_prompt as usize, n_vocab, seed);
+            lane.ctx.clear();
+            let t0 = Instant::now();
+            lane.ctx.decode(&tokens, 0, false)?;
+            pp = rate(f64::from(n_prompt), t0.elapsed().as_secs_f64() * 1000.0);
+        }
+        let mut tg = 0.0;
+        if n_gen > 0 {
+            let tokens = super::baseline::bench_tokens(n_gen as usize, n_vocab, seed ^ 0x5eed);
+            lane.ctx.clear();
+            let t0 = Instant::now();
+            for (i, &t) in tokens.iter().enumerate() {
+                lane.ctx.decode(&[t], i32::try_from(i).unwrap_or(i32::MAX), false)?;
+            }
+            tg = rate(f64::from(n_gen), t0.elapsed().as_secs_f64() * 1000.0);
+        }
+        lane.ctx.clear();
+        Ok(JobResult::Bench {
+            pp_tokens_per_sec: pp,
+            tg_tokens_per_sec: tg,
+            adapter_swap_ms: info.adapter_swap_ms,
+            load_ms,
+        })
     }
 
     fn generate(

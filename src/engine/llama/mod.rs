@@ -73,6 +73,11 @@ pub fn init_backend() -> Result<(), LlamaError> {
     }
 }
 
+/// The process's llama-cpp-2 backend handle, once initialised.
+pub fn backend() -> Option<&'static llama_cpp_2::llama_backend::LlamaBackend> {
+    BACKEND.get().and_then(|r| r.as_ref().ok())
+}
+
 /// Whether this build can offload layers to a GPU.
 pub fn supports_gpu_offload() -> bool {
     // SAFETY: a pure query with no arguments.

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Baseline (b): llama.cpp's own llama-bench, built from the llama.cpp tree inside the
+# llama-cpp-python sdist (the llama-cpp-sys-2 crate strips tools/), run alternately with
+# `nanolab bench` on the same model; prints both and the ratio. Not part of `make test`
+# (the llama-bench build takes about 10 minutes on 2 cores; it is cached in target/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODEL=${1:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
+REPS=${REPS:-5}
+WORK=target/llama-bench
+mkdir -p "$WORK"
+if [[ ! -x "$WORK/build/bin/llama-bench" ]]; then
+  (cd "$WORK" && python3 -m pip download --no-deps --no-binary :all: llama-cpp-python -d sdist >/dev/null)
+  tar -xzf "$WORK"/sdist/llama_cpp_python-*.tar.gz -C "$WORK"
+  src=$(echo "$WORK"/llama_cpp_python-*/vendor/llama.cpp)
+  # Same CPU flags as llama-cpp-sys-2's default build (GGML_NATIVE=OFF).
+  cmake -S "$src" -B "$WORK/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF -DLLAMA_CURL=OFF \
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF >/dev/null
+  cmake --build "$WORK/build" --target llama-bench -j "$(nproc)" >/dev/null
+  (cd "$src" && git log -1 --format=%H 2>/dev/null || grep -m1 -o 'b[0-9]\{4,\}' CMakeLists.txt || true) > "$WORK/commit.txt"
+fi
+THREADS=$(nproc)
+echo "llama-bench from llama-cpp-python sdist: $(ls "$WORK"/sdist) ($(cat "$WORK/commit.txt" 2>/dev/null))"
+echo "nanolab's llama.cpp: llama-cpp-sys-2 $(grep -A1 'name = "llama-cpp-sys-2"' Cargo.lock | grep version | cut -d'"' -f2)"
+lb_pp=(); lb_tg=(); nl_pp=(); nl_tg=()
+for r in $(seq "$REPS"); do
+  out=$("$WORK/build/bin/llama-bench" -m "$MODEL" -p 512 -n 128 -r 1 -t "$THREADS" -o csv 2>/dev/null)
+  lb_pp+=("$(echo "$out" | awk -F, 'NR>1 && /"512","0"/ {gsub(/"/,""); print $(NF-1)}' | head -1)")
+  lb_tg+=("$(echo "$out" | awk -F, 'NR>1 && /"0","128"/ {gsub(/"/,""); print $(NF-1)}' | head -1)")
+  j=$(target/release/nanolab bench -m "$MODEL" -p 512 -n 128 -r 1 --threads "$THREADS" --no-baseline -o json)
+  nl_pp+=("$(echo "$j" | python3 -c 'import json,sys; r=json.load(sys.stdin)["rows"]; print(r[0]["avg_ts"])')")
+  nl_tg+=("$(echo "$j" | python3 -c 'import json,sys; r=json.load(sys.stdin)["rows"]; print(r[1]["avg_ts"])')")
+done
+python3 - "${lb_pp[*]}" "${lb_tg[*]}" "${nl_pp[*]}" "${nl_tg[*]}" <<'PY'
+import statistics as st, sys
+lp, lt, np_, nt = ([float(x) for x in a.split() if x] for a in sys.argv[1:5])
+f = lambda v: f"{st.mean(v):.2f} ± {st.stdev(v) if len(v) > 1 else 0:.2f}"
+print(f"| test | llama-bench | nanolab | nanolab / llama-bench |\n|---|---:|---:|---:|")
+print(f"| pp512 | {f(lp)} | {f(np_)} | {st.mean(np_)/st.mean(lp):.3f} |")
+print(f"| tg128 | {f(lt)} | {f(nt)} | {st.mean(nt)/st.mean(lt):.3f} |")
+PY

@@ -1,0 +1,448 @@
+//! `nanolab bench`: llama-bench's pp/tg tests through nanolab's engine, alternating with a bare
+//! llama-cpp-2 loop in the same run (ratio printed), plus what adapters, swaps and lanes cost.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::bail;
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+
+use crate::engine::baseline::Baseline;
+use crate::engine::EngineClient;
+use crate::protocol::*;
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Markdown table.
+    Md,
+    /// CSV.
+    Csv,
+    /// JSON.
+    Json,
+}
+
+/// `bench` arguments.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Model GGUF.
+    #[arg(long, short)]
+    pub model: PathBuf,
+    /// Prompt tokens for the pp test.
+    #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
+    pub n_prompt: u32,
+    /// Generated tokens for the tg test.
+    #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
+    pub n_gen: u32,
+    /// Repetitions.
+    #[arg(short = 'r', long, default_value_t = 5)]
+    pub reps: u32,
+    /// CPU threads (default: all cores, up to 8).
+    #[arg(long)]
+    pub threads: Option<u32>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "md")]
+    pub output: Format,
+    /// Skip the bare llama-cpp-2 baseline.
+    #[arg(long)]
+    pub no_baseline: bool,
+    /// Also measure decode cost per adapter rank (comma-separated ranks; random LoRAs on q/k/v/o).
+    #[arg(long, value_delimiter = ',')]
+    pub adapter_ranks: Vec<u32>,
+    /// Also measure hot-swap vs model reload, and memory with 1, 2 and 4 lanes.
+    #[arg(long)]
+    pub swap_and_memory: bool,
+}
+
+/// One result row, named as llama-bench names its fields where they overlap.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// What ran: nanolab engine, llama-cpp-2 baseline, or an adapter variant.
+    pub runner: String,
+    /// Model file.
+    pub model_filename: String,
+    /// Model bytes.
+    pub model_size: u64,
+    /// Parameters.
+    pub model_n_params: u64,
+    /// Threads.
+    pub n_threads: u32,
+    /// Prompt tokens (pp test) or 0.
+    pub n_prompt: u32,
+    /// Generated tokens (tg test) or 0.
+    pub n_gen: u32,
+    /// Mean tokens/s.
+    pub avg_ts: f64,
+    /// Standard deviation of tokens/s.
+    pub stddev_ts: f64,
+    /// Every repetition's tokens/s.
+    pub samples_ts: Vec<f64>,
+}
+
+fn mean_sd(v: &[f64]) -> (f64, f64) {
+    if v.is_empty() {
+        return (0.0, 0.0);
+    }
+    let m = v.iter().sum::<f64>() / v.len() as f64;
+    let var = if v.len() > 1 {
+        v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64
+    } else {
+        0.0
+    };
+    (m, var.sqrt())
+}
+
+fn bench_rep(
+    c: &mut EngineClient,
+    spec: &LaneSpec,
+    n_prompt: u32,
+    n_gen: u32,
+    seed: u64,
+) -> anyhow::Result<(f64, f64, f64, f64)> {
+    let job = c.next_job();
+    match c.call(
+        &Request::Bench {
+            job,
+            lane: spec.clone(),
+            n_prompt,
+            n_gen,
+            seed,
+        },
+        |_| {},
+    )? {
+        Event::Done {
+            result:
+                JobResult::Bench {
+                    pp_tokens_per_sec,
+                    tg_tokens_per_sec,
+                    adapter_swap_ms,
+                    load_ms,
+                },
+            ..
+        } => Ok((pp_tokens_per_sec, tg_tokens_per_sec, adapter_swap_ms, load_ms)),
+        Event::Error { message, .. } => bail!(message),
+        other => bail!("unexpected engine reply: {other:?}"),
+    }
+}
+
+/// Writes a random LoRA of `rank` on q/k/v/o of every layer of `model`.
+fn random_lora(model: &crate::gguf::GgufFile, rank: u64, out: &std::path::Path) -> anyhow::Result<()> {
+    use crate::gguf::writer::{self, TensorData};
+    use crate::gguf::{GgmlType, Value};
+    let f16 = GgmlType::from_name("F16").ok_or_else(|| anyhow::anyhow!("type table"))?;
+    let mut tensors = Vec::new();
+    let mut seed = rank;
+    let mut values = |n: u64| -> Vec<u8> {
+        (0..n)
+            .flat_map(|_| {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let v = ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.02;
+                half::f16::from_f32(v).to_le_bytes()
+            })
+            .collect()
+    };
+    for t in &model.tensors {
+        let is_target = ["attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight"]
+            .iter()
+            .any(|s| t.name.ends_with(s));
+        if !is_target || t.dims.len() != 2 {
+            continue;
+        }
+        let (n_in, n_out) = (t.dims[0], t.dims[1]);
+        tensors.push(TensorData {
+            name: format!("{}.lora_a", t.name),
+            dims: vec![n_in, rank],
+            ggml_type: f16,
+            data: values(n_in * rank),
+        });
+        tensors.push(TensorData {
+            name: format!("{}.lora_b", t.name),
+            dims: vec![rank, n_out],
+            ggml_type: f16,
+            data: values(rank * n_out),
+        });
+    }
+    let md = vec![
+        (
+            "general.architecture".to_string(),
+            Value::Str(model.architecture().unwrap_or("llama").into()),
+        ),
+        ("general.type".to_string(), Value::Str("adapter".into())),
+        ("adapter.type".to_string(), Value::Str("lora".into())),
+        ("adapter.lora.alpha".to_string(), Value::F64(rank as f64)),
+    ];
+    let mut f = std::io::BufWriter::new(std::fs::File::create(out)?);
+    writer::write(&mut f, &md, &tensors)?;
+    Ok(())
+}
+
+pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
+    let header = crate::engine::validate_model_file(&args.model).map_err(anyhow::Error::msg)?;
+    let summary = crate::gguf::Summary::of(&header);
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map_or(2, |n| n.get() as u32)
+            .min(8)
+    });
+    let n_ctx = args.n_prompt.max(args.n_gen) + 64;
+    let spec = |lane: LaneId, adapters: Vec<AdapterSpec>| LaneSpec {
+        lane,
+        model: ModelSpec {
+            path: args.model.clone(),
+            gpu_layers: None,
+        },
+        n_ctx,
+        threads: Some(threads),
+        adapters,
+    };
+    let mut client = EngineClient::new(None);
+    let baseline = if args.no_baseline {
+        None
+    } else {
+        Some(Baseline::load(&args.model, threads as i32, 0)?)
+    };
+    // Warm-up (page in the weights) for both.
+    bench_rep(&mut client, &spec(1, vec![]), 32, 8, 0)?;
+    if let Some(b) = &baseline {
+        b.pp(32, 0)?;
+    }
+    let (mut n_pp, mut n_tg, mut b_pp, mut b_tg) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for r in 0..args.reps {
+        let seed = u64::from(r) + 1;
+        // Alternate which runs first so drift in the machine's speed hits both equally.
+        let run_nanolab = |c: &mut EngineClient, pp: &mut Vec<f64>, tg: &mut Vec<f64>| -> anyhow::Result<()> {
+            let (p, t, _, _) = bench_rep(c, &spec(1, vec![]), args.n_prompt, args.n_gen, seed)?;
+            pp.push(p);
+            tg.push(t);
+            Ok(())
+        };
+        if r % 2 == 0 {
+            run_nanolab(&mut client, &mut n_pp, &mut n_tg)?;
+        }
+        if let Some(b) = &baseline {
+            b_pp.push(b.pp(args.n_prompt as usize, seed)?);
+            b_tg.push(b.tg(args.n_gen as usize, seed)?);
+        }
+        if r % 2 == 1 {
+            run_nanolab(&mut client, &mut n_pp, &mut n_tg)?;
+        }
+    }
+    let name = args
+        .model
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let row = |runner: &str, n_prompt: u32, n_gen: u32, samples: &[f64]| {
+        let (avg_ts, stddev_ts) = mean_sd(samples);
+        Row {
+            runner: runner.into(),
+            model_filename: name.clone(),
+            model_size: summary.file_bytes,
+            model_n_params: summary.parameters,
+            n_threads: threads,
+            n_prompt,
+            n_gen,
+            avg_ts,
+            stddev_ts,
+            samples_ts: samples.to_vec(),
+        }
+    };
+    let mut rows = vec![
+        row("nanolab", args.n_prompt, 0, &n_pp),
+        row("nanolab", 0, args.n_gen, &n_tg),
+    ];
+    if baseline.is_some() {
+        rows.push(row("llama-cpp-2 baseline", args.n_prompt, 0, &b_pp));
+        rows.push(row("llama-cpp-2 baseline", 0, args.n_gen, &b_tg));
+    }
+    let mut notes = Vec::new();
+    if baseline.is_some() {
+        let ratio = |a: &[f64], b: &[f64]| mean_sd(a).0 / mean_sd(b).0.max(1e-9);
+        notes.push(format!(
+            "nanolab / llama-cpp-2 baseline: pp{} {:.3}, tg{} {:.3} (target >= 0.98)",
+            args.n_prompt,
+            ratio(&n_pp, &b_pp),
+            args.n_gen,
+            ratio(&n_tg, &b_tg)
+        ));
+    }
+    for &rank in &args.adapter_ranks {
+        let dir = std::env::temp_dir().join(format!("nanolab-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("rank{rank}.gguf"));
+        random_lora(&header, u64::from(rank), &path)?;
+        let mut tg = Vec::new();
+        let mut base_tg = Vec::new();
+        for r in 0..args.reps {
+            let seed = u64::from(r) + 100;
+            base_tg.push(bench_rep(&mut client, &spec(2, vec![]), 0, args.n_gen, seed)?.1);
+            let adapters = vec![AdapterSpec {
+                path: path.clone(),
+                scale: 1.0,
+            }];
+            tg.push(bench_rep(&mut client, &spec(3, adapters), 0, args.n_gen, seed)?.1);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        let (with, _) = mean_sd(&tg);
+        let (without, _) = mean_sd(&base_tg);
+        rows.push(row(&format!("nanolab + LoRA r{rank} (q/k/v/o)"), 0, args.n_gen, &tg));
+        notes.push(format!(
+            "LoRA rank {rank}: tg {with:.1} vs {without:.1} tok/s without, {:+.1}% decode",
+            (with / without.max(1e-9) - 1.0) * 100.0
+        ));
+    }
+    if args.swap_and_memory {
+        notes.extend(swap_and_memory(&mut client, &args.model, &header, threads)?);
+    }
+    match args.output {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "rows": rows, "notes": notes }))?
+        ),
+        Format::Csv => {
+            println!("runner,model_filename,model_size,model_n_params,n_threads,n_prompt,n_gen,avg_ts,stddev_ts");
+            for r in &rows {
+                println!(
+                    "\"{}\",\"{}\",{},{},{},{},{},{:.3},{:.3}",
+                    r.runner,
+                    r.model_filename,
+                    r.model_size,
+                    r.model_n_params,
+                    r.n_threads,
+                    r.n_prompt,
+                    r.n_gen,
+                    r.avg_ts,
+                    r.stddev_ts
+                );
+            }
+        }
+        Format::Md => {
+            println!("| runner | model | size | params | threads | test | t/s |");
+            println!("| --- | --- | ---: | ---: | ---: | ---: | ---: |");
+            for r in &rows {
+                let test = if r.n_prompt > 0 {
+                    format!("pp{}", r.n_prompt)
+                } else {
+                    format!("tg{}", r.n_gen)
+                };
+                println!(
+                    "| {} | {} | {} | {:.1} M | {} | {test} | {:.2} ± {:.2} |",
+                    r.runner,
+                    r.model_filename,
+                    crate::metrics::mib(r.model_size),
+                    r.model_n_params as f64 / 1e6,
+                    r.n_threads,
+                    r.avg_ts,
+                    r.stddev_ts
+                );
+            }
+            println!();
+            for n in &notes {
+                println!("- {n}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Hot-swap of an adapter stack vs a full model reload; RSS with 1, 2 and 4 lanes.
+fn swap_and_memory(
+    client: &mut EngineClient,
+    model: &std::path::Path,
+    header: &crate::gguf::GgufFile,
+    threads: u32,
+) -> anyhow::Result<Vec<String>> {
+    let dir = std::env::temp_dir().join(format!("nanolab-swap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let a = dir.join("a.gguf");
+    let b = dir.join("b.gguf");
+    random_lora(header, 8, &a)?;
+    random_lora(header, 16, &b)?;
+    let spec = |lane: LaneId, adapters: Vec<AdapterSpec>| LaneSpec {
+        lane,
+        model: ModelSpec {
+            path: model.to_path_buf(),
+            gpu_layers: None,
+        },
+        n_ctx: 512,
+        threads: Some(threads),
+        adapters,
+    };
+    let ad = |p: &PathBuf, s: f32| AdapterSpec {
+        path: p.clone(),
+        scale: s,
+    };
+    // Load adapters once, then time swaps between stacks (files already loaded: the hot path).
+    bench_rep(client, &spec(10, vec![ad(&a, 1.0), ad(&b, 1.0)]), 0, 1, 0)?;
+    let mut swaps = Vec::new();
+    for i in 0..10 {
+        let stack = if i % 2 == 0 {
+            vec![ad(&a, 0.5)]
+        } else {
+            vec![ad(&b, 1.0), ad(&a, 0.3)]
+        };
+        let t0 = Instant::now();
+        let (_, _, swap_ms, _) = bench_rep(client, &spec(10, stack), 0, 1, 0)?;
+        let _ = t0;
+        swaps.push(swap_ms);
+    }
+    let mut reloads = Vec::new();
+    for _ in 0..3 {
+        let job = client.next_job();
+        client.call(
+            &Request::UnloadModel {
+                job,
+                path: model.to_path_buf(),
+            },
+            |_| {},
+        )?;
+        let (_, _, _, load_ms) = bench_rep(client, &spec(10, vec![]), 0, 1, 0)?;
+        reloads.push(load_ms);
+    }
+    let (swap, _) = mean_sd(&swaps);
+    let (reload, _) = mean_sd(&reloads);
+    let mut notes = vec![format!(
+        "hot-swap of an adapter stack {swap:.3} ms vs model reload {reload:.1} ms: {:.0}x faster (target >= 20x)",
+        reload / swap.max(1e-9)
+    )];
+    // Memory: lanes on one base.
+    let job = client.next_job();
+    client.call(
+        &Request::UnloadModel {
+            job,
+            path: model.to_path_buf(),
+        },
+        |_| {},
+    )?;
+    let mut rss = Vec::new();
+    let mut kv = 0;
+    for lanes in [1u64, 2, 4] {
+        for l in 0..lanes {
+            bench_rep(client, &spec(100 + l, vec![]), 0, 4, 0)?;
+        }
+        let job = client.next_job();
+        if let Event::Done {
+            result: JobResult::Status { status },
+            ..
+        } = client.call(&Request::Status { job }, |_| {})?
+        {
+            kv = status.lanes.first().map_or(0, |l| l.kv_bytes);
+            rss.push((lanes, status.rss_bytes));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    if let (Some(&(_, one)), Some(&(_, four))) = (rss.first(), rss.last()) {
+        let per_lane = four.saturating_sub(one) / 3;
+        notes.push(format!(
+            "engine RSS with 1/2/4 lanes on one base: {}; growth per lane {} (KV per lane {}; weights are held once)",
+            rss.iter()
+                .map(|(n, b)| format!("{n}: {}", crate::metrics::mib(*b)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            crate::metrics::mib(per_lane),
+            crate::metrics::mib(kv)
+        ));
+    }
+    Ok(notes)
+}

@@ -1,0 +1,61 @@
+//! `nanolab bench` output shape (the performance targets themselves are read from the benchmark's
+//! printed ratios, not asserted here).
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+#[test]
+fn bench_reports_llama_bench_fields_for_nanolab_and_the_baseline() {
+    let demo = demo_model();
+    let out = Command::new(exe())
+        .args([
+            "bench",
+            "-m",
+            demo.to_str().unwrap(),
+            "-p",
+            "64",
+            "-n",
+            "16",
+            "-r",
+            "2",
+            "-o",
+            "json",
+            "--adapter-ranks",
+            "4",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    let runners: Vec<&str> = rows.iter().map(|r| r["runner"].as_str().unwrap()).collect();
+    assert_eq!(
+        runners,
+        [
+            "nanolab",
+            "nanolab",
+            "llama-cpp-2 baseline",
+            "llama-cpp-2 baseline",
+            "nanolab + LoRA r4 (q/k/v/o)"
+        ]
+    );
+    for r in rows {
+        assert!(r["avg_ts"].as_f64().unwrap() > 0.0);
+        assert_eq!(r["samples_ts"].as_array().unwrap().len(), 2);
+        assert_eq!(r["model_n_params"], 134_515_008);
+    }
+    let notes: Vec<&str> = v["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    assert!(
+        notes[0].starts_with("nanolab / llama-cpp-2 baseline: pp64"),
+        "{notes:?}"
+    );
+    assert!(notes[1].contains("LoRA rank 4"), "{notes:?}");
+}
