@@ -8,6 +8,7 @@ pub mod engine;
 pub mod gguf;
 pub mod metrics;
 pub mod models;
+pub mod paths;
 pub mod protocol;
 pub mod sim;
 pub mod ui;

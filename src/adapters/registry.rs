@@ -73,13 +73,7 @@ pub fn adapters_dir() -> PathBuf {
 
 /// Where the registry file lives: `$NANOLAB_REGISTRY`, else the user's config folder.
 pub fn registry_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("NANOLAB_REGISTRY") {
-        return PathBuf::from(p);
-    }
-    directories::ProjectDirs::from("dev", "nanolab", "nanolab").map_or_else(
-        || PathBuf::from(".nanolab-registry.json"),
-        |d| d.config_dir().join("registry.json"),
-    )
+    crate::paths::config_path("NANOLAB_REGISTRY", "registry.json")
 }
 
 /// The registry: persisted user data plus the folders to scan.

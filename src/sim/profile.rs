@@ -256,11 +256,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
 
 /// The user's profile folder: `$NANOLAB_DEVICES`, else `devices/` in the config folder.
 pub fn user_dir() -> PathBuf {
-    if let Some(p) = std::env::var_os("NANOLAB_DEVICES") {
-        return PathBuf::from(p);
-    }
-    directories::ProjectDirs::from("dev", "nanolab", "nanolab")
-        .map_or_else(|| PathBuf::from("devices"), |d| d.config_dir().join("devices"))
+    crate::paths::config_path("NANOLAB_DEVICES", "devices")
 }
 
 /// Every profile: shipped ones, then the user's (`*.toml` in [`user_dir`]). Broken user files

@@ -171,13 +171,7 @@ impl State {
 
 /// Where the state file lives: `$NANOLAB_STATE`, else the user's config folder.
 pub fn state_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("NANOLAB_STATE") {
-        return PathBuf::from(p);
-    }
-    directories::ProjectDirs::from("dev", "nanolab", "nanolab").map_or_else(
-        || PathBuf::from(".nanolab-state.json"),
-        |d| d.config_dir().join("state.json"),
-    )
+    crate::paths::config_path("NANOLAB_STATE", "state.json")
 }
 
 /// Why the saved state could not be used.
