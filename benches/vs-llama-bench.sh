@@ -17,11 +17,14 @@ if [[ ! -x "$WORK/build/bin/llama-bench" ]]; then
   cmake -S "$src" -B "$WORK/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF -DLLAMA_CURL=OFF \
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF >/dev/null
   cmake --build "$WORK/build" --target llama-bench -j "$(nproc)" >/dev/null
-  (cd "$src" && git log -1 --format=%H 2>/dev/null || grep -m1 -o 'b[0-9]\{4,\}' CMakeLists.txt || true) > "$WORK/commit.txt"
+  # The sdist carries no git metadata: record the ggml version of its tree.
+  grep -m3 -E 'set\(GGML_VERSION_(MAJOR|MINOR|PATCH)' "$src/ggml/CMakeLists.txt" | grep -o '[0-9]\+' | paste -sd. > "$WORK/commit.txt"
 fi
 THREADS=$(nproc)
-echo "llama-bench from llama-cpp-python sdist: $(ls "$WORK"/sdist) ($(cat "$WORK/commit.txt" 2>/dev/null))"
-echo "nanolab's llama.cpp: llama-cpp-sys-2 $(grep -A1 'name = "llama-cpp-sys-2"' Cargo.lock | grep version | cut -d'"' -f2)"
+sys_dir=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/llama-cpp-sys-2-"$(grep -A1 'name = "llama-cpp-sys-2"' Cargo.lock | grep version | cut -d'"' -f2)" | head -1)
+sys_ggml=$(grep -m3 -E 'set\(GGML_VERSION_(MAJOR|MINOR|PATCH)' "$sys_dir/llama.cpp/ggml/CMakeLists.txt" | grep -o '[0-9]\+' | paste -sd.)
+echo "llama-bench: llama.cpp from $(ls "$WORK"/sdist) (ggml $(cat "$WORK/commit.txt"))"
+echo "nanolab: llama.cpp from $(basename "$sys_dir") (ggml $sys_ggml)"
 lb_pp=(); lb_tg=(); nl_pp=(); nl_tg=()
 for r in $(seq "$REPS"); do
   out=$("$WORK/build/bin/llama-bench" -m "$MODEL" -p 512 -n 128 -r 1 -t "$THREADS" -o csv 2>/dev/null)

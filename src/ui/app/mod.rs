@@ -19,6 +19,11 @@ use crate::engine::EngineClient;
 use crate::gguf::Summary;
 use crate::protocol::{JobId, LaneId};
 
+/// Repaint delay after an engine event. Each repaint costs CPU that the engine's threads would
+/// otherwise use (a lot with a software renderer: see docs/performance.md); 10 frames a second
+/// still streams text smoothly enough and costs the engine about a fifth of its speed on llvmpipe.
+const REPAINT_WHILE_STREAMING: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// What a job in flight is for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobKind {
@@ -118,6 +123,8 @@ pub struct Runtime {
     pub last_saved: String,
     /// When it was written.
     pub last_save_at: Option<Instant>,
+    /// Frame timing for benchmarks.
+    pub frame_stats: FrameStats,
     /// Where state is saved; None disables saving (tests that want it off).
     pub state_path: Option<PathBuf>,
     /// Commands collected during the frame.
@@ -181,6 +188,7 @@ impl App {
                 last_sample: None,
                 last_saved: String::new(),
                 last_save_at: None,
+                frame_stats: FrameStats::from_env(),
                 state_path,
                 pending: Vec::new(),
                 models_dir,
@@ -226,9 +234,9 @@ impl App {
     /// Lets the engine wake the UI when events arrive.
     pub fn set_repaint(&mut self, ctx: &egui::Context) {
         let ctx = ctx.clone();
-        self.rt.engine.set_waker(Arc::new(move || {
-            ctx.request_repaint_after(std::time::Duration::from_millis(10))
-        }));
+        self.rt
+            .engine
+            .set_waker(Arc::new(move || ctx.request_repaint_after(REPAINT_WHILE_STREAMING)));
     }
 
     /// Whether any job is in flight.
@@ -254,8 +262,53 @@ impl eframe::App for App {
     }
 
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        let t0 = Instant::now();
         self.ui(ui);
         self.apply_commands();
         self.save_if_changed();
+        self.rt.frame_stats.record(t0.elapsed(), self.busy());
+    }
+}
+
+/// Frame timing for benchmarks: with `$NANOLAB_FRAME_STATS` set, the CPU time of each frame's
+/// UI pass (idle and busy separately) is written there as JSON every 2 seconds.
+#[derive(Default)]
+pub struct FrameStats {
+    path: Option<PathBuf>,
+    busy_ms: Vec<f64>,
+    idle_frames: u64,
+    last_write: Option<Instant>,
+}
+
+impl FrameStats {
+    /// Reads `$NANOLAB_FRAME_STATS`.
+    pub fn from_env() -> Self {
+        Self {
+            path: std::env::var_os("NANOLAB_FRAME_STATS").map(PathBuf::from),
+            ..Self::default()
+        }
+    }
+
+    fn record(&mut self, took: std::time::Duration, busy: bool) {
+        let Some(path) = &self.path else { return };
+        if busy {
+            self.busy_ms.push(took.as_secs_f64() * 1000.0);
+        } else {
+            self.idle_frames += 1;
+        }
+        if self.last_write.is_none_or(|t| t.elapsed().as_secs() >= 2) {
+            self.last_write = Some(Instant::now());
+            let p = |q| crate::metrics::percentile(&self.busy_ms, q);
+            let json = serde_json::json!({
+                "busy_frames": self.busy_ms.len(),
+                "busy_frame_ms_p50": p(0.5),
+                "busy_frame_ms_p95": p(0.95),
+                "busy_frame_ms_max": p(1.0),
+                "idle_frames": self.idle_frames,
+            });
+            if let Err(e) = std::fs::write(path, json.to_string()) {
+                tracing::warn!("could not write frame stats to {}: {e}", path.display());
+            }
+        }
     }
 }

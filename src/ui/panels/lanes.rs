@@ -124,7 +124,9 @@ fn lane_ui(
         ui.selectable_value(&mut lane.token_view, true, "Tokens")
             .on_hover_text("Show tokens coloured by probability; hover or click one for the top-5 alternatives");
         if running {
-            ui.spinner();
+            // A static mark: an animated spinner would repaint every frame and, with a software
+            // renderer, take CPU from the engine (see docs/performance.md).
+            ui.weak("running");
         }
     });
     stats_strip(ui, lane, running, overhead_reference);
