@@ -53,6 +53,13 @@ pub struct BenchArgs {
     /// Also measure hot-swap vs model reload, and memory with 1, 2 and 4 lanes.
     #[arg(long)]
     pub swap_and_memory: bool,
+    /// Also measure decode as the CLI sees it: token events arriving over the child-process
+    /// protocol, vs the engine's own timing of the same runs.
+    #[arg(long)]
+    pub stack: bool,
+    /// Write a chart of decode tok/s by adapter rank (needs --adapter-ranks) to this PNG file.
+    #[arg(long)]
+    pub png: Option<PathBuf>,
 }
 
 /// One result row, named as llama-bench names its fields where they overlap.
@@ -295,6 +302,30 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     if args.swap_and_memory {
         notes.extend(swap_and_memory(&mut client, &args.model, &header, threads)?);
     }
+    if args.stack {
+        let (seen, engine) = through_the_stack(&mut client, &spec(4, vec![]), args.n_gen, args.reps)?;
+        rows.push(row("CLI over the engine protocol", 0, args.n_gen, &seen));
+        notes.push(format!(
+            "decode seen by the CLI (token events over the child-process protocol) {:.1} vs the engine's own timing {:.1} tok/s: {:+.2}%",
+            mean_sd(&seen).0,
+            mean_sd(&engine).0,
+            (mean_sd(&seen).0 / mean_sd(&engine).0.max(1e-9) - 1.0) * 100.0
+        ));
+    }
+    if let Some(png) = &args.png {
+        let by_rank: Vec<(u32, f64)> = args
+            .adapter_ranks
+            .iter()
+            .zip(rows.iter().filter(|r| r.runner.contains("LoRA")))
+            .map(|(rank, r)| (*rank, r.avg_ts))
+            .collect();
+        let base = rows
+            .iter()
+            .find(|r| r.runner == "nanolab" && r.n_gen > 0)
+            .map_or(0.0, |r| r.avg_ts);
+        rank_chart(png, &name, base, &by_rank)?;
+        eprintln!("wrote {}", png.display());
+    }
     match args.output {
         Format::Json => println!(
             "{}",
@@ -343,6 +374,102 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// Generates `n_gen` tokens `reps` times over the protocol; returns decode tok/s computed from
+/// event arrival times at the client, and the engine's own decode tok/s for the same runs.
+fn through_the_stack(
+    c: &mut EngineClient,
+    spec: &LaneSpec,
+    n_gen: u32,
+    reps: u32,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    let (mut seen, mut engine) = (Vec::new(), Vec::new());
+    for r in 0..reps {
+        let job = c.next_job();
+        let mut arrivals = Vec::new();
+        let end = c.call(
+            &Request::Generate {
+                job,
+                lane: spec.clone(),
+                prompt: Prompt::Raw {
+                    text: "1, 2, 3, 4, 5, 6,".into(),
+                },
+                sampling: Sampling {
+                    max_tokens: n_gen,
+                    seed: r,
+                    ..Sampling::default()
+                },
+                top_n: 0,
+            },
+            |ev| {
+                if matches!(ev, Event::Token { token_id, .. } if *token_id >= 0) {
+                    arrivals.push(Instant::now());
+                }
+            },
+        )?;
+        let Event::Done {
+            result: JobResult::Generated { stats },
+            ..
+        } = end
+        else {
+            bail!("benchmark generation failed: {end:?}");
+        };
+        if let (Some(first), Some(last)) = (arrivals.first(), arrivals.last()) {
+            let secs = last.duration_since(*first).as_secs_f64();
+            if arrivals.len() > 1 && secs > 0.0 {
+                seen.push((arrivals.len() - 1) as f64 / secs);
+                engine.push(stats.decode_tokens_per_sec);
+            }
+        }
+    }
+    Ok((seen, engine))
+}
+
+/// Bar chart of decode tok/s by adapter rank, with the no-adapter speed as a line.
+fn rank_chart(path: &std::path::Path, model: &str, base: f64, by_rank: &[(u32, f64)]) -> anyhow::Result<()> {
+    use plotters::prelude::*;
+    let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, epaint_default_fonts::UBUNTU_LIGHT);
+    let root = BitMapBackend::new(path, (800, 450)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let top = by_rank.iter().map(|(_, t)| *t).fold(base, f64::max) * 1.15;
+    let labels: Vec<String> = by_rank.iter().map(|(r, _)| format!("r{r}")).collect();
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!("{model}: decode tok/s with one LoRA (q/k/v/o) by rank"),
+            ("sans-serif", 20),
+        )
+        .margin(12)
+        .x_label_area_size(30)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0usize..by_rank.len().max(1), 0.0..top.max(1.0))?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(by_rank.len().max(1))
+        .x_label_formatter(&|i| labels.get(*i).cloned().unwrap_or_default())
+        .y_desc("tok/s")
+        .draw()?;
+    chart.draw_series(
+        by_rank
+            .iter()
+            .enumerate()
+            .map(|(i, (_, t))| Rectangle::new([(i, 0.0), (i + 1, *t)], BLUE.mix(0.6).filled())),
+    )?;
+    chart
+        .draw_series(LineSeries::new(
+            [(0, base), (by_rank.len().max(1), base)],
+            RED.stroke_width(2),
+        ))?
+        .label(format!("no adapter: {base:.1} tok/s"))
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
+    chart
+        .configure_series_labels()
+        .background_style(WHITE)
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
     Ok(())
 }
 
