@@ -3,7 +3,7 @@
 DEMO_MODEL := models/SmolLM2-135M-Instruct.Q4_1.gguf
 BIN := target/release/nanolab
 
-.PHONY: run test build demo-model screenshots
+.PHONY: run test build demo-model screenshots test-vulkan
 
 run: build demo-model
 	$(BIN) --model $(DEMO_MODEL)
@@ -25,3 +25,12 @@ test:
 
 screenshots: build demo-model
 	scripts/screenshots.sh
+
+# GPU offload path on Mesa's lavapipe (software Vulkan): the engine tests then run with every layer
+# offloaded (the default when a GPU backend exists). Needs Vulkan headers >= 1.3.275 and glslc
+# (Debian 13 / Ubuntu 24.04); Debian 12's are too old for llama.cpp's Vulkan backend.
+test-vulkan:
+	apt-get install -y -qq libvulkan-dev glslc mesa-vulkan-drivers >/dev/null
+	cargo build --release --features vulkan --all-targets
+	target/release/nanolab devices
+	NANOLAB_TEST_MODEL=$(CURDIR)/$(DEMO_MODEL) cargo test --release --features vulkan --test engine -- --test-threads=1
