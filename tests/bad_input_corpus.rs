@@ -1,0 +1,164 @@
+//! Walks the generated bad-input corpus through `inspect`, `run` (as model or as adapter) and
+//! the window (as a drop on a lane whose neighbour keeps its output).
+
+mod common;
+mod corpus;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use corpus::Role;
+use egui_kittest::kittest::Queryable;
+use nanolab::ui::app::{App, Command as UiCommand};
+
+fn one_error_line(args: &[&str], expect: &str, name: &str) {
+    let out = Command::new(exe()).args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{name}: {args:?} should fail");
+    assert!(!err.contains("panicked"), "{name}: panic: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "{name}: expected one error line: {err}");
+    assert!(lines[0].contains(expect), "{name}: {:?} lacks {expect:?}", lines[0]);
+}
+
+#[test]
+fn every_corpus_case_gets_a_specific_error_from_the_cli() {
+    let demo = demo_model();
+    let dir = tempfile::tempdir().unwrap();
+    let cases = corpus::generate(dir.path(), &demo);
+    assert!(cases.len() >= 30, "corpus has {} cases", cases.len());
+    let d = demo.to_str().unwrap();
+    for c in &cases {
+        let p = c.path.to_str().unwrap();
+        match c.role {
+            Role::Model => {
+                // These are well-formed files: inspect describes them; only run refuses them.
+                if !matches!(c.name, "unknown-architecture" | "no-tensors" | "adapter-as-model") {
+                    one_error_line(&["inspect", p], c.expect, c.name);
+                }
+                one_error_line(&["run", "-m", p, "-p", "hi", "-n", "2"], c.expect, c.name);
+            }
+            Role::Adapter if c.name.starts_with("peft") => {
+                one_error_line(
+                    &[
+                        "adapters",
+                        "import",
+                        p,
+                        "--model",
+                        d,
+                        "--out",
+                        dir.path().join("x.gguf").to_str().unwrap(),
+                    ],
+                    c.expect,
+                    c.name,
+                );
+            }
+            Role::Adapter => one_error_line(&["run", "-m", d, "-a", p, "-p", "hi", "-n", "2"], c.expect, c.name),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Dropped(std::path::PathBuf);
+impl egui::DroppedFile for Dropped {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|e| e.to_string())
+    }
+}
+
+#[test]
+fn every_corpus_case_dropped_on_the_window_shows_a_banner_and_loses_nothing() {
+    let demo = demo_model();
+    let dir = tempfile::tempdir().unwrap();
+    std::env::set_var("NANOLAB_ADAPTERS", dir.path().join("imported"));
+    let cases = corpus::generate(dir.path(), &demo);
+    let mut app = App::new(None, Some(exe()));
+    app.rt.pending.push(UiCommand::SetModel {
+        lane: None,
+        path: demo.clone(),
+    });
+    app.apply_commands();
+    let mut h = egui_kittest::Harness::builder()
+        .with_size(egui::vec2(1400.0, 900.0))
+        .build_ui_state(|ui, app: &mut App| app.frame(ui), app);
+    let wait = |h: &mut egui_kittest::Harness<'_, App>, what: &str, f: &dyn Fn(&App) -> bool| {
+        let end = Instant::now() + Duration::from_secs(60);
+        while !f(h.state()) {
+            assert!(Instant::now() < end, "timed out: {what}");
+            h.step();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    wait(&mut h, "model loaded", &|a| a.rt.jobs.is_empty());
+    h.get_by_label("Add lane").click();
+    h.run_steps(3);
+    {
+        let s = &mut h.state_mut().state;
+        s.chat_mode = false;
+        s.prompt = "The capital of France is".into();
+        s.lanes[0].sampling.max_tokens = 8;
+    }
+    h.run_steps(2);
+    h.get_by_label("Run all").click();
+    h.run_steps(2);
+    wait(&mut h, "outputs", &|a| {
+        a.state.lanes.iter().all(|l| l.output.stats.is_some())
+    });
+    let kept: Vec<String> = h.state().state.lanes.iter().map(|l| l.output.text.clone()).collect();
+    // A model dropped on a lane opens it: that is not an error in the window.
+    // A model dropped on a lane opens it and a fitting adapter is added: not errors in the window.
+    for c in cases
+        .iter()
+        .filter(|c| !matches!(c.name, "model-as-adapter" | "adapter-as-model"))
+    {
+        let target = h.state().rt.lane_rects[1].1.center();
+        h.state_mut().state.lanes[1].output.error = None;
+        h.state_mut().rt.banner = None;
+        h.hover_at(target);
+        h.step();
+        h.input_mut().dropped_files.push(Arc::new(Dropped(c.path.clone())));
+        h.run_steps(3);
+        // Files only llama.cpp can reject come back from the engine a moment later.
+        wait(&mut h, "engine answered", &|a| a.rt.jobs.is_empty());
+        h.run_steps(2);
+        let lane2 = &h.state().state.lanes[1];
+        let shown = lane2.output.error.clone().or_else(|| h.state().rt.banner.clone());
+        let shown = shown.unwrap_or_else(|| panic!("{}: no banner", c.name));
+        assert!(!shown.is_empty(), "{}", c.name);
+        // A folder dropped on the window is taken as a PEFT adapter folder, so it says what it lacks.
+        let expect = if c.name == "directory" {
+            "adapter_config.json: missing"
+        } else {
+            c.expect
+        };
+        assert!(shown.contains(expect), "{}: {shown:?} lacks {expect:?}", c.name);
+        assert_eq!(
+            h.state().state.lanes[0].output.text,
+            kept[0],
+            "{}: lane 1 lost its output",
+            c.name
+        );
+        assert!(
+            h.state().state.lanes[1].adapters.is_empty(),
+            "{}: a bad adapter was added",
+            c.name
+        );
+        // Put lane 2 back on the demo model if a bad model was dropped on it.
+        if h.state().state.lanes[1].model.as_deref() != Some(demo.as_path()) {
+            let id = h.state().state.lanes[1].id;
+            h.state_mut().rt.pending.push(UiCommand::SetModel {
+                lane: Some(id),
+                path: demo.clone(),
+            });
+            h.run_steps(2);
+        }
+        wait(&mut h, "engine idle", &|a| a.rt.jobs.is_empty());
+    }
+    std::env::remove_var("NANOLAB_ADAPTERS");
+}
