@@ -107,6 +107,10 @@ impl Shooter {
 }
 
 impl eframe::App for Shooter {
+    fn persist_egui_memory(&self) -> bool {
+        false
+    }
+
     fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
         self.app.logic(ctx);
         ctx.request_repaint_after(Duration::from_millis(30));

@@ -261,6 +261,12 @@ impl eframe::App for App {
         self.logic(ctx);
     }
 
+    /// eframe persists egui's memory (panel sizes, window geometry); nanolab's own state is
+    /// saved on every change by `save_if_changed`.
+    fn auto_save_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(5)
+    }
+
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         let t0 = Instant::now();
         self.ui(ui);
