@@ -6,7 +6,7 @@ set -euo pipefail
 pkgs=(cmake libclang-dev pkg-config python3-pip
       libx11-6 libxcursor1 libxrandr2 libxi6 libxkbcommon-x11-0 libgl1 libegl1 libgl1-mesa-dri)
 if [[ "${1:-}" == "--test" ]]; then
-  pkgs+=(xvfb xauth python3-xlib)
+  pkgs+=(xvfb xauth python3-xlib xdotool)
 fi
 
 missing=()

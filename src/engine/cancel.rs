@@ -9,6 +9,8 @@ use crate::protocol::JobId;
 
 #[derive(Default)]
 struct Board {
+    /// The parent is gone: every job, running or queued, is cancelled.
+    shutdown: bool,
     cancelled: HashSet<JobId>,
     flags: HashMap<JobId, Vec<Arc<AtomicBool>>>,
 }
@@ -30,15 +32,28 @@ impl CancelBoard {
         }
     }
 
+    /// Cancels everything from now on (the parent closed our stdin).
+    pub fn shutdown(&self) {
+        if let Ok(mut b) = self.inner.lock() {
+            b.shutdown = true;
+            for f in b.flags.values().flatten() {
+                f.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Whether the job was cancelled.
     pub fn is_cancelled(&self, job: JobId) -> bool {
-        self.inner.lock().map(|b| b.cancelled.contains(&job)).unwrap_or(false)
+        self.inner
+            .lock()
+            .map(|b| b.shutdown || b.cancelled.contains(&job))
+            .unwrap_or(false)
     }
 
     /// Attaches a flag that a cancel of `job` must set (set at once if already cancelled).
     pub fn attach(&self, job: JobId, flag: Arc<AtomicBool>) {
         if let Ok(mut b) = self.inner.lock() {
-            flag.store(b.cancelled.contains(&job), Ordering::Relaxed);
+            flag.store(b.shutdown || b.cancelled.contains(&job), Ordering::Relaxed);
             b.flags.entry(job).or_default().push(flag);
         }
     }

@@ -63,6 +63,9 @@ pub fn run() -> anyhow::Result<()> {
             }),
         }
     }
+    // stdin closed: the parent is gone (or done). Stop the running job instead of generating for
+    // no one, drop the queue, and exit.
+    cancel.shutdown();
     drop(tx);
     let _ = worker.join();
     Ok(())

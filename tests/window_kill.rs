@@ -1,0 +1,138 @@
+//! kill -9 of the real window (under Xvfb) while a lane streams: the state file stays whole, the
+//! engine child does not outlive it, and a reopened window keeps lanes, prompt and outputs.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use nanolab::ui::state;
+
+struct Killer(Vec<Child>);
+impl Drop for Killer {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+}
+
+fn window(state_path: &Path, display: &str) -> Child {
+    Command::new(exe())
+        .env("DISPLAY", display)
+        .env("NANOLAB_STATE", state_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the window")
+}
+
+fn wait_state(path: &Path, what: &str, f: impl Fn(&state::State) -> bool) -> state::State {
+    let end = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            if let Ok(s) = serde_json::from_str::<state::State>(&text) {
+                if f(&s) {
+                    return s;
+                }
+            }
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn killing_the_window_mid_stream_loses_nothing_and_leaves_no_engine() {
+    let demo = demo_model();
+    let dir = tempfile::tempdir().unwrap();
+    let state_path = dir.path().join("state.json");
+    let mut s = state::State {
+        chat_mode: false,
+        prompt: "1, 2, 3, 4, 5, 6,".into(),
+        show_graphs: true,
+        ..Default::default()
+    };
+    let id = s.add_lane(None);
+    if let Some(l) = s.lane_mut(id) {
+        l.model = Some(demo.clone());
+        l.sampling.max_tokens = 3000;
+        l.n_ctx = 4096;
+    }
+    state::save(&state_path, &serde_json::to_string_pretty(&s).unwrap()).unwrap();
+
+    let display = ":97";
+    let xvfb = Command::new("Xvfb")
+        .args([display, "-screen", "0", "1280x800x24"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("Xvfb (scripts/setup.sh --test installs it)");
+    let mut procs = Killer(vec![xvfb]);
+    std::thread::sleep(Duration::from_secs(1));
+    let mut win = window(&state_path, display);
+    let win_pid = win.id();
+    // Wait for the window, then press "Run all" (bottom right of the 1280x800 window).
+    std::thread::sleep(Duration::from_secs(4));
+    let click = Command::new("xdotool")
+        .env("DISPLAY", display)
+        .args(["mousemove", "1185", "758", "click", "1"])
+        .status()
+        .expect("xdotool (scripts/setup.sh --test installs it)");
+    assert!(click.success());
+    let mid = wait_state(&state_path, "tokens streaming into the state file", |s| {
+        s.lanes[0].output.tokens.len() >= 20
+    });
+    let engine = children_of(win_pid);
+    assert_eq!(engine.len(), 1, "one engine child: {engine:?}");
+    // kill -9 in the middle of the stream.
+    win.kill().unwrap();
+    win.wait().unwrap();
+    let after = std::fs::read_to_string(&state_path).expect("state file still there");
+    let saved: state::State = serde_json::from_str(&after).expect("state file is whole JSON after kill -9");
+    assert!(saved.lanes[0].output.tokens.len() >= mid.lanes[0].output.tokens.len());
+    assert!(saved.lanes[0].output.text.starts_with(&mid.lanes[0].output.text));
+    // The engine notices its parent is gone (stdin closes) and exits.
+    let end = Instant::now() + Duration::from_secs(10);
+    while alive(engine[0]) {
+        assert!(Instant::now() < end, "engine {} outlived the window", engine[0]);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Reopen: the saved state is used as is (not moved aside), lanes/prompt/output intact.
+    let (loaded, problem) = state::load(&state_path);
+    assert!(problem.is_none(), "{problem:?}");
+    assert_eq!(loaded.prompt, s.prompt);
+    assert_eq!(loaded.lanes[0].output.text, saved.lanes[0].output.text);
+    let win2 = window(&state_path, display);
+    let pid2 = win2.id();
+    procs.0.push(win2);
+    let end = Instant::now() + Duration::from_secs(20);
+    while children_of(pid2).is_empty() {
+        assert!(
+            Instant::now() < end,
+            "the reopened window did not start its engine for the restored lane"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let reopened = wait_state(&state_path, "state readable after reopen", |_| true);
+    assert_eq!(reopened.lanes.len(), 1);
+    assert_eq!(
+        reopened.lanes[0].output.text, saved.lanes[0].output.text,
+        "output kept across the kill"
+    );
+}
