@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::gguf::writer::{self, TensorHeader};
-use crate::gguf::{self, GgmlType, GgufFile, TensorInfo, Value};
+use crate::gguf::{self, GgmlType, TensorInfo, Value};
 
 /// Why a merge failed.
 #[derive(Debug, thiserror::Error)]
@@ -276,9 +276,4 @@ pub fn merge(
         tensors_merged: deltas.len(),
         file_bytes: std::fs::metadata(out).map_or(0, |m| m.len()),
     })
-}
-
-/// Reads a base GGUF (helper for callers that have only a path).
-pub fn header(path: &Path) -> Result<GgufFile, MergeError> {
-    gguf::read(path).map_err(|e| MergeError::Input(e.to_string()))
 }

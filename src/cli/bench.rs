@@ -473,6 +473,19 @@ fn rank_chart(path: &std::path::Path, model: &str, base: f64, by_rank: &[(u32, f
     Ok(())
 }
 
+/// Unloads a model (and its lanes) from the engine.
+fn unload(client: &mut EngineClient, model: &std::path::Path) -> anyhow::Result<()> {
+    let job = client.next_job();
+    client.call(
+        &Request::UnloadModel {
+            job,
+            path: model.to_path_buf(),
+        },
+        |_| {},
+    )?;
+    Ok(())
+}
+
 /// Hot-swap of an adapter stack vs a full model reload; RSS with 1, 2 and 4 lanes.
 fn swap_and_memory(
     client: &mut EngineClient,
@@ -509,21 +522,12 @@ fn swap_and_memory(
         } else {
             vec![ad(&b, 1.0), ad(&a, 0.3)]
         };
-        let t0 = Instant::now();
         let (_, _, swap_ms, _) = bench_rep(client, &spec(10, stack), 0, 1, 0)?;
-        let _ = t0;
         swaps.push(swap_ms);
     }
     let mut reloads = Vec::new();
     for _ in 0..3 {
-        let job = client.next_job();
-        client.call(
-            &Request::UnloadModel {
-                job,
-                path: model.to_path_buf(),
-            },
-            |_| {},
-        )?;
+        unload(client, model)?;
         let (_, _, _, load_ms) = bench_rep(client, &spec(10, vec![]), 0, 1, 0)?;
         reloads.push(load_ms);
     }
@@ -534,14 +538,7 @@ fn swap_and_memory(
         reload / swap.max(1e-9)
     )];
     // Memory: lanes on one base.
-    let job = client.next_job();
-    client.call(
-        &Request::UnloadModel {
-            job,
-            path: model.to_path_buf(),
-        },
-        |_| {},
-    )?;
+    unload(client, model)?;
     let mut rss = Vec::new();
     let mut kv = 0;
     for lanes in [1u64, 2, 4] {

@@ -58,9 +58,14 @@ mod tests {
         let (profiles, errors) = all();
         assert!(errors.is_empty(), "{errors:?}");
         assert!(profiles.len() >= 6);
-        for p in &profiles {
+        let measured = crate::sim::facts::this_machine(&GEMMA3_1B, 100.0, 20.0, "test");
+        for p in profiles.iter().chain(std::iter::once(&measured)) {
             assert!(p.unsourced().is_empty(), "{}: no source for {:?}", p.id, p.unsourced());
         }
+        assert!(measured
+            .sources
+            .iter()
+            .any(|s| s.field == "accelerators.cpu.bandwidth_gbs" && s.text.contains("measured")));
     }
 
     #[test]

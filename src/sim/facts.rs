@@ -56,7 +56,7 @@ pub fn this_machine(
         power_w: 65.0,
         dvfs: Vec::new(),
     };
-    let mut sources = vec![
+    let sources = vec![
         Source {
             field: "accelerators.cpu.compute_tflops".into(),
             ..measured(&format!(
@@ -72,24 +72,7 @@ pub fn this_machine(
             ..measured("MemAvailable from /proc/meminfo")
         },
     ];
-    for f in [
-        "power_budget_w",
-        "accelerators.cpu.power_w",
-        "accelerators.cpu.dvfs",
-        "thermal.heat_capacity_j_per_k",
-        "thermal.resistance_k_per_w",
-        "thermal.ambient_c",
-        "thermal.idle_power_w",
-        "thermal.hysteresis_c",
-        "thermal.state_thresholds_c",
-    ] {
-        sources.push(Source {
-            field: f.into(),
-            text: "desktop assumption: a cooled machine that does not throttle (not measured)".into(),
-            derived: true,
-        });
-    }
-    DeviceProfile {
+    let mut profile = DeviceProfile {
         id: "this-machine".into(),
         name: "This machine (measured)".into(),
         os: Os::Other,
@@ -105,5 +88,14 @@ pub fn this_machine(
         },
         power_budget_w: 100.0,
         sources,
+    };
+    // Everything not measured above is a desktop assumption; say so for each field.
+    for field in profile.unsourced() {
+        profile.sources.push(Source {
+            field,
+            text: "desktop assumption: a cooled machine that does not throttle (not measured)".into(),
+            derived: true,
+        });
     }
+    profile
 }
