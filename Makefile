@@ -21,7 +21,9 @@ test:
 	$(BIN) models fetch smollm2-135m-instruct
 	cargo fmt --check
 	cargo clippy --release --all-targets -- -D warnings
-	NANOLAB_TEST_MODEL=$(CURDIR)/$(DEMO_MODEL) cargo test --release -- --test-threads=1
+	scripts/llama-tools.sh >/dev/null
+	NANOLAB_TEST_MODEL=$(CURDIR)/$(DEMO_MODEL) NANOLAB_LLAMA_PERPLEXITY=$(CURDIR)/target/llama-tools/build/bin/llama-perplexity \
+	  cargo test --release -- --test-threads=1
 
 screenshots: build demo-model
 	scripts/screenshots.sh

@@ -1,33 +1,20 @@
 #!/usr/bin/env bash
 # Baseline (b): llama.cpp's own llama-bench, built from the llama.cpp tree inside the
-# llama-cpp-python sdist (the llama-cpp-sys-2 crate strips tools/), run alternately with
-# `nanolab bench` on the same model; prints both and the ratio. Not part of `make test`
-# (the llama-bench build takes about 10 minutes on 2 cores; it is cached in target/).
+# llama-cpp-python sdist (the llama-cpp-sys-2 crate strips tools/) by scripts/llama-tools.sh,
+# run alternately with `nanolab bench` on the same model; prints both and the ratio.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=${1:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
 REPS=${REPS:-5}
-WORK=target/llama-bench
-mkdir -p "$WORK"
-if [[ ! -x "$WORK/build/bin/llama-bench" ]]; then
-  (cd "$WORK" && python3 -m pip download --no-deps --no-binary :all: llama-cpp-python -d sdist >/dev/null)
-  tar -xzf "$WORK"/sdist/llama_cpp_python-*.tar.gz -C "$WORK"
-  src=$(echo "$WORK"/llama_cpp_python-*/vendor/llama.cpp)
-  # Same CPU flags as llama-cpp-sys-2's default build (GGML_NATIVE=OFF).
-  cmake -S "$src" -B "$WORK/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF -DLLAMA_CURL=OFF \
-    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF >/dev/null
-  cmake --build "$WORK/build" --target llama-bench -j "$(nproc)" >/dev/null
-  # The sdist carries no git metadata: record the ggml version of its tree.
-  grep -m3 -E 'set\(GGML_VERSION_(MAJOR|MINOR|PATCH)' "$src/ggml/CMakeLists.txt" | grep -o '[0-9]\+' | paste -sd. > "$WORK/commit.txt"
-fi
+BIN=$(scripts/llama-tools.sh)
 THREADS=$(nproc)
 sys_dir=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/llama-cpp-sys-2-"$(grep -A1 'name = "llama-cpp-sys-2"' Cargo.lock | grep version | cut -d'"' -f2)" | head -1)
 sys_ggml=$(grep -m3 -E 'set\(GGML_VERSION_(MAJOR|MINOR|PATCH)' "$sys_dir/llama.cpp/ggml/CMakeLists.txt" | grep -o '[0-9]\+' | paste -sd.)
-echo "llama-bench: llama.cpp from $(ls "$WORK"/sdist) (ggml $(cat "$WORK/commit.txt"))"
+echo "llama-bench: $(cat target/llama-tools/version.txt)"
 echo "nanolab: llama.cpp from $(basename "$sys_dir") (ggml $sys_ggml)"
 lb_pp=(); lb_tg=(); nl_pp=(); nl_tg=()
 for r in $(seq "$REPS"); do
-  out=$("$WORK/build/bin/llama-bench" -m "$MODEL" -p 512 -n 128 -r 1 -t "$THREADS" -o csv 2>/dev/null)
+  out=$("$BIN/llama-bench" -m "$MODEL" -p 512 -n 128 -r 1 -t "$THREADS" -o csv 2>/dev/null)
   lb_pp+=("$(echo "$out" | awk -F, 'NR>1 && /"512","0"/ {gsub(/"/,""); print $(NF-1)}' | head -1)")
   lb_tg+=("$(echo "$out" | awk -F, 'NR>1 && /"0","128"/ {gsub(/"/,""); print $(NF-1)}' | head -1)")
   j=$(target/release/nanolab bench -m "$MODEL" -p 512 -n 128 -r 1 --threads "$THREADS" --no-baseline -o json)

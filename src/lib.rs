@@ -5,10 +5,12 @@
 pub mod adapters;
 pub mod cli;
 pub mod engine;
+pub mod eval;
 pub mod gguf;
 pub mod metrics;
 pub mod models;
 pub mod paths;
 pub mod protocol;
+pub mod quant;
 pub mod sim;
 pub mod ui;

@@ -6,6 +6,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::eval::divergence::DivergenceSummary;
+pub use crate::eval::quality::{KldReport, PplReport};
+
 /// Bumped whenever a message changes shape; parent and child must agree.
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -168,6 +171,38 @@ pub enum Request {
         /// Seed for the random tokens.
         seed: u64,
     },
+    /// Perplexity of a lane over a text, and with a reference lane, KL divergence and token
+    /// statistics against it (llama-perplexity's definitions), streamed chunk by chunk.
+    Eval {
+        /// Job id.
+        job: JobId,
+        /// The lane under test.
+        lane: LaneSpec,
+        /// The reference lane (another lane id), if any.
+        reference: Option<LaneSpec>,
+        /// The evaluation text.
+        text: String,
+        /// Tokens per chunk (llama-perplexity's `-c`).
+        n_ctx: u32,
+        /// Stop after this many chunks (llama-perplexity's `--chunks`).
+        max_chunks: Option<u32>,
+    },
+    /// Generate on lane A, then make both lanes read A's output (teacher forcing) and compare
+    /// their next-token distributions at every generated position.
+    Diverge {
+        /// Job id.
+        job: JobId,
+        /// Lane A (generates).
+        lane_a: LaneSpec,
+        /// Lane B (compared; may equal A's spec with another lane id).
+        lane_b: LaneSpec,
+        /// The prompt.
+        prompt: Prompt,
+        /// Lane A's sampling.
+        sampling: Sampling,
+        /// Alternatives to list per position (1-10).
+        top_n: u32,
+    },
     /// List compute devices.
     Devices {
         /// Job id.
@@ -190,6 +225,8 @@ impl Request {
             | Request::DropLane { job, .. }
             | Request::Generate { job, .. }
             | Request::Bench { job, .. }
+            | Request::Eval { job, .. }
+            | Request::Diverge { job, .. }
             | Request::Devices { job }
             | Request::Status { job } => Some(*job),
             Request::Cancel { .. } => None,
@@ -206,6 +243,10 @@ impl Request {
             Request::Generate { lane, .. } => format!("generating on lane {}", lane.lane),
             Request::Cancel { job } => format!("cancelling job {job}"),
             Request::Bench { lane, .. } => format!("benchmarking {}", lane.model.path.display()),
+            Request::Eval { lane, .. } => format!("evaluating {}", lane.model.path.display()),
+            Request::Diverge { lane_a, lane_b, .. } => {
+                format!("comparing lanes {} and {}", lane_a.lane, lane_b.lane)
+            }
             Request::Devices { .. } => "listing devices".to_string(),
             Request::Status { .. } => "reading status".to_string(),
         }
@@ -383,11 +424,69 @@ pub enum JobResult {
         /// Model load time in this job (0 if it was loaded).
         load_ms: f64,
     },
+    /// Quality over a text.
+    Eval {
+        /// Perplexity of the lane under test.
+        ppl: PplReport,
+        /// Divergence from the reference, when one was given.
+        kld: Option<Box<KldReport>>,
+        /// Tokens the text has.
+        text_tokens: usize,
+        /// Tokens/s the tested lane processed the chunks at.
+        eval_tokens_per_sec: f64,
+    },
+    /// Token-level divergence between two lanes.
+    Divergence {
+        /// The result.
+        result: DivergenceResult,
+    },
     /// Engine status.
     Status {
         /// The status.
         status: EngineStatus,
     },
+}
+
+/// One generated position compared between two lanes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenDivergence {
+    /// Index in the generated text (0 = first generated token).
+    pub index: usize,
+    /// Lane A's token.
+    pub token_id: i32,
+    /// Its text.
+    pub piece: String,
+    /// KL(A || B) at this position, nats.
+    pub kl: f64,
+    /// Both lanes put the same token first.
+    pub top1_agree: bool,
+    /// Probability of A's token under A.
+    pub p_a: f32,
+    /// Probability of A's token under B.
+    pub p_b: f32,
+    /// A's most likely tokens.
+    pub top_a: Vec<TopToken>,
+    /// B's most likely tokens.
+    pub top_b: Vec<TopToken>,
+}
+
+/// Token-level divergence between two lanes over lane A's output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DivergenceResult {
+    /// Lane A.
+    pub lane_a: LaneId,
+    /// Lane B.
+    pub lane_b: LaneId,
+    /// Lane A's output (what both read).
+    pub text: String,
+    /// Prompt tokens before it.
+    pub prompt_tokens: usize,
+    /// One entry per generated token.
+    pub tokens: Vec<TokenDivergence>,
+    /// Totals.
+    pub summary: DivergenceSummary,
+    /// Indices into `tokens` of the largest KL, largest first (up to 10).
+    pub most_divergent: Vec<usize>,
 }
 
 /// Events from the engine to the parent.

@@ -2,8 +2,12 @@
 
 mod adapters;
 mod bench;
+mod diverge;
+pub mod eval;
 mod inspect;
 mod models;
+mod output;
+mod quantize;
 mod run;
 mod sim;
 
@@ -45,6 +49,13 @@ pub enum Command {
     Sim(sim::SimArgs),
     /// Benchmark prefill/decode like llama-bench, against a bare llama-cpp-2 loop in the same run.
     Bench(bench::BenchArgs),
+    /// Make quantization levels of a model with llama.cpp's quantizer (a ladder).
+    Quantize(quantize::QuantizeArgs),
+    /// Quality over a text (ppl, kld vs a reference) and prompt-set scorecards.
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
+    /// Token-level divergence between two lanes (teacher forcing on lane A's output).
+    Diverge(diverge::DivergeArgs),
     /// List compute devices llama.cpp can use.
     Devices(JsonFlag),
     /// Render the window in given states to PNG files.
@@ -52,6 +63,9 @@ pub enum Command {
     /// The engine process (started by nanolab itself; speaks JSON lines on stdio).
     #[command(hide = true)]
     Engine,
+    /// The quantizer process (started by nanolab itself).
+    #[command(hide = true)]
+    QuantizeWorker(crate::engine::quantize_worker::WorkerArgs),
 }
 
 /// `models` subcommands.
@@ -121,5 +135,9 @@ pub fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Bench(args) => bench::bench(&args),
         Command::Screenshot(args) => crate::ui::screenshot::capture(&args.out, args.model),
         Command::Engine => crate::engine::server::run(),
+        Command::QuantizeWorker(args) => crate::engine::quantize_worker::run(&args),
+        Command::Quantize(args) => quantize::quantize(&args),
+        Command::Eval(cmd) => eval::dispatch(cmd),
+        Command::Diverge(args) => diverge::diverge(&args),
     }
 }

@@ -301,6 +301,7 @@ pub fn describe_exit(status: std::process::ExitStatus) -> String {
             libc::SIGSEGV => " (SIGSEGV)",
             libc::SIGTERM => " (SIGTERM)",
             libc::SIGBUS => " (SIGBUS)",
+            libc::SIGXFSZ => " (SIGXFSZ: file size limit reached)",
             _ => "",
         };
         format!("killed by signal {sig}{name}")

@@ -6,9 +6,11 @@ pub mod baseline;
 mod cancel;
 pub mod client;
 mod llama;
+pub mod quantize_worker;
 pub mod server;
 mod text;
 mod worker;
 
 pub use client::{describe_exit, ClientError, EngineClient, Waker};
+pub use llama::llama_build;
 pub use worker::{validate_adapter_file, validate_model_file};

@@ -14,6 +14,8 @@ use crate::gguf::{self, FileKind, GgufFile};
 use crate::metrics;
 use crate::protocol::*;
 
+mod eval;
+
 /// Where the engine thread sends its events.
 pub trait EventSink {
     /// Sends one event.
@@ -129,6 +131,22 @@ impl Worker {
                 seed,
                 ..
             } => self.bench(job, &lane, n_prompt, n_gen, seed, sink),
+            Request::Eval {
+                lane,
+                reference,
+                text,
+                n_ctx,
+                max_chunks,
+                ..
+            } => self.eval(job, &lane, reference.as_ref(), &text, n_ctx, max_chunks, sink),
+            Request::Diverge {
+                lane_a,
+                lane_b,
+                prompt,
+                sampling,
+                top_n,
+                ..
+            } => self.diverge(job, &lane_a, &lane_b, &prompt, &sampling, top_n, sink),
             Request::Devices { .. } => Ok(JobResult::Devices {
                 devices: llama::devices(),
             }),
@@ -407,24 +425,7 @@ impl Worker {
             .get_mut(&spec.lane)
             .ok_or_else(|| JobError::from("lane missing".to_string()))?;
         let model = Rc::clone(&lane.model);
-        let text = match prompt {
-            Prompt::Raw { text } => text.clone(),
-            Prompt::Chat { system, user } => {
-                let mut msgs = Vec::new();
-                if let Some(s) = system.as_ref().filter(|s| !s.trim().is_empty()) {
-                    msgs.push(ChatMessage {
-                        role: "system".into(),
-                        content: s.clone(),
-                    });
-                }
-                msgs.push(ChatMessage {
-                    role: "user".into(),
-                    content: user.clone(),
-                });
-                model.model.apply_chat_template(&msgs)?
-            }
-        };
-        let tokens = model.model.tokenize(&text, true)?;
+        let tokens = prompt_tokens(&model.model, prompt)?;
         let n_ctx = lane.ctx.n_ctx() as usize;
         if tokens.is_empty() {
             return Err("the prompt is empty".to_string().into());
@@ -567,6 +568,28 @@ impl Worker {
             stop_reason,
         })
     }
+}
+
+/// The tokens of a prompt: raw text as is, a chat turn through the model's template.
+fn prompt_tokens(model: &Model, prompt: &Prompt) -> JobResultOr<Vec<i32>> {
+    let text = match prompt {
+        Prompt::Raw { text } => text.clone(),
+        Prompt::Chat { system, user } => {
+            let mut msgs = Vec::new();
+            if let Some(s) = system.as_ref().filter(|s| !s.trim().is_empty()) {
+                msgs.push(ChatMessage {
+                    role: "system".into(),
+                    content: s.clone(),
+                });
+            }
+            msgs.push(ChatMessage {
+                role: "user".into(),
+                content: user.clone(),
+            });
+            model.apply_chat_template(&msgs)?
+        }
+    };
+    Ok(model.tokenize(&text, true)?)
 }
 
 fn rate(count: f64, ms: f64) -> f64 {

@@ -123,6 +123,72 @@ pub struct State {
     pub show_library: bool,
     /// Next lane id.
     pub next_lane_id: LaneId,
+    /// The lab panel (divergence, quant ladder, prompt sets).
+    pub lab: LabSettings,
+}
+
+/// Which lab tool is shown.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LabTab {
+    /// Token-level divergence between two lanes.
+    #[default]
+    Compare,
+    /// Quantization ladder and quality table.
+    Quality,
+    /// Prompt-set scorecards.
+    Prompts,
+}
+
+/// Lab settings the window keeps between sessions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LabSettings {
+    /// Lab panel open.
+    pub show: bool,
+    /// Tool shown.
+    pub tab: LabTab,
+    /// Lane that generates in the comparison (None: the reference lane or the first).
+    pub compare_a: Option<LaneId>,
+    /// Lane compared with it (None: the next lane).
+    pub compare_b: Option<LaneId>,
+    /// Reference model for the ladder and quality table.
+    pub reference: Option<PathBuf>,
+    /// Levels to make.
+    pub levels: Vec<String>,
+    /// Allow quantizing from a quantized reference.
+    pub allow_requantize: bool,
+    /// Evaluation text (None: the shipped one).
+    pub text: Option<PathBuf>,
+    /// Tokens per chunk.
+    pub n_ctx: u32,
+    /// Chunk limit (None: the whole text).
+    pub chunks: Option<u32>,
+    /// Prompt set file.
+    pub prompt_set: Option<PathBuf>,
+    /// Seeds, comma-separated.
+    pub seeds: String,
+    /// Temperature for prompt-set runs.
+    pub temperature: f32,
+}
+
+impl Default for LabSettings {
+    fn default() -> Self {
+        Self {
+            show: false,
+            tab: LabTab::Compare,
+            compare_a: None,
+            compare_b: None,
+            reference: None,
+            levels: vec!["Q8_0".into(), "Q4_K_M".into(), "Q4_0".into()],
+            allow_requantize: false,
+            text: None,
+            n_ctx: 512,
+            chunks: None,
+            prompt_set: None,
+            seeds: "1,2,3".into(),
+            temperature: 0.7,
+        }
+    }
 }
 
 impl Default for State {
@@ -140,6 +206,7 @@ impl Default for State {
             show_graphs: true,
             show_library: true,
             next_lane_id: 1,
+            lab: LabSettings::default(),
         }
     }
 }
@@ -216,10 +283,5 @@ pub fn load(path: &Path) -> (State, Option<StateError>) {
 
 /// Writes the state atomically (temporary file, then rename).
 pub fn save(path: &Path, json: &str) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, json)?;
-    std::fs::rename(&tmp, path)
+    crate::paths::write_atomic(path, json.as_bytes())
 }

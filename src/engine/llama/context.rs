@@ -6,6 +6,10 @@ use std::sync::Arc;
 
 use super::{log::clear_recent, reason, LlamaError, Model};
 
+/// Called after each batch of [`Context::decode_scored`]: (context, batch start, first index
+/// with logits, count).
+pub type OnBatch<'a> = dyn FnMut(&Context, usize, usize, usize) -> Result<(), LlamaError> + 'a;
+
 /// One lane's llama.cpp context. Must be dropped before its model.
 pub struct Context {
     ptr: NonNull<llama_cpp_sys_2::llama_context>,
@@ -123,6 +127,50 @@ impl Context {
             last = chunk.len();
         }
         Ok(last)
+    }
+
+    /// Decodes `tokens` from position 0 on an empty cache, in batches, asking for logits from
+    /// index `first` on (llama-perplexity's scoring). After each batch that produced logits,
+    /// `on_batch(ctx, batch_start, from, len)` is called: token indices `from..from+len` have
+    /// logits, read with [`Context::logits`]`(i - batch_start)`.
+    pub fn decode_scored(
+        &mut self,
+        tokens: &[i32],
+        first: usize,
+        on_batch: &mut OnBatch<'_>,
+    ) -> Result<(), LlamaError> {
+        self.clear();
+        let cap = self.batch_capacity.max(1);
+        for (ci, chunk) in tokens.chunks(cap).enumerate() {
+            let batch_start = ci * cap;
+            // SAFETY: the batch arrays hold `batch_capacity` entries and chunk.len() <= that.
+            unsafe {
+                let b = &mut self.batch;
+                b.n_tokens = i32::try_from(chunk.len()).unwrap_or(0);
+                for (i, &tok) in chunk.iter().enumerate() {
+                    *b.token.add(i) = tok;
+                    *b.pos.add(i) = i32::try_from(batch_start + i).unwrap_or(i32::MAX);
+                    *b.n_seq_id.add(i) = 1;
+                    *(*b.seq_id.add(i)) = 0;
+                    *b.logits.add(i) = i8::from(batch_start + i >= first);
+                }
+            }
+            clear_recent();
+            // SAFETY: context and batch are alive and consistent.
+            let rc = unsafe { llama_cpp_sys_2::llama_decode(self.ptr.as_ptr(), self.batch) };
+            match rc {
+                0 => {}
+                1 => return Err(LlamaError::Decode("the context is full".into())),
+                2 => return Err(LlamaError::Decode("aborted".into())),
+                other => return Err(LlamaError::Decode(reason(&format!("error code {other}")))),
+            }
+            let from = first.max(batch_start);
+            let end = batch_start + chunk.len();
+            if from < end {
+                on_batch(self, batch_start, from, end - from)?;
+            }
+        }
+        Ok(())
     }
 
     /// Logits of output `i` of the last decode (index into the last batch).

@@ -11,6 +11,15 @@ const KEEP_LINES: usize = 16;
 static RECENT: Mutex<VecDeque<String>> = Mutex::new(VecDeque::new());
 static PARTIAL: Mutex<(u32, String)> = Mutex::new((0, String::new()));
 static INSTALL: Once = Once::new();
+static OBSERVER: Mutex<Option<fn(&str)>> = Mutex::new(None);
+
+/// Also passes every complete log line to `observer` (the quantize worker reads its progress
+/// from llama.cpp's `[  12/ 272]` lines this way).
+pub fn set_line_observer(observer: fn(&str)) {
+    if let Ok(mut o) = OBSERVER.lock() {
+        *o = Some(observer);
+    }
+}
 
 /// Installs the log callback (idempotent).
 pub fn install_log_capture() {
@@ -56,6 +65,9 @@ unsafe extern "C" fn on_log(level: llama_cpp_sys_2::ggml_log_level, text: *const
 fn emit(level: u32, line: &str) {
     if line.is_empty() {
         return;
+    }
+    if let Some(observer) = OBSERVER.lock().ok().and_then(|o| *o) {
+        observer(line);
     }
     match level {
         4 => tracing::error!(target: "llama", "{line}"),

@@ -8,12 +8,14 @@ mod context;
 mod log;
 mod lora;
 mod model;
+mod quantize;
 mod sampler;
 
 pub use context::Context;
-pub use log::{install_log_capture, take_recent_errors};
+pub use log::{install_log_capture, set_line_observer, take_recent_errors};
 pub use lora::{set_stack, Adapter};
 pub use model::{ChatMessage, Model};
+pub use quantize::quantize;
 pub use sampler::Sampler;
 
 use std::sync::OnceLock;
@@ -47,6 +49,9 @@ pub enum LlamaError {
     /// Chat template failed.
     #[error("chat template failed: {0}")]
     ChatTemplate(String),
+    /// Quantization failed.
+    #[error("llama.cpp could not quantize the model: {0}")]
+    Quantize(String),
     /// Backend init failed.
     #[error("llama.cpp backend failed to start: {0}")]
     Backend(String),
@@ -61,6 +66,28 @@ pub(crate) fn reason(fallback: &str) -> String {
         lines.join("; ")
     }
 }
+
+/// The llama.cpp build compiled in: ggml's version and commit.
+pub fn llama_build() -> String {
+    // SAFETY: both return pointers to static NUL-terminated strings.
+    let (version, commit) = unsafe {
+        (
+            std::ffi::CStr::from_ptr(llama_cpp_sys_2::ggml_version())
+                .to_string_lossy()
+                .into_owned(),
+            std::ffi::CStr::from_ptr(llama_cpp_sys_2::ggml_commit())
+                .to_string_lossy()
+                .into_owned(),
+        )
+    };
+    format!(
+        "ggml {version} (commit {commit}) via llama-cpp-sys-2 {}",
+        LLAMA_CPP_SYS_VERSION
+    )
+}
+
+/// The pinned llama-cpp-sys-2 version (Cargo.toml pins it exactly).
+const LLAMA_CPP_SYS_VERSION: &str = "0.1.161";
 
 static BACKEND: OnceLock<Result<llama_cpp_2::llama_backend::LlamaBackend, String>> = OnceLock::new();
 

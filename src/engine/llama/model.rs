@@ -171,8 +171,30 @@ impl Model {
         }
     }
 
-    /// Tokenizes text; `add_special` adds BOS where the model wants it.
+    /// Tokenizes text; `add_special` adds BOS where the model wants it; special-token text
+    /// (`<|im_start|>`) becomes special tokens, as chat templates need.
     pub fn tokenize(&self, text: &str, add_special: bool) -> Result<Vec<i32>, LlamaError> {
+        self.tokenize_with(text, add_special, true)
+    }
+
+    /// Tokenizes plain text (special-token text stays text), as llama-perplexity does.
+    pub fn tokenize_plain(&self, text: &str) -> Result<Vec<i32>, LlamaError> {
+        self.tokenize_with(text, true, false)
+    }
+
+    /// Whether the model wants a BOS token at the start of a sequence.
+    pub fn add_bos(&self) -> bool {
+        // SAFETY: plain query.
+        unsafe { llama_cpp_sys_2::llama_vocab_get_add_bos(self.vocab()) }
+    }
+
+    /// The BOS token.
+    pub fn bos(&self) -> i32 {
+        // SAFETY: plain query.
+        unsafe { llama_cpp_sys_2::llama_vocab_bos(self.vocab()) }
+    }
+
+    fn tokenize_with(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<i32>, LlamaError> {
         let len = i32::try_from(text.len()).map_err(|_| LlamaError::Tokenize("text too long".into()))?;
         let mut tokens = vec![0i32; text.len() + 8];
         loop {
@@ -186,7 +208,7 @@ impl Model {
                     tokens.as_mut_ptr(),
                     cap,
                     add_special,
-                    true,
+                    parse_special,
                 )
             };
             if n >= 0 {

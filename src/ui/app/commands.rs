@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::{App, FetchMsg, FetchTask, JobKind};
 use crate::gguf::{FileKind, Summary};
-use crate::protocol::{AdapterSpec, LaneId, LaneSpec, ModelSpec, Prompt, Request};
+use crate::protocol::{AdapterSpec, LaneId, LaneSpec, ModelSpec, Prompt, Request, Sampling};
 use crate::ui::state::{AdapterRow, LaneOutput};
 
 /// Everything a user can ask the window to do.
@@ -73,6 +73,8 @@ pub enum Command {
     DismissBanner,
     /// Set the reference lane for diffs.
     SetReference(Option<LaneId>),
+    /// A lab action.
+    Lab(super::lab::LabCommand),
 }
 
 impl App {
@@ -169,6 +171,7 @@ impl App {
                 self.state.reference_lane = r;
                 self.recompute_diffs();
             }
+            Command::Lab(c) => self.apply_lab(c),
         }
     }
 
@@ -316,6 +319,20 @@ impl App {
             return;
         }
         let target = lane.or_else(|| self.state.lanes.first().map(|l| l.id));
+        let ext = path
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
+        if ext == "jsonl" {
+            self.apply_lab(super::lab::LabCommand::SetPromptSet(path));
+            return;
+        }
+        if ext == "txt" {
+            self.apply_lab(super::lab::LabCommand::SetText(Some(path)));
+            self.state.lab.tab = crate::ui::state::LabTab::Quality;
+            self.state.lab.show = true;
+            return;
+        }
         match self.inspect(&path) {
             Ok(s) if s.kind == FileKind::Adapter => match target {
                 Some(id) => self.add_adapter(id, path),
@@ -333,13 +350,18 @@ impl App {
     /// The request that runs the prompt on a lane.
     pub fn generate_request(&self, lane_index: usize, job: u64) -> Option<Request> {
         let lane = self.state.lanes.get(lane_index)?;
-        let model = lane.model.clone()?;
-        let sampling_src = if self.state.same_settings {
-            self.state.lanes.first().unwrap_or(lane)
-        } else {
-            lane
-        };
-        let prompt = if self.state.chat_mode {
+        Some(Request::Generate {
+            job,
+            lane: self.lane_spec(lane_index, lane.id)?,
+            prompt: self.current_prompt(),
+            sampling: self.lane_sampling(lane_index)?,
+            top_n: 5,
+        })
+    }
+
+    /// The prompt bar's prompt.
+    pub fn current_prompt(&self) -> Prompt {
+        if self.state.chat_mode {
             Prompt::Chat {
                 system: Some(self.state.system.clone()).filter(|s| !s.trim().is_empty()),
                 user: self.state.prompt.clone(),
@@ -348,32 +370,49 @@ impl App {
             Prompt::Raw {
                 text: self.state.prompt.clone(),
             }
+        }
+    }
+
+    /// A lane's sampling (the first lane's when settings are shared).
+    pub fn lane_sampling(&self, lane_index: usize) -> Option<Sampling> {
+        let lane = self.state.lanes.get(lane_index)?;
+        let src = if self.state.same_settings {
+            self.state.lanes.first().unwrap_or(lane)
+        } else {
+            lane
         };
-        Some(Request::Generate {
-            job,
-            lane: LaneSpec {
-                lane: lane.id,
-                model: ModelSpec {
-                    path: model,
-                    gpu_layers: lane.gpu_layers,
-                },
-                n_ctx: sampling_src.n_ctx,
-                threads: None,
-                adapters: self
-                    .rt
-                    .registry
-                    .static_for(lane.model.as_deref()?)
-                    .into_iter()
-                    .map(|path| AdapterSpec { path, scale: 1.0 })
-                    .chain(lane.adapters.iter().filter(|a| a.enabled).map(|a| AdapterSpec {
-                        path: a.path.clone(),
-                        scale: a.scale,
-                    }))
-                    .collect(),
+        Some(src.sampling.clone())
+    }
+
+    /// What the engine needs to run a lane (model, context, static pins and enabled adapters),
+    /// under engine lane id `engine_lane` (the lab uses its own ids so lane outputs stay put).
+    pub fn lane_spec(&self, lane_index: usize, engine_lane: LaneId) -> Option<LaneSpec> {
+        let lane = self.state.lanes.get(lane_index)?;
+        let model = lane.model.clone()?;
+        let n_ctx = if self.state.same_settings {
+            self.state.lanes.first().unwrap_or(lane).n_ctx
+        } else {
+            lane.n_ctx
+        };
+        Some(LaneSpec {
+            lane: engine_lane,
+            model: ModelSpec {
+                path: model.clone(),
+                gpu_layers: lane.gpu_layers,
             },
-            prompt,
-            sampling: sampling_src.sampling.clone(),
-            top_n: 5,
+            n_ctx,
+            threads: None,
+            adapters: self
+                .rt
+                .registry
+                .static_for(&model)
+                .into_iter()
+                .map(|path| AdapterSpec { path, scale: 1.0 })
+                .chain(lane.adapters.iter().filter(|a| a.enabled).map(|a| AdapterSpec {
+                    path: a.path.clone(),
+                    scale: a.scale,
+                }))
+                .collect(),
         })
     }
 

@@ -20,6 +20,7 @@ impl App {
         changed |= self.state.lanes.iter().map(|l| l.output.text.len()).sum::<usize>() != before;
         self.poll_fetch();
         self.poll_merge();
+        self.poll_lab();
         self.sample_memory();
         self.handle_input(ctx);
         if changed {
@@ -52,6 +53,13 @@ impl App {
         };
         let lane_id = match kind {
             JobKind::Load { lane } | JobKind::Generate { lane } => lane,
+            JobKind::Lab(lab) => {
+                if ev.is_terminal() {
+                    self.rt.jobs.remove(&job);
+                }
+                self.apply_lab_event(lab, ev);
+                return;
+            }
         };
         if ev.is_terminal() {
             self.rt.jobs.remove(&job);
@@ -296,6 +304,7 @@ impl App {
         let mut paths: Vec<std::path::PathBuf> = self.rt.installed.iter().map(|i| i.path.clone()).collect();
         paths.extend(self.state.recent_files.iter().cloned());
         paths.extend(self.state.lanes.iter().filter_map(|l| l.model.clone()));
+        paths.extend(self.state.lab.reference.clone());
         for p in paths {
             self.rt.inspected.entry(p).or_insert_with_key(|p| {
                 crate::gguf::read(p)

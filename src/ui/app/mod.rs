@@ -1,6 +1,7 @@
 //! The app: persisted [`State`] plus runtime handles beside it (engine client, jobs, caches).
 
 mod commands;
+pub mod lab;
 mod logic;
 pub mod simulate;
 mod ui;
@@ -37,6 +38,8 @@ pub enum JobKind {
         /// The lane.
         lane: LaneId,
     },
+    /// A lab job (comparison, evaluation, prompt-set run).
+    Lab(lab::LabJob),
 }
 
 /// One memory sample of the engine process.
@@ -135,6 +138,8 @@ pub struct Runtime {
     pub registry: crate::adapters::registry::Registry,
     /// Registry entries checked against each lane's model, by model path.
     pub adapter_entries: HashMap<PathBuf, Vec<crate::adapters::registry::Entry>>,
+    /// The lab's jobs and results.
+    pub lab: lab::LabRuntime,
 }
 
 /// The nanolab window.
@@ -194,6 +199,7 @@ impl App {
                 models_dir,
                 registry,
                 adapter_entries: HashMap::new(),
+                lab: lab::LabRuntime::default(),
             },
         }
     }
@@ -245,6 +251,7 @@ impl App {
             || self.rt.fetch.is_some()
             || self.rt.merge.is_some()
             || self.rt.sims.values().any(|s| !s.pending.is_empty())
+            || self.rt.lab.busy()
     }
 
     /// One frame: logic (drain events, sample, save) then drawing then commands.

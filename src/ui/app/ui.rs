@@ -24,6 +24,18 @@ impl App {
                 });
             self.rt.pending.extend(cmds);
         }
+        if self.state.lab.show {
+            let compare = self.compare_lanes();
+            let mut cmds = Vec::new();
+            egui::Panel::right("lab")
+                .resizable(true)
+                .default_size(520.0)
+                .min_size(360.0)
+                .show(ui, |ui| {
+                    panels::lab::lab_ui(ui, &mut self.state, &self.rt, compare, &mut cmds)
+                });
+            self.rt.pending.extend(cmds);
+        }
         egui::Panel::bottom("prompt_bar").show(ui, |ui| {
             let busy = self.busy();
             let mut cmds = Vec::new();
@@ -66,6 +78,8 @@ impl App {
                 .on_hover_text("Show or hide the model library");
             ui.toggle_value(&mut self.state.show_graphs, "Graphs")
                 .on_hover_text("Show or hide latency, throughput and memory graphs");
+            ui.toggle_value(&mut self.state.lab.show, "Lab")
+                .on_hover_text("Compare lanes token by token, make and measure a quantization ladder, run prompt sets");
             let theme = if self.state.dark { "Light theme" } else { "Dark theme" };
             if ui
                 .button(theme)

@@ -1,6 +1,7 @@
 //! Panels of the window. Each draws from state and pushes [`Command`]s; none does work.
 
 pub mod graphs;
+pub mod lab;
 pub mod lanes;
 pub mod library;
 pub mod prompt;

@@ -1,0 +1,176 @@
+//! `nanolab diverge`: where and why two lanes differ, token by token (teacher forcing).
+
+use std::io::IsTerminal;
+
+use anyhow::bail;
+use clap::Args;
+
+use super::eval::{call, parse_lane};
+use super::output::OutputArgs;
+use crate::engine::{validate_model_file, EngineClient};
+use crate::eval::divergence::CsvRow;
+use crate::eval::RunManifest;
+use crate::protocol::*;
+
+/// `diverge` arguments.
+#[derive(Debug, Args)]
+pub struct DivergeArgs {
+    /// Lane A (generates): MODEL[+ADAPTER[:SCALE]]...
+    #[arg(long)]
+    pub a: String,
+    /// Lane B (reads A's output): MODEL[+ADAPTER[:SCALE]]...
+    #[arg(long)]
+    pub b: String,
+    /// Raw prompt.
+    #[arg(long, short, conflicts_with = "chat", required_unless_present = "chat")]
+    pub prompt: Option<String>,
+    /// Chat message (the model's chat template).
+    #[arg(long, short)]
+    pub chat: Option<String>,
+    /// System message for --chat.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Tokens lane A generates.
+    #[arg(long, short = 'n', default_value_t = 64)]
+    pub max_tokens: u32,
+    /// Lane A's temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.0)]
+    pub temp: f32,
+    /// Seed.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u32,
+    /// Alternatives listed per position.
+    #[arg(long, default_value_t = 5)]
+    pub top: u32,
+    /// Context length.
+    #[arg(long, default_value_t = 2048)]
+    pub ctx: u32,
+    /// Output options (CSV: one row per token).
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// A 6-step colour scale for KL, as ANSI background codes (none … strong).
+fn ansi_for(kl: f64) -> &'static str {
+    match kl {
+        k if k < 0.01 => "",
+        k if k < 0.1 => "\x1b[48;5;229m",
+        k if k < 0.5 => "\x1b[48;5;222m",
+        k if k < 1.0 => "\x1b[48;5;215m",
+        k if k < 2.0 => "\x1b[48;5;209m",
+        _ => "\x1b[48;5;203m",
+    }
+}
+
+pub fn diverge(args: &DivergeArgs) -> anyhow::Result<()> {
+    let prompt = match (&args.prompt, &args.chat) {
+        (Some(text), None) => Prompt::Raw { text: text.clone() },
+        (None, Some(user)) => Prompt::Chat {
+            system: args.system.clone(),
+            user: user.clone(),
+        },
+        _ => bail!("give exactly one of --prompt or --chat"),
+    };
+    let sampling = Sampling {
+        temperature: args.temp,
+        seed: args.seed,
+        max_tokens: args.max_tokens,
+        ..Sampling::default()
+    };
+    let mut manifest = RunManifest::new(
+        "diverge",
+        serde_json::json!({ "a": args.a, "b": args.b, "prompt": prompt, "sampling": sampling, "n_ctx": args.ctx }),
+        vec![args.seed],
+    );
+    let mut specs = Vec::new();
+    for (id, l) in [(0, &args.a), (1, &args.b)] {
+        let (model, adapters) = parse_lane(l).map_err(anyhow::Error::msg)?;
+        let header = validate_model_file(&model).map_err(anyhow::Error::msg)?;
+        manifest.add_file(&model, "model")?;
+        for a in &adapters {
+            crate::engine::validate_adapter_file(&a.path, &header).map_err(anyhow::Error::msg)?;
+            manifest.add_file(&a.path, "adapter")?;
+        }
+        specs.push(LaneSpec {
+            lane: id,
+            model: ModelSpec {
+                path: model,
+                gpu_layers: None,
+            },
+            n_ctx: args.ctx,
+            threads: None,
+            adapters,
+        });
+    }
+    let mut client = EngineClient::new(None);
+    let job = client.next_job();
+    let result = call(
+        &mut client,
+        &Request::Diverge {
+            job,
+            lane_a: specs[0].clone(),
+            lane_b: specs[1].clone(),
+            prompt,
+            sampling,
+            top_n: args.top,
+        },
+    )?;
+    let JobResult::Divergence { result } = result else {
+        bail!("unexpected engine reply: {result:?}");
+    };
+    let rows: Vec<CsvRow> = result.tokens.iter().map(CsvRow::from).collect();
+    let text = report_text(&result, std::io::stdout().is_terminal());
+    args.output
+        .emit(&rows, &text, serde_json::to_value(&result)?, &manifest, &|_| Ok(()))
+}
+
+/// The human report: the text (coloured by KL on a terminal, otherwise marked where the top-1
+/// differs), the summary and the ten most divergent positions with both lanes' top choices.
+pub fn report_text(r: &DivergenceResult, colour: bool) -> String {
+    let mut s = String::new();
+    for t in &r.tokens {
+        if colour {
+            let c = ansi_for(t.kl);
+            s.push_str(&format!("{c}{}{}", t.piece, if c.is_empty() { "" } else { "\x1b[0m" }));
+        } else if t.top1_agree {
+            s.push_str(&t.piece);
+        } else {
+            s.push_str(&format!("[{}]", t.piece));
+        }
+    }
+    let m = &r.summary;
+    s.push_str(&format!(
+        "\n\n{} tokens | mean KL(A||B) {:.4} nats | max {:.3} | top-1 agreement {:.1} % | mean p_B(A's token) {:.3} | first disagreement {}\n",
+        m.n_tokens,
+        m.kl_mean,
+        m.kl_max,
+        m.top1_agreement * 100.0,
+        m.p_b_mean,
+        m.first_disagreement.map_or_else(|| "none".to_string(), |i| format!("at token {i}"))
+    ));
+    if !colour {
+        s.push_str("([x]: lane B would not have picked x first)\n");
+    }
+    s.push_str("\nmost divergent positions:\n| # | token | KL | p_A | p_B | A top | B top |\n|---:|---|---:|---:|---:|---|---|\n");
+    let fmt_top = |v: &[TopToken]| {
+        v.iter()
+            .map(|t| format!("{:?} {:.2}", t.piece, t.prob))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for &i in &r.most_divergent {
+        if let Some(t) = r.tokens.get(i) {
+            s.push_str(&format!(
+                "| {} | {:?} | {:.3} | {:.3} | {:.3} | {} | {} |\n",
+                t.index,
+                t.piece,
+                t.kl,
+                t.p_a,
+                t.p_b,
+                fmt_top(&t.top_a),
+                fmt_top(&t.top_b)
+            ));
+        }
+    }
+    s
+}

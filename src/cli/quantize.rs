@@ -1,0 +1,86 @@
+//! `nanolab quantize`: make one or more quantization levels of a model (a ladder).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::quant::{QuantOutcome, QuantType, QuantizeJob, QuantizeRequest};
+
+/// `quantize` arguments.
+#[derive(Debug, Args)]
+pub struct QuantizeArgs {
+    /// Source model (F32/F16/BF16/Q8_0; others need --allow-requantize).
+    #[arg(long, short)]
+    pub model: PathBuf,
+    /// Levels, comma-separated (Q8_0,Q6_K,Q5_K_M,Q4_K_M,Q4_0,Q3_K_M,Q2_K, F16, …).
+    #[arg(long = "type", short = 't', value_delimiter = ',', required = true)]
+    pub types: Vec<String>,
+    /// Folder for the outputs (default: the source's folder); named `<stem>.<TYPE>.gguf`.
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
+    /// Quantize from an already-quantized source (e.g. Q4_1 → F16 as a reference stand-in).
+    #[arg(long)]
+    pub allow_requantize: bool,
+    /// Replace existing outputs.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<u32>,
+    /// JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn quantize(args: &QuantizeArgs) -> anyhow::Result<()> {
+    let types = args
+        .types
+        .iter()
+        .map(|t| QuantType::parse(t))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
+    let dir = args.out_dir.clone().unwrap_or_else(|| {
+        args.model
+            .parent()
+            .map_or_else(|| PathBuf::from("."), std::path::Path::to_path_buf)
+    });
+    let mut outcomes: Vec<QuantOutcome> = Vec::new();
+    for qtype in types {
+        let output = dir.join(qtype.output_name(&args.model));
+        let job = QuantizeJob::start(QuantizeRequest {
+            input: args.model.clone(),
+            output,
+            qtype,
+            allow_requantize: args.allow_requantize,
+            overwrite: args.overwrite,
+            threads: args.threads,
+        })
+        .map_err(anyhow::Error::msg)?;
+        let mut last_pct = -1i32;
+        let outcome = job
+            .wait(&mut |fraction, tensor| {
+                let pct = (fraction * 100.0) as i32;
+                if pct != last_pct {
+                    last_pct = pct;
+                    eprint!("\r{}: {pct:3}% {tensor:<40}", qtype.name);
+                    let _ = std::io::stderr().flush();
+                }
+            })
+            .map_err(|e| anyhow::anyhow!("{}: {e}", qtype.name))?;
+        eprintln!(
+            "\r{}: {} ({:.1} MiB, {:.2} bits/weight, {:.1} s){:20}",
+            qtype.name,
+            outcome.output.display(),
+            outcome.bytes as f64 / 1048576.0,
+            outcome.bits_per_weight,
+            outcome.seconds,
+            ""
+        );
+        outcomes.push(outcome);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&outcomes)?);
+    }
+    Ok(())
+}

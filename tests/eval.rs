@@ -1,0 +1,591 @@
+//! The quantization and evaluation lab end to end on the demo model: a real ladder made by
+//! llama.cpp's quantizer, quality numbers checked against llama.cpp's own llama-perplexity,
+//! token-level divergence, prompt-set scorecards, exports, and quantizer faults.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use nanolab::eval::prompts::Scorecard;
+use nanolab::eval::table::QualityRow;
+use nanolab::protocol::*;
+use nanolab::quant::{QuantEvent, QuantType, QuantizeJob, QuantizeRequest};
+
+struct Ladder {
+    dir: PathBuf,
+    f16: PathBuf,
+    q8: PathBuf,
+    q4: PathBuf,
+}
+
+fn nanolab(args: &[&str]) -> std::process::Output {
+    let out = Command::new(common::exe()).args(args).output().expect("run nanolab");
+    assert!(
+        out.status.success(),
+        "nanolab {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// F16 (dequantized from the Q4_1 demo model: the stand-in reference), Q8_0 and Q4_0 made from it.
+fn ladder() -> &'static Ladder {
+    static L: OnceLock<Ladder> = OnceLock::new();
+    L.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let demo = common::demo_model();
+        let d = dir.to_str().unwrap();
+        nanolab(&[
+            "quantize",
+            "-m",
+            demo.to_str().unwrap(),
+            "-t",
+            "F16",
+            "--allow-requantize",
+            "--out-dir",
+            d,
+        ]);
+        let f16 = dir.join("SmolLM2-135M-Instruct.F16.gguf");
+        nanolab(&[
+            "quantize",
+            "-m",
+            f16.to_str().unwrap(),
+            "-t",
+            "Q8_0,Q4_0",
+            "--out-dir",
+            d,
+        ]);
+        Ladder {
+            q8: dir.join("SmolLM2-135M-Instruct.Q8_0.gguf"),
+            q4: dir.join("SmolLM2-135M-Instruct.Q4_0.gguf"),
+            f16,
+            dir,
+        }
+    })
+}
+
+fn kld_rows(models: &[&Path], extra: &[&str]) -> (Vec<QualityRow>, serde_json::Value) {
+    let l = ladder();
+    let mut args = vec![
+        "eval",
+        "kld",
+        "--reference",
+        l.f16.to_str().unwrap(),
+        "--chunks",
+        "4",
+        "--tg",
+        "0",
+        "--json",
+    ];
+    for m in models {
+        args.push("-m");
+        args.push(m.to_str().unwrap());
+    }
+    args.extend_from_slice(extra);
+    let out = nanolab(&args);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    (serde_json::from_value(v["rows"].clone()).unwrap(), v)
+}
+
+#[test]
+fn ladder_files_are_models_of_the_requested_types() {
+    let l = ladder();
+    let ty = |p: &Path| nanolab::quant::types::dominant_type(&nanolab::gguf::read(p).unwrap());
+    assert_eq!(ty(&l.f16), "F16");
+    assert_eq!(ty(&l.q8), "Q8_0");
+    assert_eq!(ty(&l.q4), "Q4_0");
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+    assert!(size(&l.q4) < size(&l.q8) && size(&l.q8) < size(&l.f16));
+    let leftovers: Vec<_> = std::fs::read_dir(&l.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+}
+
+#[test]
+fn quantizing_a_quantized_model_needs_explicit_consent() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.Q8_0.gguf");
+    let err = QuantizeJob::start_with_exe(
+        QuantizeRequest {
+            input: common::demo_model(),
+            output: out.clone(),
+            qtype: QuantType::parse("Q8_0").unwrap(),
+            allow_requantize: false,
+            overwrite: false,
+            threads: None,
+        },
+        Some(common::exe()),
+    )
+    .err()
+    .expect("refused");
+    assert!(err.contains("is Q4_1") && err.contains("allow"), "{err}");
+    assert!(!out.exists());
+    let cli = Command::new(common::exe())
+        .args(["quantize", "-m", common::demo_model().to_str().unwrap(), "-t", "q9_9"])
+        .output()
+        .unwrap();
+    assert!(!cli.status.success());
+    assert!(String::from_utf8_lossy(&cli.stderr).contains("unknown quantization type"));
+}
+
+#[test]
+fn kld_orders_the_ladder_as_expected() {
+    let l = ladder();
+    let (rows, _) = kld_rows(&[&l.q8, &l.q4], &[]);
+    assert_eq!(rows.len(), 2);
+    let (q8, q4) = (&rows[0], &rows[1]);
+    assert_eq!((q8.model_type.as_str(), q4.model_type.as_str()), ("Q8_0", "Q4_0"));
+    let k8 = q8.kld_mean.unwrap();
+    let k4 = q4.kld_mean.unwrap();
+    assert!(k8 > 0.0 && k8 < k4, "KLD Q8_0 {k8} < Q4_0 {k4}");
+    let s8 = q8.same_top_p.unwrap();
+    let s4 = q4.same_top_p.unwrap();
+    assert!(s8 > 0.9 && s4 > 0.5 && s4 < s8, "same top-1: Q8_0 {s8}, Q4_0 {s4}");
+    for r in &rows {
+        assert!(r.ppl.is_finite() && r.ppl > 1.0, "{}", r.ppl);
+        assert_eq!(r.n_tokens, 4 * 255, "4 chunks of 512 score 255 tokens each");
+        assert_eq!(r.ppl_base, rows[0].ppl_base, "one reference");
+    }
+    assert!(q4.ppl > q8.ppl, "Q4_0 is less sure of the text than Q8_0");
+}
+
+/// llama.cpp's own llama-perplexity, built by scripts/llama-tools.sh (make test runs it).
+fn llama_perplexity() -> PathBuf {
+    let p = std::env::var_os("NANOLAB_LLAMA_PERPLEXITY").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("target/llama-tools/build/bin/llama-perplexity"),
+        PathBuf::from,
+    );
+    assert!(
+        p.is_file(),
+        "llama-perplexity missing at {}; run scripts/llama-tools.sh (make test does)",
+        p.display()
+    );
+    p
+}
+
+/// Reads "Name : value" lines of llama-perplexity's report.
+fn stat(log: &str, name: &str) -> f64 {
+    let line = log
+        .lines()
+        .find(|l| l.trim_start().starts_with(name))
+        .unwrap_or_else(|| panic!("{name} not in llama-perplexity output:\n{log}"));
+    let after = line.split_once(':').unwrap().1;
+    after
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .trim_end_matches('%')
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn quality_numbers_match_llama_perplexity_within_one_percent() {
+    let l = ladder();
+    let bin = llama_perplexity();
+    let text = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/eval/gpl-3.0.txt");
+    let base = tempfile::tempdir().unwrap();
+    let base_file = base.path().join("f16.kld");
+    let run = |args: &[&str]| -> String {
+        let out = Command::new(&bin)
+            .args(["-c", "512", "-b", "512", "--chunks", "4", "-t", "2"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let base_log = run(&[
+        "-m",
+        l.f16.to_str().unwrap(),
+        "-f",
+        text.to_str().unwrap(),
+        "--kl-divergence-base",
+        base_file.to_str().unwrap(),
+    ]);
+    let (rows, _) = kld_rows(&[&l.q8, &l.q4], &[]);
+    let close = |what: &str, ours: f64, theirs: f64| {
+        let rel = ((ours - theirs) / theirs).abs();
+        assert!(
+            rel < 0.01,
+            "{what}: nanolab {ours} vs llama-perplexity {theirs} ({:.3} %)",
+            rel * 100.0
+        );
+    };
+    // "Final estimate: PPL = 18.0710 +/- 1.25309"
+    let f16_ppl: f64 = base_log
+        .split("Final estimate: PPL = ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no final estimate in:\n{base_log}"));
+    close("PPL(F16)", rows[0].ppl_base.unwrap(), f16_ppl);
+    for (row, model) in rows.iter().zip([&l.q8, &l.q4]) {
+        let log = run(&[
+            "-m",
+            model.to_str().unwrap(),
+            "--kl-divergence-base",
+            base_file.to_str().unwrap(),
+            "--kl-divergence",
+        ]);
+        let name = &row.model_type;
+        close(&format!("{name} PPL"), row.ppl, stat(&log, "Mean PPL(Q)"));
+        close(
+            &format!("{name} mean KLD"),
+            row.kld_mean.unwrap(),
+            stat(&log, "Mean    KLD"),
+        );
+        close(
+            &format!("{name} KLD p99"),
+            f64::from(row.kld_p99.unwrap()),
+            stat(&log, "99.0%   KLD"),
+        );
+        close(
+            &format!("{name} same top p"),
+            row.same_top_p.unwrap() * 100.0,
+            stat(&log, "Same top p"),
+        );
+        close(
+            &format!("{name} RMS Δp"),
+            row.dp_rms.unwrap() * 100.0,
+            stat(&log, "RMS Δp"),
+        );
+    }
+}
+
+#[test]
+fn eval_exports_parse_back_with_a_manifest() {
+    let l = ladder();
+    let out = tempfile::tempdir().unwrap();
+    let (rows, json) = kld_rows(&[&l.q4], &["--out", out.path().to_str().unwrap()]);
+    let csv_rows: Vec<QualityRow> = csv::Reader::from_path(out.path().join("results.csv"))
+        .unwrap()
+        .deserialize()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(csv_rows.len(), 1);
+    assert_eq!(csv_rows[0].model_type, rows[0].model_type);
+    assert!((csv_rows[0].kld_mean.unwrap() - rows[0].kld_mean.unwrap()).abs() < 1e-9);
+    let file_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("results.json")).unwrap()).unwrap();
+    assert_eq!(file_json["rows"], json["rows"]);
+    let manifest: nanolab::eval::RunManifest =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("manifest.json")).unwrap()).unwrap();
+    let q4 = manifest.files.iter().find(|f| f.role == "model").unwrap();
+    assert_eq!(q4.sha256, nanolab::models::sha256_file(&l.q4).unwrap());
+    assert!(manifest.files.iter().any(|f| f.role == "reference"));
+    assert!(
+        manifest.llama_cpp_build.contains("ggml"),
+        "{}",
+        manifest.llama_cpp_build
+    );
+    assert_eq!(manifest.settings["n_ctx"], 512);
+    assert!(std::fs::read(out.path().join("ladder.png"))
+        .unwrap()
+        .starts_with(b"\x89PNG"));
+    assert!(std::fs::read_to_string(out.path().join("ladder.svg"))
+        .unwrap()
+        .contains("Q4_0"));
+}
+
+fn diverge(c: &mut nanolab::engine::EngineClient, a: LaneSpec, b: LaneSpec, user: &str) -> DivergenceResult {
+    let job = c.next_job();
+    let end = c
+        .call(
+            &Request::Diverge {
+                job,
+                lane_a: a,
+                lane_b: b,
+                prompt: Prompt::Chat {
+                    system: None,
+                    user: user.into(),
+                },
+                sampling: common::greedy(40),
+                top_n: 5,
+            },
+            |_| {},
+        )
+        .unwrap();
+    match end {
+        Event::Done {
+            result: JobResult::Divergence { result },
+            ..
+        } => result,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_lane_does_not_diverge_from_itself() {
+    let mut c = common::client();
+    let demo = common::demo_model();
+    let r = diverge(
+        &mut c,
+        common::lane(1, &demo, 512, vec![]),
+        common::lane(2, &demo, 512, vec![]),
+        "What is the capital of France?",
+    );
+    assert!(!r.tokens.is_empty());
+    assert!(r.summary.kl_mean < 1e-6, "{}", r.summary.kl_mean);
+    assert_eq!(r.summary.top1_agreement, 1.0);
+    assert_eq!(r.summary.first_disagreement, None);
+    for t in &r.tokens {
+        assert!((t.p_a - t.p_b).abs() < 1e-5);
+        assert_eq!(t.top_a.len(), 5);
+    }
+    let text: String = r.tokens.iter().map(|t| t.piece.as_str()).collect();
+    assert_eq!(text, r.text, "the tokens spell lane A's output");
+    // Greedy lane A: its own top choice is always the token it produced.
+    assert!(r.tokens.iter().all(|t| t.top_a[0].token_id == t.token_id));
+}
+
+#[test]
+fn the_caps_adapter_diverges_where_letters_change_case() {
+    let mut c = common::client();
+    let demo = common::demo_model();
+    let caps = Path::new(env!("CARGO_MANIFEST_DIR")).join("adapters/smollm2-caps.gguf");
+    let r = diverge(
+        &mut c,
+        common::lane(1, &demo, 512, vec![]),
+        common::lane(2, &demo, 512, vec![AdapterSpec { path: caps, scale: 1.0 }]),
+        "Explain in two sentences why the sky is blue.",
+    );
+    // Under teacher forcing B reads A's lowercase text and mostly follows its style; it
+    // departs where it would switch the case: B's first choice is A's token in other case.
+    let case_flip = |t: &TokenDivergence| {
+        let b = &t.top_b[0].piece;
+        !t.top1_agree && *b != t.piece && b.to_lowercase() == t.piece.to_lowercase()
+    };
+    let flips: Vec<&TokenDivergence> = r.tokens.iter().filter(|t| case_flip(t)).collect();
+    assert!(!flips.is_empty(), "no case flips in {:?}", r.text);
+    assert!(case_flip(&r.tokens[0]), "the first token: {:?}", r.tokens[0]);
+    assert!(
+        case_flip(&r.tokens[r.most_divergent[0]]),
+        "the most divergent position is a case flip: {:?}",
+        r.tokens[r.most_divergent[0]]
+    );
+    assert!(flips[0].top_b[0].piece.chars().any(|c| c.is_ascii_uppercase()));
+    let others: Vec<&TokenDivergence> = r.tokens.iter().filter(|t| !case_flip(t)).collect();
+    let mean = |v: &[&TokenDivergence]| v.iter().map(|t| t.kl).sum::<f64>() / v.len().max(1) as f64;
+    assert!(
+        mean(&flips) > 2.0 * mean(&others),
+        "case flips {} vs other positions {}",
+        mean(&flips),
+        mean(&others)
+    );
+    assert!(r.summary.top1_agreement < 1.0 && r.summary.kl_mean > 0.05);
+    assert_eq!(r.most_divergent.len(), 10);
+    assert!(r.tokens[r.most_divergent[0]].kl >= r.tokens[r.most_divergent[9]].kl);
+}
+
+#[test]
+fn diverge_cli_reports_and_exports_per_token_rows() {
+    let demo = common::demo_model();
+    let caps = Path::new(env!("CARGO_MANIFEST_DIR")).join("adapters/smollm2-caps.gguf");
+    let out = tempfile::tempdir().unwrap();
+    let a = demo.to_str().unwrap().to_string();
+    let b = format!("{}+{}", demo.display(), caps.display());
+    let o = nanolab(&[
+        "diverge",
+        "--a",
+        &a,
+        "--b",
+        &b,
+        "--chat",
+        "Say hello.",
+        "-n",
+        "16",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("most divergent positions") && text.contains("top-1 agreement"),
+        "{text}"
+    );
+    let rows: Vec<nanolab::eval::divergence::CsvRow> = csv::Reader::from_path(out.path().join("results.csv"))
+        .unwrap()
+        .deserialize()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(!rows.is_empty() && rows.len() <= 16);
+    assert!(rows.iter().any(|r| !r.top1_agree));
+}
+
+#[test]
+fn a_prompt_set_scores_as_designed() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let demo = common::demo_model();
+    let caps = root.join("adapters/smollm2-caps.gguf");
+    let out = tempfile::tempdir().unwrap();
+    let o = nanolab(&[
+        "eval",
+        "prompts",
+        "--set",
+        root.join("assets/eval/prompts-demo.jsonl").to_str().unwrap(),
+        "-l",
+        demo.to_str().unwrap(),
+        "-l",
+        &format!("{}+{}", demo.display(), caps.display()),
+        "--temp",
+        "0",
+        "--seeds",
+        "1,2",
+        "--json",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let cards: Vec<Scorecard> = serde_json::from_value(v["rows"].clone()).unwrap();
+    assert_eq!(cards.len(), 2);
+    let (base, shouty) = (&cards[0], &cards[1]);
+    assert_eq!((base.runs, base.seeds), (6, 2));
+    // Base answers the two facts and does not shout; the caps adapter shouts and loses the facts.
+    assert!((base.pass_rate - 2.0 / 3.0).abs() < 1e-9, "{base:?}");
+    assert!((shouty.pass_rate - 1.0 / 3.0).abs() < 1e-9, "{shouty:?}");
+    assert_eq!(base.pass_rate_sd, 0.0, "greedy: every seed gives the same answers");
+    assert_eq!(base.agreement, 1.0);
+    assert_eq!(shouty.agreement, 0.0);
+    assert!(base.ttft_ms_mean > 0.0 && base.decode_tps_mean > 0.0);
+    let runs: Vec<nanolab::eval::prompts::PromptRun> = csv::Reader::from_path(out.path().join("runs.csv"))
+        .unwrap()
+        .deserialize()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(runs.len(), 12);
+    let shouting = runs
+        .iter()
+        .find(|r| r.prompt_id == "shouting" && r.lane.contains("caps"))
+        .unwrap();
+    assert_eq!(shouting.passed, Some(true), "{}", shouting.text);
+    assert!(out.path().join("lanes.svg").is_file() && out.path().join("lanes.png").is_file());
+}
+
+fn start(input: &Path, output: &Path, qtype: &str, exe: Option<PathBuf>) -> Result<QuantizeJob, String> {
+    QuantizeJob::start_with_exe(
+        QuantizeRequest {
+            input: input.to_path_buf(),
+            output: output.to_path_buf(),
+            qtype: QuantType::parse(qtype).unwrap(),
+            allow_requantize: false,
+            overwrite: false,
+            threads: None,
+        },
+        Some(exe.unwrap_or_else(common::exe)),
+    )
+}
+
+fn finish(mut job: QuantizeJob) -> Result<nanolab::quant::QuantOutcome, String> {
+    common::wait_for(Duration::from_secs(60), || {
+        job.poll().into_iter().find_map(|e| match e {
+            QuantEvent::Finished(r) => Some(r),
+            QuantEvent::Progress { .. } => None,
+        })
+    })
+    .expect("the job ends")
+}
+
+fn only_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn killing_the_quantizer_leaves_nothing_behind() {
+    let l = ladder();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("k.Q4_K_M.gguf");
+    let mut job = start(&l.f16, &out, "Q4_K_M", None).unwrap();
+    // Wait until it is writing tensors, then kill -9 the worker.
+    common::wait_for(Duration::from_secs(30), || {
+        job.poll()
+            .into_iter()
+            .any(|e| matches!(e, QuantEvent::Progress { .. }))
+            .then_some(())
+    })
+    .expect("progress before the end");
+    let pid = job.pid().expect("running") as i32;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let err = finish(job).unwrap_err();
+    assert!(err.contains("signal 9"), "{err}");
+    assert!(only_files(dir.path()).is_empty(), "left: {:?}", only_files(dir.path()));
+    // No zombie: the worker was reaped.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(!stat.contains(") Z "), "zombie: {stat}");
+    // A re-run works.
+    let ok = finish(start(&l.f16, &out, "Q4_K_M", None).unwrap()).unwrap();
+    assert_eq!(ok.quant_type, "Q4_K_M");
+    assert!(out.is_file());
+}
+
+#[test]
+fn cancel_stops_the_quantizer_and_cleans_up() {
+    let l = ladder();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("c.Q8_0.gguf");
+    let mut job = start(&l.f16, &out, "Q8_0", None).unwrap();
+    job.cancel();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(only_files(dir.path()).is_empty(), "left: {:?}", only_files(dir.path()));
+}
+
+#[test]
+fn running_out_of_space_mid_write_fails_cleanly() {
+    // A 10 MB file size limit on the worker: llama.cpp's writes fail part-way, as on a full disk.
+    let l = ladder();
+    let dir = tempfile::tempdir().unwrap();
+    let wrapper = dir.path().join("limited.sh");
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nulimit -f 20000\nexec {} \"$@\"\n", common::exe().display()),
+    )
+    .unwrap();
+    Command::new("chmod")
+        .args(["755", wrapper.to_str().unwrap()])
+        .status()
+        .unwrap();
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let out = out_dir.join("f.Q8_0.gguf");
+    let err = finish(start(&l.f16, &out, "Q8_0", Some(wrapper)).unwrap()).unwrap_err();
+    assert!(err.contains("SIGXFSZ") || err.contains("File too large"), "{err}");
+    assert!(only_files(&out_dir).is_empty(), "left: {:?}", only_files(&out_dir));
+}
+
+#[test]
+fn a_disk_without_room_is_refused_before_writing() {
+    let l = ladder();
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=40m", "tmpfs", mnt.to_str().unwrap()])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!(
+            "skipped: cannot mount a small tmpfs here (needs root); the size-limit test covers mid-write failure"
+        );
+        return;
+    }
+    let out = mnt.join("d.Q8_0.gguf");
+    let result = start(&l.f16, &out, "Q8_0", None);
+    let listing = only_files(&mnt);
+    let _ = Command::new("umount").arg(&mnt).status();
+    let err = result.err().expect("refused");
+    assert!(err.contains("not enough disk space"), "{err}");
+    assert!(listing.is_empty(), "{listing:?}");
+}
