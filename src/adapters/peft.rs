@@ -194,12 +194,17 @@ fn read_config(dir: &Path) -> Result<PeftConfig, PeftError> {
         path: path.clone(),
         source,
     })?;
-    let cfg: PeftConfig = serde_json::from_str(&text).map_err(|e| PeftError::Config {
-        path: path.clone(),
+    parse_config(&path, &text)
+}
+
+/// Parses and checks an `adapter_config.json` (`path` names it in errors).
+pub fn parse_config(path: &Path, text: &str) -> Result<PeftConfig, PeftError> {
+    let cfg: PeftConfig = serde_json::from_str(text).map_err(|e| PeftError::Config {
+        path: path.to_path_buf(),
         detail: e.to_string(),
     })?;
     let bad = |detail: String| PeftError::Config {
-        path: path.clone(),
+        path: path.to_path_buf(),
         detail,
     };
     if cfg
@@ -233,11 +238,16 @@ pub fn read_tensors(path: &Path) -> Result<BTreeMap<String, Matrix>, PeftError> 
         path: path.to_path_buf(),
         source,
     })?;
+    tensors_from_bytes(path, &bytes)
+}
+
+/// Decodes a safetensors file held in memory into f32 matrices (`path` names it in errors).
+pub fn tensors_from_bytes(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, Matrix>, PeftError> {
     let bad = |detail: String| PeftError::Tensors {
         path: path.to_path_buf(),
         detail,
     };
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {
         let shape = view.shape();

@@ -113,6 +113,11 @@ impl EngineClient {
         &self.system_info
     }
 
+    /// The nanolab executable the engine (and other worker processes) run from.
+    pub fn exe(&self) -> &std::path::Path {
+        &self.exe
+    }
+
     /// Process id of the running child, if any.
     pub fn pid(&self) -> Option<u32> {
         self.running

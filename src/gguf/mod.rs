@@ -6,7 +6,7 @@ mod summary;
 mod types;
 pub mod writer;
 
-pub use reader::{read, GgufError, GgufFile, TensorInfo, Value};
+pub use reader::{parse_bytes, read, GgufError, GgufFile, TensorInfo, Value};
 pub use summary::{AdapterSummary, FileKind, QuantShare, Summary};
 pub use types::{file_type_name, GgmlType};
 pub use writer::TensorHeader;

@@ -238,15 +238,35 @@ pub fn read(path: &Path) -> Result<GgufFile, GgufError> {
     r.parse()
 }
 
-struct Cursor<'p> {
-    inner: BufReader<File>,
+/// Parses a GGUF header held in memory (`bytes` is the whole file, or at least its header and
+/// tensor table with `file_bytes` its full size); errors name `<memory>` as the path. Used by
+/// the fuzz targets, which must not touch the file system.
+pub fn parse_bytes(bytes: &[u8]) -> Result<GgufFile, GgufError> {
+    if bytes.is_empty() {
+        return Err(GgufError::Empty {
+            path: PathBuf::from("<memory>"),
+        });
+    }
+    let path = Path::new("<memory>");
+    let mut r = Cursor {
+        inner: bytes,
+        last_array_elem: 0,
+        pos: 0,
+        file_bytes: bytes.len() as u64,
+        path,
+    };
+    r.parse()
+}
+
+struct Cursor<'p, R: Read = BufReader<File>> {
+    inner: R,
     last_array_elem: u32,
     pos: u64,
     file_bytes: u64,
     path: &'p Path,
 }
 
-impl Cursor<'_> {
+impl<R: Read> Cursor<'_, R> {
     fn truncated(&self, what: &str, needed_end: u64) -> GgufError {
         GgufError::Truncated {
             path: self.path.to_path_buf(),

@@ -5,15 +5,34 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::app::lab::LabCommand;
 use super::app::{App, Command};
+use super::state::LabTab;
+use crate::quant::{QuantType, QuantizeJob, QuantizeRequest};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Phase {
     Welcome,
     Compare,
     Graphs,
+    LabCompare,
+    LabQuality,
+    LabPrompts,
     Finished,
 }
+
+/// Every phase that takes a picture, in order.
+const SHOTS: [Phase; 6] = [
+    Phase::Welcome,
+    Phase::Compare,
+    Phase::Graphs,
+    Phase::LabCompare,
+    Phase::LabQuality,
+    Phase::LabPrompts,
+];
+
+/// Levels the quality screenshot makes from an F16 stand-in reference.
+const LADDER: [&str; 5] = ["Q8_0", "Q6_K", "Q4_K_M", "Q4_0", "Q2_K"];
 
 struct Shooter {
     app: App,
@@ -76,6 +95,61 @@ impl Shooter {
                 l.token_view = true;
             }
         }
+        let lab = |app: &mut App, tab: LabTab| {
+            app.state.lab.show = true;
+            app.state.lab.tab = tab;
+            app.state.show_graphs = false;
+            app.state.show_library = false;
+        };
+        match phase {
+            Phase::LabCompare => {
+                lab(&mut self.app, LabTab::Compare);
+                if let Some(l) = self.app.state.lanes.get_mut(1) {
+                    l.token_view = false;
+                }
+                self.app.rt.pending.push(Command::Lab(LabCommand::Diverge));
+            }
+            Phase::LabQuality => {
+                lab(&mut self.app, LabTab::Quality);
+                match self.stand_in_reference() {
+                    Ok(f16) => {
+                        self.app.state.lab.reference = Some(f16);
+                        self.app.state.lab.levels = LADDER.iter().map(ToString::to_string).collect();
+                        self.app.state.lab.chunks = Some(4);
+                        self.app.rt.pending.push(Command::Lab(LabCommand::MakeLadder));
+                    }
+                    Err(e) => self.app.rt.lab.message = Some(e),
+                }
+            }
+            Phase::LabPrompts => {
+                lab(&mut self.app, LabTab::Prompts);
+                let set = std::path::Path::new("assets/eval/prompts-demo.jsonl");
+                self.app.state.lab.prompt_set = Some(set.to_path_buf());
+                self.app.state.lab.seeds = "1,2,3".into();
+                self.app.rt.pending.push(Command::Lab(LabCommand::RunPrompts));
+            }
+            _ => {}
+        }
+    }
+
+    /// The demo model dequantized to F16 in the models folder (made once): the reference the
+    /// ladder is measured against.
+    fn stand_in_reference(&self) -> Result<PathBuf, String> {
+        let f16 = QuantType::parse("F16")?;
+        let out = self.app.rt.models_dir.join(f16.output_name(&self.model));
+        if out.is_file() {
+            return Ok(out);
+        }
+        QuantizeJob::start(QuantizeRequest {
+            input: self.model.clone(),
+            output: out.clone(),
+            qtype: f16,
+            allow_requantize: true,
+            overwrite: false,
+            threads: None,
+        })?
+        .wait(&mut |_, _| {})
+        .map(|o| o.output)
     }
 
     fn ready(&self) -> bool {
@@ -92,6 +166,11 @@ impl Shooter {
                     && self.app.state.lanes.iter().all(|l| l.output.stats.is_some())
                     && self.frames_in_phase > 5
             }
+            Phase::LabCompare => self.app.rt.lab.divergence.is_some() && self.frames_in_phase > 5,
+            Phase::LabQuality => {
+                self.app.rt.lab.quality.len() == LADDER.len() && !self.app.rt.lab.busy() && self.frames_in_phase > 5
+            }
+            Phase::LabPrompts => !self.app.rt.lab.scorecards.is_empty() && self.frames_in_phase > 5,
             Phase::Finished => false,
         }
     }
@@ -101,6 +180,9 @@ impl Shooter {
             Phase::Welcome => "01-welcome.png",
             Phase::Compare => "02-compare-diff.png",
             Phase::Graphs => "03-tokens-and-graphs.png",
+            Phase::LabCompare => "04-lab-compare-tokens.png",
+            Phase::LabQuality => "05-lab-quant-ladder.png",
+            Phase::LabPrompts => "06-lab-prompt-set.png",
             Phase::Finished => "",
         }
     }
@@ -146,18 +228,9 @@ impl eframe::App for Shooter {
             });
         }
         let n_saved = self.saved.lock().map(|s| s.len()).unwrap_or(0);
-        let expected = match self.phase {
-            Phase::Welcome => 1,
-            Phase::Compare => 2,
-            Phase::Graphs => 3,
-            Phase::Finished => 3,
-        };
-        if self.shot_requested && n_saved >= expected {
-            let next = match self.phase {
-                Phase::Welcome => Phase::Compare,
-                Phase::Compare => Phase::Graphs,
-                _ => Phase::Finished,
-            };
+        let index = SHOTS.iter().position(|p| *p == self.phase).unwrap_or(SHOTS.len());
+        if self.shot_requested && n_saved > index {
+            let next = SHOTS.get(index + 1).copied().unwrap_or(Phase::Finished);
             self.enter(next);
             if next == Phase::Finished {
                 ctx.send_viewport_cmd(egui::ViewportCommand::Close);
@@ -198,8 +271,12 @@ pub fn capture(out: &Path, model: Option<PathBuf>) -> anyhow::Result<()> {
     )
     .map_err(|e| anyhow::anyhow!("could not open the window: {e}"))?;
     let results = saved.lock().map(|s| s.clone()).unwrap_or_default();
-    if results.len() < 3 {
-        anyhow::bail!("only {} of 3 screenshots were taken: {results:?}", results.len());
+    if results.len() < SHOTS.len() {
+        anyhow::bail!(
+            "only {} of {} screenshots were taken: {results:?}",
+            results.len(),
+            SHOTS.len()
+        );
     }
     for r in results {
         match r {

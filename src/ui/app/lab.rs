@@ -318,14 +318,15 @@ impl App {
                     continue;
                 }
             }
-            match QuantizeJob::start(QuantizeRequest {
+            let request = QuantizeRequest {
                 input: reference.clone(),
                 output,
                 qtype: q,
                 allow_requantize: self.state.lab.allow_requantize,
                 overwrite: true,
                 threads: None,
-            }) {
+            };
+            match QuantizeJob::start_with_exe(request, Some(self.rt.engine.exe().to_path_buf())) {
                 Ok(job) => {
                     self.rt.lab.quant_progress = (0.0, format!("{}: starting", q.name));
                     self.rt.lab.quant = Some(job);
@@ -777,8 +778,8 @@ impl App {
                 Some(d) => {
                     if let Some((a, b)) = self.compare_lanes() {
                         for id in [a, b] {
-                            if let Some(m) = self.lane_index(id).and_then(|i| self.state.lanes[i].model.clone()) {
-                                files.push((m, "model"));
+                            if let Some(spec) = self.lane_index(id).and_then(|i| self.lane_spec(i, id)) {
+                                files.extend(spec_files(&spec));
                             }
                         }
                     }
@@ -795,6 +796,10 @@ impl App {
                 } else {
                     for r in &self.rt.lab.quality {
                         files.push((PathBuf::from(&r.model_filename), "model"));
+                        for a in r.adapters.split(';').filter(|a| !a.is_empty()) {
+                            let path = a.rsplit_once(':').map_or(a, |(p, _)| p);
+                            files.push((PathBuf::from(path), "adapter"));
+                        }
                     }
                     if let Some(r) = &self.state.lab.reference {
                         files.push((r.clone(), "reference"));
@@ -808,6 +813,11 @@ impl App {
                 } else {
                     if let Some(p) = &self.state.lab.prompt_set {
                         files.push((p.clone(), "prompt set"));
+                    }
+                    for i in 0..self.state.lanes.len() {
+                        if let Some(spec) = self.lane_spec(i, 0) {
+                            files.extend(spec_files(&spec));
+                        }
                     }
                     Ok(ExportPayload::Prompts(
                         self.rt.lab.scorecards.clone(),
@@ -853,6 +863,13 @@ impl App {
             Err(e) => self.rt.lab.message = Some(format!("cannot start the export: {e}")),
         }
     }
+}
+
+/// A lane's model and adapter files, for a manifest.
+fn spec_files(spec: &LaneSpec) -> Vec<(PathBuf, &'static str)> {
+    std::iter::once((spec.model.path.clone(), "model"))
+        .chain(spec.adapters.iter().map(|a| (a.path.clone(), "adapter")))
+        .collect()
 }
 
 /// What an export writes.

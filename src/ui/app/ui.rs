@@ -27,10 +27,13 @@ impl App {
         if self.state.lab.show {
             let compare = self.compare_lanes();
             let mut cmds = Vec::new();
+            // At most half the window, so the lanes stay readable beside it.
+            let max = (ui.available_width() * 0.5).max(380.0);
             egui::Panel::right("lab")
                 .resizable(true)
-                .default_size(520.0)
+                .default_size(540.0_f32.min(max))
                 .min_size(360.0)
+                .max_size(max)
                 .show(ui, |ui| {
                     panels::lab::lab_ui(ui, &mut self.state, &self.rt, compare, &mut cmds)
                 });
@@ -63,7 +66,14 @@ impl App {
                 self.rt.pending.extend(cmds);
             } else {
                 let mut cmds = Vec::new();
-                let rects = panels::lanes::lanes_ui(ui, &mut self.state, &self.rt, &mut cmds);
+                // Lanes narrower than their content scroll sideways instead of drawing over
+                // the panels beside them.
+                let rects = egui::ScrollArea::horizontal()
+                    .id_salt("lanes_scroll")
+                    .show(ui, |ui| {
+                        panels::lanes::lanes_ui(ui, &mut self.state, &self.rt, &mut cmds)
+                    })
+                    .inner;
                 self.rt.lane_rects = rects;
                 self.rt.pending.extend(cmds);
             }

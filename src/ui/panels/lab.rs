@@ -2,7 +2,7 @@
 //! run prompt sets. Draws the lab's state and emits commands; the work happens elsewhere.
 
 use egui::{Color32, RichText};
-use egui_plot::{Legend, Plot, PlotPoints, Points, Text};
+use egui_plot::{Plot, PlotPoints, Points, Text};
 
 use crate::eval::table::QualityRow;
 use crate::protocol::{DivergenceResult, LaneId, TokenDivergence, TopToken};
@@ -17,15 +17,22 @@ fn file_name(p: &std::path::Path) -> String {
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
 }
 
-/// Background for a token by its KL(A||B): clear below 0.01 nats, then yellow to red.
+/// KL values of the colour legend.
+const KL_LEGEND: [f64; 5] = [0.01, 0.1, 0.5, 1.0, 3.0];
+
+/// Background for a token by its KL(A||B), on a log scale: none below 0.01 nats, pale yellow
+/// around 0.05, orange around 0.5, red from 5 up.
 pub fn kl_colour(kl: f64, dark: bool) -> Color32 {
-    let t = ((kl.max(1e-4).log10() + 2.0) / 2.5).clamp(0.0, 1.0) as f32;
     if kl < 0.01 {
         return Color32::TRANSPARENT;
     }
-    let (r, g, b) = (255.0, 230.0 - 170.0 * t, 120.0 - 90.0 * t);
-    let alpha = if dark { 0.55 } else { 0.75 };
-    Color32::from_rgba_unmultiplied(r as u8, g as u8, b as u8, (alpha * 255.0) as u8)
+    let t = ((kl / 0.01).log10() / 500f64.log10()).clamp(0.0, 1.0) as f32;
+    let lerp = |a: f32, b: f32| (a + (b - a) * t) as u8;
+    if dark {
+        Color32::from_rgb(lerp(70.0, 200.0), lerp(64.0, 40.0), lerp(20.0, 30.0))
+    } else {
+        Color32::from_rgb(lerp(255.0, 240.0), lerp(246.0, 80.0), lerp(190.0, 60.0))
+    }
 }
 
 /// The lab panel. `compare` is the pair of lanes a comparison would use.
@@ -55,7 +62,7 @@ pub fn lab_ui(
         ui.add(egui::Label::new(RichText::new(msg).color(colour)).wrap());
     }
     ui.separator();
-    egui::ScrollArea::vertical()
+    egui::ScrollArea::both()
         .auto_shrink([false, false])
         .show(ui, |ui| match state.lab.tab {
             LabTab::Compare => compare_ui(ui, state, rt, compare, cmds),
@@ -96,7 +103,7 @@ fn compare_ui(
     compare: Option<(LaneId, LaneId)>,
     cmds: &mut Vec<Command>,
 ) {
-    ui.label("Lane A generates from the prompt; both lanes then read A's text and their next-token distributions are compared at every position. Colour: KL(A‖B).");
+    ui.label("Lane A generates from the prompt; both lanes then read A's text and their next-token distributions are compared at every position. Colour: KL(A||B), the divergence of B from A in nats.");
     let Some((a, b)) = compare else {
         ui.weak("Load a model in a lane first.");
         return;
@@ -191,7 +198,7 @@ fn divergence_ui(
         ui.horizontal_wrapped(|ui| {
             ui.spacing_mut().item_spacing.x = 0.0;
             for t in &d.tokens {
-                let mut text = RichText::new(t.piece.replace('\n', "⏎\n")).background_color(kl_colour(t.kl, dark));
+                let mut text = RichText::new(t.piece.replace('\n', "\\n")).background_color(kl_colour(t.kl, dark));
                 if !t.top1_agree {
                     text = text.underline();
                 }
@@ -206,18 +213,27 @@ fn divergence_ui(
             }
         });
     });
-    ui.weak("Underlined: B would have picked another token first. Hover or click a token for both lanes' top choices.");
+    ui.horizontal_wrapped(|ui| {
+        ui.weak("KL (nats):");
+        for kl in KL_LEGEND {
+            ui.label(RichText::new(format!(" {kl} ")).background_color(kl_colour(kl, dark)));
+        }
+        ui.weak(
+            "Underlined: B would have picked another token first. Hover or click a token for both lanes' top choices.",
+        );
+    });
     if let Some(t) = selected.and_then(|i| d.tokens.get(i)) {
         egui::Frame::group(ui.style()).show(ui, |ui| token_details(ui, t));
     }
     ui.strong("Most divergent positions");
     egui::Grid::new("most_divergent").striped(true).show(ui, |ui| {
-        for h in ["#", "token", "KL", "p_A", "p_B", "A top-5", "B top-5"] {
+        for h in ["#", "token", "KL", "p_A", "p_B", "A top-3", "B top-3"] {
             ui.strong(h);
         }
         ui.end_row();
         let short = |v: &[TopToken]| {
             v.iter()
+                .take(3)
                 .map(|t| format!("{:?} {:.2}", t.piece, t.prob))
                 .collect::<Vec<_>>()
                 .join(", ")
@@ -231,8 +247,8 @@ fn divergence_ui(
             ui.label(format!("{:.3}", t.kl));
             ui.label(format!("{:.3}", t.p_a));
             ui.label(format!("{:.3}", t.p_b));
-            ui.label(short(&t.top_a));
-            ui.label(short(&t.top_b));
+            ui.label(short(&t.top_a)).on_hover_ui(|ui| top_list(ui, &t.top_a));
+            ui.label(short(&t.top_b)).on_hover_ui(|ui| top_list(ui, &t.top_b));
             ui.end_row();
         }
     });
@@ -423,6 +439,10 @@ fn quality_table_ui(ui: &mut egui::Ui, rows: &[QualityRow]) {
             ("KLD p99", "99th percentile of per-token KLD"),
             ("same top-1", "Share of positions where both put the same token first"),
             ("RMS Δp", "Root mean square change of the correct token's probability"),
+            (
+                "eval tok/s",
+                "Tokens per second the tested model read the text at (prompt processing)",
+            ),
         ] {
             ui.strong(h).on_hover_text(tip);
         }
@@ -440,6 +460,7 @@ fn quality_table_ui(ui: &mut egui::Ui, rows: &[QualityRow]) {
                     .map_or_else(|| "-".into(), |v| format!("{:.1} %", v * 100.0)),
             );
             ui.label(r.dp_rms.map_or_else(|| "-".into(), |v| format!("{:.2} %", v * 100.0)));
+            ui.label(format!("{:.0}", r.eval_ts));
             ui.end_row();
         }
     });
@@ -448,7 +469,6 @@ fn quality_table_ui(ui: &mut egui::Ui, rows: &[QualityRow]) {
 fn ladder_plot(ui: &mut egui::Ui, rows: &[QualityRow]) {
     Plot::new("ladder_plot")
         .height(200.0)
-        .legend(Legend::default())
         .x_axis_label("file size (MiB)")
         .y_axis_label("mean KLD")
         .allow_scroll(false)
@@ -546,4 +566,27 @@ fn prompts_ui(ui: &mut egui::Ui, state: &mut State, rt: &Runtime, cmds: &mut Vec
             ui.end_row();
         }
     });
+    egui::CollapsingHeader::new(format!("Runs ({})", rt.lab.runs.len()))
+        .id_salt("prompt_runs")
+        .show(ui, |ui| {
+            egui::Grid::new("runs").striped(true).show(ui, |ui| {
+                for h in ["lane", "prompt", "seed", "expectation", "output"] {
+                    ui.strong(h);
+                }
+                ui.end_row();
+                for r in &rt.lab.runs {
+                    ui.label(r.lane.split(':').next().unwrap_or(&r.lane));
+                    ui.label(&r.prompt_id);
+                    ui.label(r.seed.to_string());
+                    match r.passed {
+                        Some(true) => ui.label("met"),
+                        Some(false) => ui.colored_label(ui.visuals().error_fg_color, "missed"),
+                        None => ui.weak("none"),
+                    };
+                    let one_line: String = r.text.replace('\n', " ").chars().take(60).collect();
+                    ui.label(one_line).on_hover_text(&r.text);
+                    ui.end_row();
+                }
+            });
+        });
 }

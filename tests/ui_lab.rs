@@ -1,0 +1,231 @@
+//! The lab panel in the real window (egui_kittest) on the real engine: token comparison,
+//! quality of lanes and of a freshly made ladder, prompt sets dropped on the window, exports.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
+use nanolab::ui::app::lab::LabCommand;
+use nanolab::ui::app::{App, Command};
+use nanolab::ui::state::LabTab;
+
+#[derive(Debug)]
+struct DroppedPath(PathBuf);
+
+impl egui::DroppedFile for DroppedPath {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|e| e.to_string())
+    }
+}
+
+fn caps() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("adapters/smollm2-caps.gguf")
+}
+
+/// Two lanes on the demo model, the second with the caps adapter; the lab open.
+fn lab_app(models_dir: &Path) -> Harness<'static, App> {
+    let mut app = App::new(None, Some(exe()));
+    app.rt.models_dir = models_dir.to_path_buf();
+    app.rt.pending.push(Command::SetModel {
+        lane: None,
+        path: demo_model(),
+    });
+    app.apply_commands();
+    let template = app.state.lanes[0].clone();
+    let second = app.state.add_lane(Some(&template));
+    app.rt.pending.push(Command::SetModel {
+        lane: Some(second),
+        path: demo_model(),
+    });
+    app.rt.pending.push(Command::AddAdapter {
+        lane: second,
+        path: caps(),
+    });
+    app.apply_commands();
+    app.state.prompt = "Explain in two sentences why the sky is blue.".into();
+    for l in &mut app.state.lanes {
+        l.sampling.max_tokens = 24;
+    }
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1600.0, 1000.0))
+        .build_ui_state(|ui, app: &mut App| app.frame(ui), app);
+    step_until(&mut h, Duration::from_secs(30), "models loaded", |a| {
+        a.rt.jobs.is_empty()
+    });
+    h.get_by_label("Lab").click();
+    h.run_steps(3);
+    h
+}
+
+fn step_until(h: &mut Harness<'_, App>, deadline: Duration, what: &str, done: impl Fn(&App) -> bool) {
+    let end = Instant::now() + deadline;
+    while !done(h.state()) {
+        assert!(
+            Instant::now() < end,
+            "timed out waiting for: {what}; lab message {:?}; jobs {:?}",
+            h.state().rt.lab.message,
+            h.state().rt.jobs
+        );
+        h.step();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    h.run_steps(2);
+}
+
+fn drop_file(h: &mut Harness<'_, App>, path: &Path) {
+    h.hover_at(egui::pos2(400.0, 400.0));
+    h.step();
+    h.input_mut()
+        .dropped_files
+        .push(Arc::new(DroppedPath(path.to_path_buf())));
+    h.run_steps(3);
+}
+
+#[test]
+fn comparing_lanes_colours_tokens_and_leaves_lane_outputs_alone() {
+    let models = tempfile::tempdir().unwrap();
+    let mut h = lab_app(models.path());
+    h.get_by_label("Compare").click();
+    step_until(&mut h, Duration::from_secs(60), "comparison", |a| {
+        a.rt.lab.divergence.is_some()
+    });
+    let d = h.state().rt.lab.divergence.clone().unwrap();
+    assert!(d.summary.top1_agreement < 1.0 && d.summary.kl_mean > 0.0);
+    assert!(h.state().rt.lab.divergence_lanes.1.contains("smollm2-caps.gguf"));
+    // The text is shown token by token and the table lists the worst positions.
+    h.get_by_label("Most divergent positions");
+    let first = d.tokens[0].piece.clone();
+    assert!(h.get_all_by_label(&first).count() >= 1, "token {first:?} shown");
+    h.get_all_by_label(&first).next().unwrap().click();
+    h.run_steps(2);
+    assert_eq!(h.state().rt.lab.selected_token, Some(0));
+    h.get_by_label("A's top choices");
+    // Lab runs use their own engine lanes: the window's lanes have no output.
+    assert!(h
+        .state()
+        .state
+        .lanes
+        .iter()
+        .all(|l| l.output.text.is_empty() && l.output.stats.is_none()));
+    // Export: files and a manifest.
+    let exports = tempfile::tempdir().unwrap();
+    std::env::set_var("NANOLAB_EXPORTS", exports.path());
+    h.get_by_label("Export").click();
+    step_until(&mut h, Duration::from_secs(30), "export", |a| {
+        a.rt.lab.message.as_deref().is_some_and(|m| m.starts_with("exported"))
+    });
+    let dir = std::fs::read_dir(exports.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let rows: Vec<nanolab::eval::divergence::CsvRow> = csv::Reader::from_path(dir.join("results.csv"))
+        .unwrap()
+        .deserialize()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows.len(), d.tokens.len());
+    let manifest: nanolab::eval::RunManifest =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    let roles: Vec<&str> = manifest.files.iter().map(|f| f.role.as_str()).collect();
+    assert_eq!(
+        roles,
+        ["model", "adapter"],
+        "the shared model once, and lane B's adapter"
+    );
+    assert_eq!(manifest.files[1].sha256, nanolab::models::sha256_file(&caps()).unwrap());
+}
+
+#[test]
+fn quality_of_lanes_and_of_a_fresh_ladder() {
+    let models = tempfile::tempdir().unwrap();
+    let mut h = lab_app(models.path());
+    h.state_mut().state.lab.tab = LabTab::Quality;
+    h.state_mut().state.lab.chunks = Some(2);
+    h.run_steps(2);
+    // Lane 2 (caps adapter) against lane 1 (base).
+    h.get_by_label("Measure lanes").click();
+    step_until(&mut h, Duration::from_secs(120), "lane quality", |a| {
+        a.rt.lab.quality.len() == 1 && a.rt.lab.eval_current.is_none()
+    });
+    let row = h.state().rt.lab.quality[0].clone();
+    assert!(row.label().contains("smollm2-caps"), "{}", row.label());
+    assert!(
+        row.kld_mean.unwrap() > 0.05,
+        "the adapter moves the model: {:?}",
+        row.kld_mean
+    );
+    assert_eq!(row.n_tokens, 2 * 255);
+    h.get_by_label("mean KLD");
+
+    // A ladder from the demo model (quantized: the window asks for consent first).
+    h.state_mut().state.lab.reference = Some(demo_model());
+    h.state_mut().state.lab.levels = vec!["Q8_0".into()];
+    h.run_steps(3);
+    h.get_by_label_contains("requantizing compounds error");
+    h.get_by_label("Make ladder").click();
+    h.run_steps(2);
+    let msg = h.state().rt.lab.message.clone().unwrap_or_default();
+    assert!(msg.contains("is Q4_1"), "{msg}");
+    h.get_by_label("allow requantizing").click();
+    h.run_steps(2);
+    h.get_by_label("Make ladder").click();
+    step_until(&mut h, Duration::from_secs(120), "ladder made and measured", |a| {
+        !a.rt.lab.made.is_empty() && a.rt.lab.quality.len() == 1 && a.rt.lab.eval_current.is_none()
+    });
+    let made = models.path().join("SmolLM2-135M-Instruct.Q8_0.gguf");
+    assert!(made.is_file());
+    let q8 = &h.state().rt.lab.quality[0];
+    assert_eq!(q8.model_type, "Q8_0");
+    assert!(
+        q8.kld_mean.unwrap() < row.kld_mean.unwrap(),
+        "Q8_0 is closer to its reference than caps is to base"
+    );
+    assert!(
+        h.state().rt.installed.iter().any(|m| m.path == made),
+        "the library lists it"
+    );
+}
+
+#[test]
+fn a_dropped_prompt_set_runs_on_every_lane_and_a_broken_one_says_why() {
+    let models = tempfile::tempdir().unwrap();
+    let mut h = lab_app(models.path());
+    let set = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/eval/prompts-demo.jsonl");
+    drop_file(&mut h, &set);
+    assert_eq!(h.state().state.lab.prompt_set.as_deref(), Some(set.as_path()));
+    assert_eq!(h.state().state.lab.tab, LabTab::Prompts);
+    h.state_mut().state.lab.seeds = "1,2".into();
+    h.state_mut().state.lab.temperature = 0.0;
+    h.run_steps(2);
+    h.get_by_label("Run on all lanes").click();
+    step_until(&mut h, Duration::from_secs(120), "scorecards", |a| {
+        !a.rt.lab.scorecards.is_empty()
+    });
+    let cards = h.state().rt.lab.scorecards.clone();
+    assert_eq!(cards.len(), 2);
+    assert!((cards[0].pass_rate - 2.0 / 3.0).abs() < 1e-9, "{:?}", cards[0]);
+    assert!((cards[1].pass_rate - 1.0 / 3.0).abs() < 1e-9, "{:?}", cards[1]);
+    assert_eq!(h.state().rt.lab.runs.len(), 12);
+    h.get_by_label("same as ref");
+
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.jsonl");
+    std::fs::write(&broken, "{\"prompt\": \"fine\"}\n{\"prompt\": 3}\n").unwrap();
+    drop_file(&mut h, &broken);
+    h.state_mut().rt.pending.push(Command::Lab(LabCommand::RunPrompts));
+    h.run_steps(3);
+    let msg = h.state().rt.lab.message.clone().unwrap_or_default();
+    assert!(msg.contains("line 2"), "{msg}");
+    h.get_by_label_contains("line 2");
+    assert_eq!(h.state().rt.lab.scorecards.len(), 2, "earlier results kept");
+}
