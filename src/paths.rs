@@ -46,3 +46,13 @@ pub fn exports_dir() -> PathBuf {
     directories::ProjectDirs::from("dev", "nanolab", "nanolab")
         .map_or_else(|| PathBuf::from("nanolab-exports"), |d| d.data_dir().join("exports"))
 }
+
+/// Free bytes for an unprivileged writer on the file system holding `dir` (None if unknown).
+pub fn free_bytes(dir: &std::path::Path) -> Option<u64> {
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: statvfs fills the struct for a valid NUL-terminated path.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        (libc::statvfs(c.as_ptr(), &mut st) == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+    }
+}

@@ -589,3 +589,64 @@ fn a_disk_without_room_is_refused_before_writing() {
     assert!(err.contains("not enough disk space"), "{err}");
     assert!(listing.is_empty(), "{listing:?}");
 }
+
+#[test]
+fn killing_the_engine_during_a_model_load_is_reported_and_recovered() {
+    // The F16 reference (258 MiB) takes long enough to load to be killed in the middle.
+    let l = ladder();
+    let mut c = common::client();
+    let load = |c: &mut nanolab::engine::EngineClient| {
+        let job = c.next_job();
+        c.send(&Request::LoadModel {
+            job,
+            model: ModelSpec {
+                path: l.f16.clone(),
+                gpu_layers: Some(0),
+            },
+        })
+        .unwrap();
+        job
+    };
+    let job = load(&mut c);
+    let pid = c.pid().expect("engine running");
+    let mut killed_at = None;
+    let end = common::wait_for(Duration::from_secs(60), || {
+        let ev = c.events().recv_timeout(Duration::from_millis(100)).ok()?;
+        // The first progress event is sent as llama.cpp starts reading the file (about 90 ms
+        // of work left for this model); kill(2) lands well within that.
+        if let Event::Progress { fraction, .. } = &ev {
+            if killed_at.is_none() && *fraction < 1.0 {
+                killed_at = Some(*fraction);
+                // SAFETY: kill(2) on the engine child this test started.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        }
+        ev.is_terminal().then_some(ev)
+    })
+    .expect("the load ends");
+    assert!(killed_at.is_some(), "no progress seen mid-load");
+    match end {
+        Event::Error { message, job: j, .. } => {
+            assert_eq!(j, job);
+            assert!(
+                message.contains("engine stopped while loading") && message.contains("signal 9"),
+                "{message}"
+            );
+        }
+        other => panic!("expected the load to fail: {other:?}"),
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(!stat.contains(") Z "), "engine child left as a zombie");
+    // The next request starts a fresh engine and the model loads.
+    let job = load(&mut c);
+    let end = common::wait_for(Duration::from_secs(60), || {
+        let ev = c.events().recv_timeout(Duration::from_millis(100)).ok()?;
+        ev.is_terminal().then_some(ev)
+    })
+    .expect("the load ends");
+    assert!(
+        matches!(&end, Event::Done { job: j, result: JobResult::ModelLoaded { .. } } if *j == job),
+        "{end:?}"
+    );
+    assert_eq!(c.restarts(), 1);
+}

@@ -118,3 +118,68 @@ fn fetching_the_demo_model_again_skips_it() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("already installed"));
 }
+
+/// Serves `body` once without a Content-Length (the client learns the size only at the end).
+fn serve_unsized(body: Vec<u8>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        if let Some(Ok(mut stream)) = listener.incoming().next() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 2 {
+                line.clear();
+            }
+            let _ = write!(stream, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+            let _ = stream.write_all(&body);
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn a_full_disk_refuses_or_rolls_back_a_download() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs", small.to_str().unwrap()])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a small tmpfs here (needs root)");
+        return;
+    }
+    let fetch = |url: String| {
+        Command::new(exe())
+            .args(["models", "fetch", &url, "--dir", small.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let listing = || {
+        std::fs::read_dir(&small)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+    };
+    let body = vec![7u8; 20 << 20];
+    // Size known: refused before writing anything.
+    let sized = fetch(format!("{}/big.gguf", serve(body.clone(), 1, None)));
+    let sized_err = String::from_utf8_lossy(&sized.stderr).into_owned();
+    let after_sized = listing();
+    // Size unknown: the disk fills mid-write; the partial file is removed.
+    let streamed = fetch(format!("{}/big.gguf", serve_unsized(body)));
+    let streamed_err = String::from_utf8_lossy(&streamed.stderr).into_owned();
+    let after_streamed = listing();
+    let _ = Command::new("umount").arg(&small).status();
+    assert!(
+        !sized.status.success() && sized_err.contains("not enough disk space"),
+        "{sized_err}"
+    );
+    assert!(after_sized.is_empty(), "{after_sized:?}");
+    assert!(
+        !streamed.status.success() && streamed_err.contains("No space left on device"),
+        "{streamed_err}"
+    );
+    assert!(after_streamed.is_empty(), "{after_streamed:?}");
+}

@@ -4,6 +4,7 @@
 pub mod compat;
 pub mod merge;
 pub mod peft;
+pub mod peft_files;
 pub mod registry;
 
 pub use compat::{check, CompatError, CompatReport};

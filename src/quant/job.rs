@@ -96,16 +96,6 @@ pub fn temp_path(output: &Path) -> PathBuf {
     output.with_file_name(format!(".{name}.partial"))
 }
 
-/// Free bytes on the file system holding `dir`.
-pub fn free_bytes(dir: &Path) -> Option<u64> {
-    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
-    // SAFETY: statvfs fills the struct for a valid NUL-terminated path.
-    unsafe {
-        let mut st: libc::statvfs = std::mem::zeroed();
-        (libc::statvfs(c.as_ptr(), &mut st) == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
-    }
-}
-
 impl QuantizeJob {
     /// Checks the request and starts the worker (`exe quantize-worker`; the current executable
     /// unless `NANOLAB_ENGINE_EXE` says otherwise).
@@ -144,7 +134,7 @@ impl QuantizeJob {
         let estimate = (params as f64 * request.qtype.bits_per_weight / 8.0) as u64;
         // Small models fall back to bigger types for some tensors: leave generous headroom.
         let needed = estimate + estimate / 2 + (16 << 20);
-        if let Some(free) = free_bytes(&dir) {
+        if let Some(free) = crate::paths::free_bytes(&dir) {
             if free < needed {
                 return Err(format!(
                     "not enough disk space in {}: {} needs about {} but only {} is free",

@@ -7,10 +7,8 @@
 #[path = "../../../src/gguf/mod.rs"]
 mod gguf;
 #[allow(dead_code, unused_imports)]
-mod adapters {
-    #[path = "../../../../src/adapters/peft.rs"]
-    pub mod peft;
-}
+#[path = "../../../src/adapters/peft_files.rs"]
+mod peft_files;
 
 use libfuzzer_sys::fuzz_target;
 

@@ -6,16 +6,13 @@
 #[path = "../../../src/gguf/mod.rs"]
 mod gguf;
 #[allow(dead_code, unused_imports)]
-mod adapters {
-    #[path = "../../../../src/adapters/peft.rs"]
-    pub mod peft;
-}
+#[path = "../../../src/adapters/peft_files.rs"]
+mod peft_files;
 
 use libfuzzer_sys::fuzz_target;
-use adapters::peft;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = peft::parse_config(std::path::Path::new("adapter_config.json"), text);
+        let _ = peft_files::parse_config(std::path::Path::new("adapter_config.json"), text);
     }
 });

@@ -6,18 +6,15 @@
 #[path = "../../../src/gguf/mod.rs"]
 mod gguf;
 #[allow(dead_code, unused_imports)]
-mod adapters {
-    #[path = "../../../../src/adapters/peft.rs"]
-    pub mod peft;
-}
+#[path = "../../../src/adapters/peft_files.rs"]
+mod peft_files;
 
 use libfuzzer_sys::fuzz_target;
-use adapters::peft;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(tensors) = peft::tensors_from_bytes(std::path::Path::new("adapter_model.safetensors"), data) {
+    if let Ok(tensors) = peft_files::tensors_from_bytes(std::path::Path::new("adapter_model.safetensors"), data) {
         for name in tensors.keys() {
-            let _ = peft::map_name(name);
+            let _ = peft_files::map_name(name);
         }
     }
 });
