@@ -4,9 +4,7 @@
 mod common;
 mod corpus;
 
-use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -61,17 +59,6 @@ fn every_corpus_case_gets_a_specific_error_from_the_cli() {
     }
 }
 
-#[derive(Debug)]
-struct Dropped(std::path::PathBuf);
-impl egui::DroppedFile for Dropped {
-    fn path(&self) -> &Path {
-        &self.0
-    }
-    fn bytes(&self) -> Result<Vec<u8>, String> {
-        std::fs::read(&self.0).map_err(|e| e.to_string())
-    }
-}
-
 #[test]
 fn every_corpus_case_dropped_on_the_window_shows_a_banner_and_loses_nothing() {
     let demo = demo_model();
@@ -120,10 +107,7 @@ fn every_corpus_case_dropped_on_the_window_shows_a_banner_and_loses_nothing() {
         let target = h.state().rt.lane_rects[1].1.center();
         h.state_mut().state.lanes[1].output.error = None;
         h.state_mut().rt.banner = None;
-        h.hover_at(target);
-        h.step();
-        h.input_mut().dropped_files.push(Arc::new(Dropped(c.path.clone())));
-        h.run_steps(3);
+        common::ui::drop_file(&mut h, &c.path, target);
         // Files only llama.cpp can reject come back from the engine a moment later.
         wait(&mut h, "engine answered", &|a| a.rt.jobs.is_empty());
         h.run_steps(2);

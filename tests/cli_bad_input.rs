@@ -240,3 +240,43 @@ fn plain_run_streams_text_and_prints_a_stats_line() {
         assert!(line.contains(part), "{line}");
     }
 }
+
+#[test]
+fn an_unreadable_file_is_reported_as_such() {
+    // Root reads any file, so as root the check runs as `nobody` (setpriv, util-linux) on a
+    // copy of the binary in a folder nobody can enter.
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let file = dir.path().join("locked.gguf");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("adapters/smollm2-caps.gguf"),
+        &file,
+    )
+    .unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o000)).unwrap();
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let out = if root {
+        let exe_copy = dir.path().join("nanolab");
+        std::fs::copy(exe(), &exe_copy).unwrap();
+        std::fs::set_permissions(&exe_copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&exe_copy)
+            .args(["inspect", file.to_str().unwrap()])
+            .output()
+            .expect("setpriv (util-linux) runs")
+    } else {
+        Command::new(exe())
+            .args(["inspect", file.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("locked.gguf") && stderr.contains("Permission denied"),
+        "{stderr}"
+    );
+}

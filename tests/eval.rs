@@ -456,6 +456,8 @@ fn a_prompt_set_scores_as_designed() {
     assert_eq!(base.pass_rate_sd, 0.0, "greedy: every seed gives the same answers");
     assert_eq!(base.agreement, 1.0);
     assert_eq!(shouty.agreement, 0.0);
+    assert_eq!(base.pass_by_tag, "caps-adapter 0 %; facts 100 %; style 0 %");
+    assert_eq!(shouty.pass_by_tag, "caps-adapter 100 %; facts 0 %; style 100 %");
     assert!(base.ttft_ms_mean > 0.0 && base.decode_tps_mean > 0.0);
     let runs: Vec<nanolab::eval::prompts::PromptRun> = csv::Reader::from_path(out.path().join("runs.csv"))
         .unwrap()

@@ -2,28 +2,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use common::ui::drop_file;
 use common::*;
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 use nanolab::ui::app::{App, Command};
 use nanolab::ui::state;
-
-/// A file dropped on the window, as the windowing layer delivers it.
-#[derive(Debug)]
-struct DroppedPath(PathBuf);
-
-impl egui::DroppedFile for DroppedPath {
-    fn path(&self) -> &Path {
-        &self.0
-    }
-    fn bytes(&self) -> Result<Vec<u8>, String> {
-        std::fs::read(&self.0).map_err(|e| e.to_string())
-    }
-}
 
 fn harness(app: App) -> Harness<'static, App> {
     Harness::builder()
@@ -69,15 +56,6 @@ fn step_until(h: &mut Harness<'_, App>, deadline: Duration, what: &str, done: im
         std::thread::sleep(Duration::from_millis(5));
     }
     h.run_steps(2);
-}
-
-fn drop_file(h: &mut Harness<'_, App>, path: &Path, at: egui::Pos2) {
-    h.hover_at(at);
-    h.step();
-    h.input_mut()
-        .dropped_files
-        .push(Arc::new(DroppedPath(path.to_path_buf())));
-    h.run_steps(3);
 }
 
 fn lane_center(h: &Harness<'_, App>, index: usize) -> egui::Pos2 {
@@ -219,6 +197,58 @@ fn esc_stops_running_lanes() {
     let stats = out.stats.as_ref().expect("a cancelled run still reports its stats");
     assert_eq!(stats.stop_reason, nanolab::protocol::StopReason::Cancelled);
     assert!(stats.generated_tokens < 1000);
+}
+
+#[test]
+fn a_killed_engine_shows_on_the_lanes_concerned_and_a_rerun_works() {
+    let mut h = harness(new_app(None));
+    step_until(&mut h, Duration::from_secs(30), "model loaded", |a| {
+        a.rt.jobs.is_empty()
+    });
+    h.get_by_label("Add lane").click();
+    h.run_steps(2);
+    {
+        let s = &mut h.state_mut().state;
+        s.chat_mode = false;
+        s.prompt = "1, 2, 3, 4, 5,".into();
+        s.lanes[0].sampling.max_tokens = 1000;
+    }
+    h.run_steps(2);
+    h.get_by_label("Run all").click();
+    step_until(&mut h, Duration::from_secs(30), "tokens in lane 1", |a| {
+        a.state.lanes[0].output.tokens.len() > 3
+    });
+    let pid = h.state().rt.engine.pid().expect("engine running");
+    // SAFETY: kill(2) on the engine child this window started.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    step_until(&mut h, Duration::from_secs(30), "both lanes told", |a| {
+        a.state.lanes.iter().all(|l| l.output.error.is_some())
+    });
+    for l in &h.state().state.lanes {
+        let e = l.output.error.as_deref().unwrap();
+        assert!(e.contains("engine stopped") && e.contains("signal 9"), "{e}");
+    }
+    let partial = h.state().state.lanes[0].output.text.clone();
+    assert!(!partial.is_empty(), "lane 1 keeps what it streamed before the crash");
+    assert_eq!(
+        h.get_all_by_label_contains("engine stopped").count(),
+        2,
+        "a banner on each lane"
+    );
+    // Run again: a fresh engine serves both lanes.
+    {
+        let s = &mut h.state_mut().state;
+        s.lanes[0].sampling.max_tokens = 8;
+    }
+    h.run_steps(2);
+    h.get_by_label("Run all").click();
+    step_until(&mut h, Duration::from_secs(60), "both runs done", |a| {
+        a.state.lanes.iter().all(|l| l.output.stats.is_some())
+    });
+    assert!(h.state().state.lanes.iter().all(|l| l.output.error.is_none()));
+    assert_ne!(h.state().rt.engine.pid(), Some(pid));
+    assert_eq!(h.state().rt.engine.restarts(), 1);
+    h.get_by_label_contains("restarted 1 times");
 }
 
 #[test]

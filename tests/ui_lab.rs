@@ -4,27 +4,15 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::ui::drop_file;
 use common::*;
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 use nanolab::ui::app::lab::LabCommand;
 use nanolab::ui::app::{App, Command};
 use nanolab::ui::state::LabTab;
-
-#[derive(Debug)]
-struct DroppedPath(PathBuf);
-
-impl egui::DroppedFile for DroppedPath {
-    fn path(&self) -> &Path {
-        &self.0
-    }
-    fn bytes(&self) -> Result<Vec<u8>, String> {
-        std::fs::read(&self.0).map_err(|e| e.to_string())
-    }
-}
 
 fn caps() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("adapters/smollm2-caps.gguf")
@@ -78,15 +66,6 @@ fn step_until(h: &mut Harness<'_, App>, deadline: Duration, what: &str, done: im
         std::thread::sleep(Duration::from_millis(5));
     }
     h.run_steps(2);
-}
-
-fn drop_file(h: &mut Harness<'_, App>, path: &Path) {
-    h.hover_at(egui::pos2(400.0, 400.0));
-    h.step();
-    h.input_mut()
-        .dropped_files
-        .push(Arc::new(DroppedPath(path.to_path_buf())));
-    h.run_steps(3);
 }
 
 #[test]
@@ -201,7 +180,7 @@ fn a_dropped_prompt_set_runs_on_every_lane_and_a_broken_one_says_why() {
     let models = tempfile::tempdir().unwrap();
     let mut h = lab_app(models.path());
     let set = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/eval/prompts-demo.jsonl");
-    drop_file(&mut h, &set);
+    drop_file(&mut h, &set, egui::pos2(400.0, 400.0));
     assert_eq!(h.state().state.lab.prompt_set.as_deref(), Some(set.as_path()));
     assert_eq!(h.state().state.lab.tab, LabTab::Prompts);
     h.state_mut().state.lab.seeds = "1,2".into();
@@ -221,7 +200,7 @@ fn a_dropped_prompt_set_runs_on_every_lane_and_a_broken_one_says_why() {
     let dir = tempfile::tempdir().unwrap();
     let broken = dir.path().join("broken.jsonl");
     std::fs::write(&broken, "{\"prompt\": \"fine\"}\n{\"prompt\": 3}\n").unwrap();
-    drop_file(&mut h, &broken);
+    drop_file(&mut h, &broken, egui::pos2(400.0, 400.0));
     h.state_mut().rt.pending.push(Command::Lab(LabCommand::RunPrompts));
     h.run_steps(3);
     let msg = h.state().rt.lab.message.clone().unwrap_or_default();

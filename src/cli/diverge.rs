@@ -7,6 +7,7 @@ use clap::Args;
 
 use super::eval::{call, parse_lane};
 use super::output::OutputArgs;
+use super::run::PromptArgs;
 use crate::engine::{validate_model_file, EngineClient};
 use crate::eval::divergence::CsvRow;
 use crate::eval::RunManifest;
@@ -21,15 +22,9 @@ pub struct DivergeArgs {
     /// Lane B (reads A's output): MODEL[+ADAPTER[:SCALE]]...
     #[arg(long)]
     pub b: String,
-    /// Raw prompt.
-    #[arg(long, short, conflicts_with = "chat", required_unless_present = "chat")]
-    pub prompt: Option<String>,
-    /// Chat message (the model's chat template).
-    #[arg(long, short)]
-    pub chat: Option<String>,
-    /// System message for --chat.
-    #[arg(long)]
-    pub system: Option<String>,
+    /// What lane A continues.
+    #[command(flatten)]
+    pub prompt: PromptArgs,
     /// Tokens lane A generates.
     #[arg(long, short = 'n', default_value_t = 64)]
     pub max_tokens: u32,
@@ -63,14 +58,7 @@ fn ansi_for(kl: f64) -> &'static str {
 }
 
 pub fn diverge(args: &DivergeArgs) -> anyhow::Result<()> {
-    let prompt = match (&args.prompt, &args.chat) {
-        (Some(text), None) => Prompt::Raw { text: text.clone() },
-        (None, Some(user)) => Prompt::Chat {
-            system: args.system.clone(),
-            user: user.clone(),
-        },
-        _ => bail!("give exactly one of --prompt or --chat"),
-    };
+    let prompt = args.prompt.to_prompt()?;
     let sampling = Sampling {
         temperature: args.temp,
         seed: args.seed,

@@ -326,16 +326,7 @@ fn prompt_set(args: &PromptsArgs) -> anyhow::Result<()> {
             for &seed in &args.seeds {
                 done += 1;
                 eprint!("\r{done}/{total} {label} {}{:20}", case.id, "");
-                let prompt = if case.raw {
-                    Prompt::Raw {
-                        text: case.prompt.clone(),
-                    }
-                } else {
-                    Prompt::Chat {
-                        system: case.system.clone(),
-                        user: case.prompt.clone(),
-                    }
-                };
+                let prompt = case.to_prompt();
                 let job = client.next_job();
                 let result = call(
                     &mut client,
@@ -366,6 +357,7 @@ fn prompt_set(args: &PromptsArgs) -> anyhow::Result<()> {
                     n_gen: stats.generated_tokens,
                     same_as_reference: false,
                     similarity_to_reference: 0.0,
+                    tags: case.tags.join(";"),
                     text: stats.text,
                 });
             }
@@ -375,11 +367,11 @@ fn prompt_set(args: &PromptsArgs) -> anyhow::Result<()> {
     prompts::compare_to_reference(&mut runs, &lanes[0].0);
     let cards = prompts::scorecards(&runs);
     let mut table = String::from(
-        "| lane | runs | pass rate | TTFT ms mean / p95 | decode tok/s mean / p95 (sd over seeds) | tokens | same as ref | similarity |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| lane | runs | pass rate | TTFT ms mean / p95 | decode tok/s mean / p95 (sd over seeds) | tokens | same as ref | similarity | pass by tag |\n|---|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for c in &cards {
         table.push_str(&format!(
-            "| {} | {} | {:.0} % ± {:.0} | {:.1} / {:.1} | {:.1} / {:.1} (± {:.1}) | {:.1} | {:.0} % | {:.2} |\n",
+            "| {} | {} | {:.0} % ± {:.0} | {:.1} / {:.1} | {:.1} / {:.1} (± {:.1}) | {:.1} | {:.0} % | {:.2} | {} |\n",
             c.lane,
             c.runs,
             c.pass_rate * 100.0,
@@ -391,7 +383,8 @@ fn prompt_set(args: &PromptsArgs) -> anyhow::Result<()> {
             c.decode_tps_sd,
             c.n_gen_mean,
             c.agreement * 100.0,
-            c.similarity
+            c.similarity,
+            c.pass_by_tag
         ));
     }
     let points: Vec<LanePoint> = cards

@@ -19,15 +19,9 @@ pub struct RunArgs {
     /// Adapter GGUF, optionally with a scale: FILE or FILE:SCALE. Repeat to stack.
     #[arg(long = "adapter", short = 'a', value_parser = parse_adapter_arg)]
     pub adapters: Vec<AdapterSpec>,
-    /// Raw prompt (tokenized as is).
-    #[arg(long, short, conflicts_with = "chat", required_unless_present = "chat")]
-    pub prompt: Option<String>,
-    /// Chat message, formatted with the model's chat template.
-    #[arg(long, short)]
-    pub chat: Option<String>,
-    /// System message for --chat.
-    #[arg(long)]
-    pub system: Option<String>,
+    /// What to continue.
+    #[command(flatten)]
+    pub prompt: PromptArgs,
     /// One JSON object with text and stats, instead of streaming.
     #[arg(long)]
     pub json: bool,
@@ -72,6 +66,34 @@ pub struct RunArgs {
     pub top_n: u32,
 }
 
+/// `--prompt` (raw) or `--chat` (with `--system`), shared by the commands that generate.
+#[derive(Debug, Args)]
+pub struct PromptArgs {
+    /// Raw prompt (tokenized as is).
+    #[arg(long, short, conflicts_with = "chat", required_unless_present = "chat")]
+    pub prompt: Option<String>,
+    /// Chat message, formatted with the model's chat template.
+    #[arg(long, short)]
+    pub chat: Option<String>,
+    /// System message for --chat.
+    #[arg(long)]
+    pub system: Option<String>,
+}
+
+impl PromptArgs {
+    /// The engine prompt.
+    pub fn to_prompt(&self) -> anyhow::Result<Prompt> {
+        match (&self.prompt, &self.chat) {
+            (Some(text), None) => Ok(Prompt::Raw { text: text.clone() }),
+            (None, Some(user)) => Ok(Prompt::Chat {
+                system: self.system.clone(),
+                user: user.clone(),
+            }),
+            _ => bail!("give exactly one of --prompt or --chat"),
+        }
+    }
+}
+
 /// Parses `FILE[:SCALE]`.
 pub fn parse_adapter_arg(s: &str) -> Result<AdapterSpec, String> {
     if let Some((path, scale)) = s.rsplit_once(':') {
@@ -106,14 +128,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     for a in &adapters {
         crate::engine::validate_adapter_file(&a.path, &model_header).map_err(anyhow::Error::msg)?;
     }
-    let prompt = match (&args.prompt, &args.chat) {
-        (Some(text), None) => Prompt::Raw { text: text.clone() },
-        (None, Some(user)) => Prompt::Chat {
-            system: args.system.clone(),
-            user: user.clone(),
-        },
-        _ => bail!("give exactly one of --prompt or --chat"),
-    };
+    let prompt = args.prompt.to_prompt()?;
     let mut client = EngineClient::new(None);
     let job = client.next_job();
     let req = Request::Generate {

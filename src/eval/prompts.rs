@@ -36,6 +36,22 @@ pub struct PromptCase {
     pub raw: bool,
 }
 
+impl PromptCase {
+    /// The engine prompt: a chat turn (with the system message), or raw text with `raw`.
+    pub fn to_prompt(&self) -> crate::protocol::Prompt {
+        if self.raw {
+            crate::protocol::Prompt::Raw {
+                text: self.prompt.clone(),
+            }
+        } else {
+            crate::protocol::Prompt::Chat {
+                system: self.system.clone(),
+                user: self.prompt.clone(),
+            }
+        }
+    }
+}
+
 /// A parsed set whose regular expressions compiled.
 #[derive(Debug, Clone)]
 pub struct PromptSet {
@@ -118,6 +134,9 @@ pub struct PromptRun {
     pub same_as_reference: bool,
     /// Similarity of the output to the reference lane's (0-1, by characters).
     pub similarity_to_reference: f64,
+    /// The prompt's tags, `;`-separated.
+    #[serde(default)]
+    pub tags: String,
     /// The output.
     pub text: String,
 }
@@ -151,6 +170,8 @@ pub struct Scorecard {
     pub agreement: f64,
     /// Mean character similarity to the reference lane's output (0-1).
     pub similarity: f64,
+    /// Pass rate per tag, e.g. `facts 100 %; style 0 %` (tags of prompts with expectations).
+    pub pass_by_tag: String,
 }
 
 fn mean_sd(v: &[f64]) -> (f64, f64) {
@@ -180,6 +201,23 @@ pub fn compare_to_reference(runs: &mut [PromptRun], reference: &str) {
             r.similarity_to_reference = f64::from(similar::TextDiff::from_chars(t.as_str(), r.text.as_str()).ratio());
         }
     }
+}
+
+fn pass_by_tag(runs: &[&PromptRun]) -> String {
+    let mut by_tag: std::collections::BTreeMap<&str, (usize, usize)> = std::collections::BTreeMap::new();
+    for r in runs {
+        let Some(passed) = r.passed else { continue };
+        for tag in r.tags.split(';').filter(|t| !t.is_empty()) {
+            let e = by_tag.entry(tag).or_default();
+            e.0 += usize::from(passed);
+            e.1 += 1;
+        }
+    }
+    by_tag
+        .into_iter()
+        .map(|(t, (p, n))| format!("{t} {:.0} %", p as f64 * 100.0 / n as f64))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Scorecards, one per lane label, in the order lanes first appear.
@@ -240,6 +278,7 @@ pub fn scorecards(runs: &[PromptRun]) -> Vec<Scorecard> {
                 n_gen_mean: mine.iter().map(|r| f64::from(r.n_gen)).sum::<f64>() / n,
                 agreement: mine.iter().filter(|r| r.same_as_reference).count() as f64 / n,
                 similarity: mine.iter().map(|r| r.similarity_to_reference).sum::<f64>() / n,
+                pass_by_tag: pass_by_tag(&mine),
             }
         })
         .collect()
@@ -260,6 +299,7 @@ mod tests {
             n_gen: 4,
             same_as_reference: false,
             similarity_to_reference: 0.0,
+            tags: if id == "p" { "facts;geo".into() } else { String::new() },
             text: text.into(),
         }
     }
@@ -314,5 +354,7 @@ mod tests {
         assert_eq!(cards[1].pass_rate_sd, 0.0);
         assert_eq!(cards[1].agreement, 0.5);
         assert!(cards[1].similarity < 1.0);
+        assert_eq!(cards[0].pass_by_tag, "facts 50 %; geo 50 %");
+        assert_eq!(cards[1].pass_by_tag, "facts 100 %; geo 100 %");
     }
 }

@@ -1,6 +1,8 @@
 //! Shared helpers for integration tests: the demo model, an engine client, fixture files.
 #![allow(dead_code)]
 
+pub mod ui;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

@@ -102,29 +102,9 @@ impl Context {
         for (ci, chunk) in chunks.into_iter().enumerate() {
             let is_last_chunk = ci + 1 == n_chunks;
             let base = pos0 + i32::try_from(ci * self.batch_capacity).unwrap_or(i32::MAX);
-            // SAFETY: the batch arrays hold `batch_capacity` entries and chunk.len() <= that.
-            unsafe {
-                let b = &mut self.batch;
-                b.n_tokens = i32::try_from(chunk.len()).unwrap_or(0);
-                for (i, &tok) in chunk.iter().enumerate() {
-                    *b.token.add(i) = tok;
-                    *b.pos.add(i) = base + i as i32;
-                    *b.n_seq_id.add(i) = 1;
-                    *(*b.seq_id.add(i)) = 0;
-                    let want = is_last_chunk && (all_logits || i + 1 == chunk.len());
-                    *b.logits.add(i) = i8::from(want);
-                }
-            }
-            clear_recent();
-            // SAFETY: context and batch are alive and consistent.
-            let rc = unsafe { llama_cpp_sys_2::llama_decode(self.ptr.as_ptr(), self.batch) };
-            match rc {
-                0 => {}
-                1 => return Err(LlamaError::Decode("the context is full".into())),
-                2 => return Err(LlamaError::Decode("aborted".into())),
-                other => return Err(LlamaError::Decode(reason(&format!("error code {other}")))),
-            }
-            last = chunk.len();
+            let n = chunk.len();
+            self.decode_batch(chunk, base, &|i| is_last_chunk && (all_logits || i + 1 == n))?;
+            last = n;
         }
         Ok(last)
     }
@@ -143,27 +123,8 @@ impl Context {
         let cap = self.batch_capacity.max(1);
         for (ci, chunk) in tokens.chunks(cap).enumerate() {
             let batch_start = ci * cap;
-            // SAFETY: the batch arrays hold `batch_capacity` entries and chunk.len() <= that.
-            unsafe {
-                let b = &mut self.batch;
-                b.n_tokens = i32::try_from(chunk.len()).unwrap_or(0);
-                for (i, &tok) in chunk.iter().enumerate() {
-                    *b.token.add(i) = tok;
-                    *b.pos.add(i) = i32::try_from(batch_start + i).unwrap_or(i32::MAX);
-                    *b.n_seq_id.add(i) = 1;
-                    *(*b.seq_id.add(i)) = 0;
-                    *b.logits.add(i) = i8::from(batch_start + i >= first);
-                }
-            }
-            clear_recent();
-            // SAFETY: context and batch are alive and consistent.
-            let rc = unsafe { llama_cpp_sys_2::llama_decode(self.ptr.as_ptr(), self.batch) };
-            match rc {
-                0 => {}
-                1 => return Err(LlamaError::Decode("the context is full".into())),
-                2 => return Err(LlamaError::Decode("aborted".into())),
-                other => return Err(LlamaError::Decode(reason(&format!("error code {other}")))),
-            }
+            let pos0 = i32::try_from(batch_start).unwrap_or(i32::MAX);
+            self.decode_batch(chunk, pos0, &|i| batch_start + i >= first)?;
             let from = first.max(batch_start);
             let end = batch_start + chunk.len();
             if from < end {
@@ -171,6 +132,38 @@ impl Context {
             }
         }
         Ok(())
+    }
+
+    /// Decodes one batch (at most `batch_capacity` tokens) at positions from `pos0`, keeping
+    /// logits for the indices `want_logits` accepts.
+    fn decode_batch(
+        &mut self,
+        chunk: &[i32],
+        pos0: i32,
+        want_logits: &dyn Fn(usize) -> bool,
+    ) -> Result<(), LlamaError> {
+        let n = chunk.len().min(self.batch_capacity);
+        // SAFETY: the batch arrays hold `batch_capacity` entries and n <= that.
+        unsafe {
+            let b = &mut self.batch;
+            b.n_tokens = i32::try_from(n).unwrap_or(0);
+            for (i, &tok) in chunk[..n].iter().enumerate() {
+                *b.token.add(i) = tok;
+                *b.pos.add(i) = pos0.saturating_add(i32::try_from(i).unwrap_or(i32::MAX));
+                *b.n_seq_id.add(i) = 1;
+                *(*b.seq_id.add(i)) = 0;
+                *b.logits.add(i) = i8::from(want_logits(i));
+            }
+        }
+        clear_recent();
+        // SAFETY: context and batch are alive and consistent.
+        let rc = unsafe { llama_cpp_sys_2::llama_decode(self.ptr.as_ptr(), self.batch) };
+        match rc {
+            0 => Ok(()),
+            1 => Err(LlamaError::Decode("the context is full".into())),
+            2 => Err(LlamaError::Decode("aborted".into())),
+            other => Err(LlamaError::Decode(reason(&format!("error code {other}")))),
+        }
     }
 
     /// Logits of output `i` of the last decode (index into the last batch).

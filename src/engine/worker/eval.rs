@@ -35,6 +35,25 @@ fn cancelled() -> JobError {
 }
 
 impl Worker {
+    /// Lane `lane` reads `tokens`; its log-probabilities from position `first` on.
+    fn forced_log_probs(
+        &mut self,
+        job: JobId,
+        lane: LaneId,
+        tokens: &[i32],
+        first: usize,
+        n_vocab: usize,
+    ) -> JobResultOr<Vec<f32>> {
+        let lane = self
+            .lanes
+            .get_mut(&lane)
+            .ok_or_else(|| JobError::from("lane missing".to_string()))?;
+        match forced_log_probs(&mut lane.ctx, tokens, first, n_vocab) {
+            Err(_) if self.cancel.is_cancelled(job) => Err(cancelled()),
+            other => Ok(other?),
+        }
+    }
+
     /// Sets up a lane and hooks its decode to the job's cancel; returns its vocabulary size.
     fn eval_lane(&mut self, job: JobId, spec: &LaneSpec, n_ctx: usize, sink: &mut dyn EventSink) -> JobResultOr<usize> {
         self.setup_lane(job, spec, sink)?;
@@ -218,16 +237,7 @@ impl Worker {
         // Position i (first..full.len()-1) predicts full[i + 1], the generated tokens in order.
         let n_pos = full.len() - 1 - first;
         let n_vocab = self.eval_lane(job, a, full.len(), sink)?;
-        let lp_a = {
-            let lane = self
-                .lanes
-                .get_mut(&a.lane)
-                .ok_or_else(|| JobError::from("lane missing".to_string()))?;
-            match forced_log_probs(&mut lane.ctx, &full, first, n_vocab) {
-                Err(_) if self.cancel.is_cancelled(job) => return Err(cancelled()),
-                other => other?,
-            }
-        };
+        let lp_a = self.forced_log_probs(job, a.lane, &full, first, n_vocab)?;
         let n_vocab_b = self.eval_lane(job, b, full.len(), sink)?;
         let model_b = Rc::clone(&self.lanes[&b.lane].model);
         if n_vocab_b != n_vocab || prompt_tokens(&model_b.model, prompt)? != prompt_ids {
@@ -237,16 +247,7 @@ impl Worker {
             )
             .into());
         }
-        let lp_b = {
-            let lane = self
-                .lanes
-                .get_mut(&b.lane)
-                .ok_or_else(|| JobError::from("lane missing".to_string()))?;
-            match forced_log_probs(&mut lane.ctx, &full, first, n_vocab) {
-                Err(_) if self.cancel.is_cancelled(job) => return Err(cancelled()),
-                other => other?,
-            }
-        };
+        let lp_b = self.forced_log_probs(job, b.lane, &full, first, n_vocab)?;
         let positions: Vec<PositionDivergence> = (0..n_pos)
             .map(|j| {
                 let token = usize::try_from(generated[j]).unwrap_or(0);

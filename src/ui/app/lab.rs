@@ -10,9 +10,7 @@ use super::{App, JobKind};
 use crate::eval::prompts::{self, PromptRun, PromptSet, Scorecard};
 use crate::eval::table::QualityRow;
 use crate::eval::{chart, export, RunManifest};
-use crate::protocol::{
-    DivergenceResult, Event, JobId, JobResult, LaneId, LaneSpec, ModelSpec, Prompt, Request, Sampling,
-};
+use crate::protocol::{DivergenceResult, Event, JobId, JobResult, LaneId, LaneSpec, ModelSpec, Request, Sampling};
 use crate::quant::{QuantEvent, QuantOutcome, QuantType, QuantizeJob, QuantizeRequest};
 use crate::ui::state::LabTab;
 
@@ -588,16 +586,7 @@ impl App {
             return;
         };
         let case = &run.set.cases[ci];
-        let prompt = if case.raw {
-            Prompt::Raw {
-                text: case.prompt.clone(),
-            }
-        } else {
-            Prompt::Chat {
-                system: case.system.clone(),
-                user: case.prompt.clone(),
-            }
-        };
+        let prompt = case.to_prompt();
         let job = self.rt.engine.next_job();
         let req = Request::Generate {
             job,
@@ -746,6 +735,7 @@ impl App {
                             n_gen: stats.generated_tokens,
                             same_as_reference: false,
                             similarity_to_reference: 0.0,
+                            tags: run.set.cases[ci].tags.join(";"),
                             text: stats.text,
                         });
                     }

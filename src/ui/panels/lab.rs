@@ -547,6 +547,7 @@ fn prompts_ui(ui: &mut egui::Ui, state: &mut State, rt: &Runtime, cmds: &mut Vec
             ("tokens", "Mean tokens generated"),
             ("same as ref", "Share of runs with exactly the reference lane's output"),
             ("similarity", "Mean character similarity to the reference lane's output"),
+            ("by tag", "Pass rate per tag of the prompts"),
         ] {
             ui.strong(h).on_hover_text(tip);
         }
@@ -563,6 +564,7 @@ fn prompts_ui(ui: &mut egui::Ui, state: &mut State, rt: &Runtime, cmds: &mut Vec
             ui.label(format!("{:.1}", c.n_gen_mean));
             ui.label(format!("{:.0} %", c.agreement * 100.0));
             ui.label(format!("{:.2}", c.similarity));
+            ui.label(&c.pass_by_tag);
             ui.end_row();
         }
     });
