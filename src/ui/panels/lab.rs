@@ -553,7 +553,9 @@ fn prompts_ui(ui: &mut egui::Ui, state: &mut State, rt: &Runtime, cmds: &mut Vec
         }
         ui.end_row();
         for c in &rt.lab.scorecards {
-            ui.label(&c.lane);
+            // "Lane 2: model + adapter" is long: the short name, the rest on hover.
+            ui.label(c.lane.split(':').next().unwrap_or(&c.lane))
+                .on_hover_text(&c.lane);
             ui.label(c.runs.to_string());
             ui.label(format!("{:.0} % ± {:.0}", c.pass_rate * 100.0, c.pass_rate_sd * 100.0));
             ui.label(format!("{:.1} / {:.1}", c.ttft_ms_mean, c.ttft_ms_p95));
