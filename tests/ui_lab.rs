@@ -94,6 +94,29 @@ fn comparing_lanes_colours_tokens_and_leaves_lane_outputs_alone() {
         .lanes
         .iter()
         .all(|l| l.output.text.is_empty() && l.output.stats.is_none()));
+    // ... and give their contexts back when done.
+    let job = h.state().rt.engine.next_job();
+    let status = h
+        .state_mut()
+        .rt
+        .engine
+        .call(&nanolab::protocol::Request::Status { job }, |_| {})
+        .unwrap();
+    let nanolab::protocol::Event::Done {
+        result: nanolab::protocol::JobResult::Status { status },
+        ..
+    } = status
+    else {
+        panic!("{status:?}");
+    };
+    assert!(
+        status
+            .lanes
+            .iter()
+            .all(|l| l.lane < nanolab::ui::app::lab::LAB_LANE_BASE),
+        "lab lanes left in the engine: {:?}",
+        status.lanes.iter().map(|l| l.lane).collect::<Vec<_>>()
+    );
     // Export: files and a manifest.
     let exports = tempfile::tempdir().unwrap();
     std::env::set_var("NANOLAB_EXPORTS", exports.path());

@@ -477,6 +477,14 @@ impl App {
             return;
         }
         let Some(item) = self.rt.lab.eval_queue.pop_front() else {
+            // Done: give back the contexts, and the reference unless a lane uses it.
+            self.lab_release(&[EVAL_TEST, EVAL_REF]);
+            if let Some(r) = self.state.lab.reference.clone() {
+                if !self.state.lanes.iter().any(|l| l.model.as_ref() == Some(&r)) {
+                    let job = self.rt.engine.next_job();
+                    let _ = self.rt.engine.send(&Request::UnloadModel { job, path: r });
+                }
+            }
             return;
         };
         let Some(text) = self.lab_text() else {
@@ -582,7 +590,9 @@ impl App {
         let Some((li, ci, seed)) = run.queue.pop_front() else {
             prompts::compare_to_reference(&mut self.rt.lab.runs, &run.lanes[0].0);
             self.rt.lab.scorecards = prompts::scorecards(&self.rt.lab.runs);
+            let lanes: Vec<LaneId> = run.lanes.iter().map(|(_, spec)| spec.lane).collect();
             self.rt.lab.prompt_run = None;
+            self.lab_release(&lanes);
             return;
         };
         let case = &run.set.cases[ci];
@@ -607,6 +617,14 @@ impl App {
                 }
             }
             None => self.rt.lab.prompt_run = None,
+        }
+    }
+
+    /// Drops lab lanes in the engine (their contexts), fire and forget.
+    fn lab_release(&mut self, lanes: &[LaneId]) {
+        for &lane in lanes {
+            let job = self.rt.engine.next_job();
+            let _ = self.rt.engine.send(&Request::DropLane { job, lane });
         }
     }
 
@@ -654,10 +672,12 @@ impl App {
             ) => {
                 self.rt.lab.diverge_job = None;
                 self.rt.lab.divergence = Some(result);
+                self.lab_release(&[DIVERGE_A, DIVERGE_B]);
             }
             (LabJob::Diverge, Event::Error { message, .. }) => {
                 self.rt.lab.diverge_job = None;
                 self.rt.lab.message = Some(message);
+                self.lab_release(&[DIVERGE_A, DIVERGE_B]);
             }
             (
                 LabJob::Eval,
@@ -715,6 +735,7 @@ impl App {
                     format!("{name}: {message}")
                 });
                 self.rt.lab.eval_queue.clear();
+                self.lab_release(&[EVAL_TEST, EVAL_REF]);
             }
             (
                 LabJob::Prompt,
@@ -744,7 +765,10 @@ impl App {
             }
             (LabJob::Prompt, Event::Error { message, cancelled, .. }) => {
                 self.rt.lab.message = Some(if cancelled { "stopped".into() } else { message });
-                self.rt.lab.prompt_run = None;
+                if let Some(run) = self.rt.lab.prompt_run.take() {
+                    let lanes: Vec<LaneId> = run.lanes.iter().map(|(_, spec)| spec.lane).collect();
+                    self.lab_release(&lanes);
+                }
             }
             _ => {}
         }

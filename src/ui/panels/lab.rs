@@ -350,7 +350,7 @@ fn quality_ui(ui: &mut egui::Ui, state: &mut State, rt: &Runtime, cmds: &mut Vec
             if m.seconds > 0.0 {
                 format!(", {:.1} s", m.seconds)
             } else {
-                ", already there".into()
+                ", already in the models folder: reused; delete it to make it again".into()
             }
         ));
     }
