@@ -86,12 +86,17 @@ fn adapters_label(a: &[AdapterSpec]) -> String {
 
 /// Sends a request and waits for its result, showing progress on stderr.
 pub fn call(client: &mut EngineClient, req: &Request) -> anyhow::Result<JobResult> {
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let end = client.call(req, |ev| {
         if let Event::Progress { stage, fraction, .. } = ev {
-            eprint!("\r{:3.0}% {stage:<60}", fraction * 100.0);
+            if tty {
+                eprint!("\r{:3.0}% {stage:<60}", fraction * 100.0);
+            }
         }
     })?;
-    eprint!("\r{:70}\r", "");
+    if tty {
+        eprint!("\r{:70}\r", "");
+    }
     match end {
         Event::Done { result, .. } => Ok(result),
         Event::Error { message, .. } => bail!(message),
@@ -325,7 +330,9 @@ fn prompt_set(args: &PromptsArgs) -> anyhow::Result<()> {
         for (ci, case) in set.cases.iter().enumerate() {
             for &seed in &args.seeds {
                 done += 1;
-                eprint!("\r{done}/{total} {label} {}{:20}", case.id, "");
+                if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                    eprint!("\r{done}/{total} {label} {}{:20}", case.id, "");
+                }
                 let prompt = case.to_prompt();
                 let job = client.next_job();
                 let result = call(
@@ -363,7 +370,9 @@ fn prompt_set(args: &PromptsArgs) -> anyhow::Result<()> {
             }
         }
     }
-    eprintln!();
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprintln!();
+    }
     prompts::compare_to_reference(&mut runs, &lanes[0].0);
     let cards = prompts::scorecards(&runs);
     let mut table = String::from(

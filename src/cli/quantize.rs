@@ -57,11 +57,12 @@ pub fn quantize(args: &QuantizeArgs) -> anyhow::Result<()> {
             threads: args.threads,
         })
         .map_err(anyhow::Error::msg)?;
+        let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
         let mut last_pct = -1i32;
         let outcome = job
             .wait(&mut |fraction, tensor| {
                 let pct = (fraction * 100.0) as i32;
-                if pct != last_pct {
+                if tty && pct != last_pct {
                     last_pct = pct;
                     eprint!("\r{}: {pct:3}% {tensor:<40}", qtype.name);
                     let _ = std::io::stderr().flush();
@@ -69,7 +70,8 @@ pub fn quantize(args: &QuantizeArgs) -> anyhow::Result<()> {
             })
             .map_err(|e| anyhow::anyhow!("{}: {e}", qtype.name))?;
         eprintln!(
-            "\r{}: {} ({:.1} MiB, {:.2} bits/weight, {:.1} s){:20}",
+            "{}{}: {} ({:.1} MiB, {:.2} bits/weight, {:.1} s){:20}",
+            if tty { "\r" } else { "" },
             qtype.name,
             outcome.output.display(),
             outcome.bytes as f64 / 1048576.0,
