@@ -231,3 +231,50 @@ fn a_dropped_prompt_set_runs_on_every_lane_and_a_broken_one_says_why() {
     h.get_by_label_contains("line 2");
     assert_eq!(h.state().rt.lab.scorecards.len(), 2, "earlier results kept");
 }
+
+#[test]
+fn killing_the_quantizer_shows_in_the_lab_and_a_rerun_works() {
+    let models = tempfile::tempdir().unwrap();
+    let mut h = lab_app(models.path());
+    {
+        let lab = &mut h.state_mut().state.lab;
+        lab.tab = LabTab::Quality;
+        lab.reference = Some(demo_model());
+        lab.allow_requantize = true;
+        lab.levels = vec!["F16".into()];
+        lab.chunks = Some(2);
+    }
+    h.run_steps(2);
+    h.get_by_label("Make ladder").click();
+    step_until(&mut h, Duration::from_secs(30), "quantizing", |a| {
+        a.rt.lab.quant_progress.0 > 0.0
+    });
+    let pid = h
+        .state()
+        .rt
+        .lab
+        .quant
+        .as_ref()
+        .and_then(|q| q.pid())
+        .expect("worker running");
+    // SAFETY: kill(2) on the quantizer child the window started.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    step_until(&mut h, Duration::from_secs(30), "the lab says so", |a| {
+        a.rt.lab.quant.is_none()
+    });
+    let msg = h.state().rt.lab.message.clone().unwrap_or_default();
+    assert!(msg.contains("F16") && msg.contains("signal 9"), "{msg}");
+    h.get_by_label_contains("signal 9");
+    let left: Vec<_> = std::fs::read_dir(models.path()).unwrap().collect();
+    assert!(left.is_empty(), "nothing half-written in the models folder: {left:?}");
+    assert!(
+        h.state().rt.lab.quality.is_empty(),
+        "nothing measured from a killed run"
+    );
+    // Again, to the end: the level is made and measured.
+    h.get_by_label("Make ladder").click();
+    step_until(&mut h, Duration::from_secs(120), "made and measured", |a| {
+        a.rt.lab.quality.len() == 1 && !a.rt.lab.busy()
+    });
+    assert!(models.path().join("SmolLM2-135M-Instruct.F16.gguf").is_file());
+}

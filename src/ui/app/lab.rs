@@ -353,14 +353,14 @@ impl App {
                     self.rt.lab.quant_progress = (fraction, format!("{name}: {tensor}"));
                 }
                 QuantEvent::Finished(r) => {
-                    self.rt.lab.quant = None;
+                    let name = self.rt.lab.quant.take().map_or("", |q| q.request().qtype.name);
                     match r {
                         Ok(o) => {
                             self.rt.lab.made.push(o);
                             self.lab_next_quant();
                         }
                         Err(e) => {
-                            self.rt.lab.message = Some(e);
+                            self.rt.lab.message = Some(format!("{name}: {e}"));
                             self.rt.lab.quant_queue.clear();
                         }
                     }
