@@ -174,12 +174,9 @@ fn token_view_shows_tokens_with_probabilities_and_diff_marks_changes() {
     assert!(h.get_all_by_label(&first).count() >= 1, "token {first:?} not shown");
 }
 
-#[test]
-fn esc_stops_running_lanes() {
-    let mut h = harness(new_app(None));
-    step_until(&mut h, Duration::from_secs(30), "model loaded", |a| {
-        a.rt.jobs.is_empty()
-    });
+/// Runs all lanes on a raw prompt that lane 1 continues for up to 1000 tokens, and waits until
+/// lane 1 has streamed a few.
+fn start_long_run(h: &mut Harness<'_, App>) {
     {
         let s = &mut h.state_mut().state;
         s.chat_mode = false;
@@ -188,9 +185,18 @@ fn esc_stops_running_lanes() {
     }
     h.run_steps(2);
     h.get_by_label("Run all").click();
-    step_until(&mut h, Duration::from_secs(30), "tokens", |a| {
+    step_until(h, Duration::from_secs(30), "tokens in lane 1", |a| {
         a.state.lanes[0].output.tokens.len() > 3
     });
+}
+
+#[test]
+fn esc_stops_running_lanes() {
+    let mut h = harness(new_app(None));
+    step_until(&mut h, Duration::from_secs(30), "model loaded", |a| {
+        a.rt.jobs.is_empty()
+    });
+    start_long_run(&mut h);
     h.key_press(egui::Key::Escape);
     step_until(&mut h, Duration::from_secs(30), "stopped", |a| a.rt.jobs.is_empty());
     let out = &h.state().state.lanes[0].output;
@@ -207,17 +213,7 @@ fn a_killed_engine_shows_on_the_lanes_concerned_and_a_rerun_works() {
     });
     h.get_by_label("Add lane").click();
     h.run_steps(2);
-    {
-        let s = &mut h.state_mut().state;
-        s.chat_mode = false;
-        s.prompt = "1, 2, 3, 4, 5,".into();
-        s.lanes[0].sampling.max_tokens = 1000;
-    }
-    h.run_steps(2);
-    h.get_by_label("Run all").click();
-    step_until(&mut h, Duration::from_secs(30), "tokens in lane 1", |a| {
-        a.state.lanes[0].output.tokens.len() > 3
-    });
+    start_long_run(&mut h);
     let pid = h.state().rt.engine.pid().expect("engine running");
     // SAFETY: kill(2) on the engine child this window started.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };

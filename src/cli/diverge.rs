@@ -5,10 +5,10 @@ use std::io::IsTerminal;
 use anyhow::bail;
 use clap::Args;
 
-use super::eval::{call, parse_lane};
+use super::eval::{call, checked_lane};
 use super::output::OutputArgs;
 use super::run::PromptArgs;
-use crate::engine::{validate_model_file, EngineClient};
+use crate::engine::EngineClient;
 use crate::eval::divergence::CsvRow;
 use crate::eval::RunManifest;
 use crate::protocol::*;
@@ -70,26 +70,10 @@ pub fn diverge(args: &DivergeArgs) -> anyhow::Result<()> {
         serde_json::json!({ "a": args.a, "b": args.b, "prompt": prompt, "sampling": sampling, "n_ctx": args.ctx }),
         vec![args.seed],
     );
-    let mut specs = Vec::new();
-    for (id, l) in [(0, &args.a), (1, &args.b)] {
-        let (model, adapters) = parse_lane(l).map_err(anyhow::Error::msg)?;
-        let header = validate_model_file(&model).map_err(anyhow::Error::msg)?;
-        manifest.add_file(&model, "model")?;
-        for a in &adapters {
-            crate::engine::validate_adapter_file(&a.path, &header).map_err(anyhow::Error::msg)?;
-            manifest.add_file(&a.path, "adapter")?;
-        }
-        specs.push(LaneSpec {
-            lane: id,
-            model: ModelSpec {
-                path: model,
-                gpu_layers: None,
-            },
-            n_ctx: args.ctx,
-            threads: None,
-            adapters,
-        });
-    }
+    let specs = [
+        checked_lane(0, &args.a, args.ctx, None, &mut manifest)?,
+        checked_lane(1, &args.b, args.ctx, None, &mut manifest)?,
+    ];
     let mut client = EngineClient::new(None);
     let job = client.next_job();
     let result = call(

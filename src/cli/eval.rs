@@ -278,6 +278,25 @@ pub fn parse_lane(s: &str) -> Result<(PathBuf, Vec<AdapterSpec>), String> {
     Ok((PathBuf::from(model), adapters))
 }
 
+/// A `--lane`-style argument parsed, its model and adapters checked (before any engine starts)
+/// and recorded in the manifest, as the engine lane `id`.
+pub fn checked_lane(
+    id: LaneId,
+    arg: &str,
+    n_ctx: u32,
+    threads: Option<u32>,
+    manifest: &mut RunManifest,
+) -> anyhow::Result<LaneSpec> {
+    let (model, adapters) = parse_lane(arg).map_err(anyhow::Error::msg)?;
+    let header = validate_model_file(&model).map_err(anyhow::Error::msg)?;
+    manifest.add_file(&model, "model")?;
+    for a in &adapters {
+        crate::engine::validate_adapter_file(&a.path, &header).map_err(anyhow::Error::msg)?;
+        manifest.add_file(&a.path, "adapter")?;
+    }
+    Ok(lane(id, &model, &adapters, n_ctx, threads))
+}
+
 fn lane_label(model: &Path, adapters: &[AdapterSpec]) -> String {
     let stem = |p: &Path| {
         p.file_stem()
@@ -309,18 +328,12 @@ fn prompt_set(args: &PromptsArgs) -> anyhow::Result<()> {
     manifest.add_file(&args.set, "prompt set")?;
     let mut lanes = Vec::new();
     for (i, l) in args.lanes.iter().enumerate() {
-        let (model, adapters) = parse_lane(l).map_err(anyhow::Error::msg)?;
-        let header = validate_model_file(&model).map_err(anyhow::Error::msg)?;
-        for a in &adapters {
-            crate::engine::validate_adapter_file(&a.path, &header).map_err(anyhow::Error::msg)?;
-            manifest.add_file(&a.path, "adapter")?;
-        }
-        manifest.add_file(&model, "model")?;
-        let mut label = lane_label(&model, &adapters);
+        let spec = checked_lane(i as LaneId, l, args.ctx, args.threads, &mut manifest)?;
+        let mut label = lane_label(&spec.model.path, &spec.adapters);
         if lanes.iter().any(|(l, _): &(String, LaneSpec)| *l == label) {
             label = format!("{label}#{}", i + 1);
         }
-        lanes.push((label, lane(i as LaneId, &model, &adapters, args.ctx, args.threads)));
+        lanes.push((label, spec));
     }
     let mut client = EngineClient::new(None);
     let mut runs: Vec<PromptRun> = Vec::new();

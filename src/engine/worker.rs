@@ -106,7 +106,6 @@ impl Worker {
             }
             Request::UnloadModel { path, .. } => {
                 self.unload(&path);
-                release_free_memory();
                 Ok(JobResult::ModelUnloaded)
             }
             Request::SetupLane { lane, .. } => self
@@ -114,7 +113,6 @@ impl Worker {
                 .map(|(info, _)| JobResult::LaneReady { info }),
             Request::DropLane { lane, .. } => {
                 self.lanes.remove(&lane);
-                release_free_memory();
                 Ok(JobResult::LaneDropped)
             }
             Request::Generate {
@@ -569,17 +567,6 @@ impl Worker {
             text: assembler.text().to_string(),
             stop_reason,
         })
-    }
-}
-
-/// Hands freed heap pages back to the OS. A context's compute buffers are large (tens of MiB)
-/// and glibc keeps freed memory in its arenas, so without this the engine's resident memory
-/// ratchets up as lanes and models come and go (see docs/reliability.md, soak).
-fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free memory to the OS; no pointers are invalidated.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 

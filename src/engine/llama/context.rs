@@ -6,9 +6,8 @@ use std::sync::Arc;
 
 use super::{log::clear_recent, reason, LlamaError, Model};
 
-/// Called after each batch of [`Context::decode_scored`]: (context, batch start, first index
-/// with logits, count).
-pub type OnBatch<'a> = dyn FnMut(&Context, usize, usize, usize) -> Result<(), LlamaError> + 'a;
+/// Called by [`Context::decode_scored`] with a token index and the logits at it.
+pub type OnLogits<'a> = dyn FnMut(usize, &[f32]) -> Result<(), LlamaError> + 'a;
 
 /// One lane's llama.cpp context. Must be dropped before its model.
 pub struct Context {
@@ -109,26 +108,29 @@ impl Context {
         Ok(last)
     }
 
-    /// Decodes `tokens` from position 0 on an empty cache, in batches, asking for logits from
-    /// index `first` on (llama-perplexity's scoring). After each batch that produced logits,
-    /// `on_batch(ctx, batch_start, from, len)` is called: token indices `from..from+len` have
-    /// logits, read with [`Context::logits`]`(i - batch_start)`.
+    /// Reads `tokens` from position 0 on an empty cache, in batches, and hands the logits of
+    /// every position `i` in `first..tokens.len()-1` (each predicts token `i + 1`) to
+    /// `on_logits(i, logits)`, in order (llama-perplexity's scoring, and teacher forcing).
     pub fn decode_scored(
         &mut self,
         tokens: &[i32],
         first: usize,
-        on_batch: &mut OnBatch<'_>,
+        n_vocab: usize,
+        on_logits: &mut OnLogits<'_>,
     ) -> Result<(), LlamaError> {
         self.clear();
+        let last = tokens.len().saturating_sub(1);
         let cap = self.batch_capacity.max(1);
         for (ci, chunk) in tokens.chunks(cap).enumerate() {
             let batch_start = ci * cap;
             let pos0 = i32::try_from(batch_start).unwrap_or(i32::MAX);
-            self.decode_batch(chunk, pos0, &|i| batch_start + i >= first)?;
-            let from = first.max(batch_start);
-            let end = batch_start + chunk.len();
-            if from < end {
-                on_batch(self, batch_start, from, end - from)?;
+            let scored = |i: usize| (first..last).contains(&(batch_start + i));
+            self.decode_batch(chunk, pos0, &scored)?;
+            for i in (0..chunk.len()).filter(|&i| scored(i)) {
+                let logits = self
+                    .logits(i, n_vocab)
+                    .ok_or_else(|| LlamaError::Decode("llama.cpp returned no logits".into()))?;
+                on_logits(batch_start + i, logits)?;
             }
         }
         Ok(())
@@ -184,5 +186,6 @@ impl Drop for Context {
             llama_cpp_sys_2::llama_batch_free(self.batch);
             llama_cpp_sys_2::llama_free(self.ptr.as_ptr());
         }
+        super::release_free_memory();
     }
 }

@@ -11,7 +11,7 @@ mod model;
 mod quantize;
 mod sampler;
 
-pub use context::Context;
+pub use context::{Context, OnLogits};
 pub use log::{install_log_capture, set_line_observer, take_recent_errors};
 pub use lora::{set_stack, Adapter};
 pub use model::{ChatMessage, Model};
@@ -64,6 +64,17 @@ pub(crate) fn reason(fallback: &str) -> String {
         fallback.to_string()
     } else {
         lines.join("; ")
+    }
+}
+
+/// Hands freed heap pages back to the OS. A context's compute buffers are tens of MiB and glibc
+/// keeps freed memory in its arenas, so without this the engine's resident memory ratchets up as
+/// contexts and models come and go (docs/reliability.md, soak). Called when they are freed.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory to the OS; no pointers are invalidated.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

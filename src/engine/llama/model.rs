@@ -250,5 +250,6 @@ impl Drop for Model {
     fn drop(&mut self) {
         // SAFETY: we own the model; contexts and adapters made from it were dropped first.
         unsafe { llama_cpp_sys_2::llama_model_free(self.ptr.as_ptr()) }
+        super::release_free_memory();
     }
 }

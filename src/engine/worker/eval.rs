@@ -35,23 +35,38 @@ fn cancelled() -> JobError {
 }
 
 impl Worker {
-    /// Lane `lane` reads `tokens`; its log-probabilities from position `first` on.
-    fn forced_log_probs(
+    /// Lane `lane` reads `tokens`; `on_logits(i, logits)` gets every position from `first` on
+    /// (see [`super::Context::decode_scored`]). A decode failure caused by the job's cancel is
+    /// reported as a cancel.
+    fn read_scored(
         &mut self,
         job: JobId,
         lane: LaneId,
         tokens: &[i32],
         first: usize,
-        n_vocab: usize,
-    ) -> JobResultOr<Vec<f32>> {
+        on_logits: &mut super::llama::OnLogits<'_>,
+    ) -> JobResultOr<()> {
         let lane = self
             .lanes
             .get_mut(&lane)
             .ok_or_else(|| JobError::from("lane missing".to_string()))?;
-        match forced_log_probs(&mut lane.ctx, tokens, first, n_vocab) {
+        let n_vocab = usize::try_from(lane.model.info.n_vocab).unwrap_or(0);
+        match lane.ctx.decode_scored(tokens, first, n_vocab, on_logits) {
             Err(_) if self.cancel.is_cancelled(job) => Err(cancelled()),
             other => Ok(other?),
         }
+    }
+
+    /// Log-probabilities (n_vocab per row) of lane `lane` at positions `first..` of `tokens`.
+    fn forced_log_probs(&mut self, job: JobId, lane: LaneId, tokens: &[i32], first: usize) -> JobResultOr<Vec<f32>> {
+        let mut out = Vec::new();
+        let mut scratch = Vec::new();
+        self.read_scored(job, lane, tokens, first, &mut |_, logits| {
+            logprobs::log_softmax(logits, &mut scratch);
+            out.extend_from_slice(&scratch);
+            Ok(())
+        })?;
+        Ok(out)
     }
 
     /// Sets up a lane and hooks its decode to the job's cancel; returns its vocabulary size.
@@ -105,9 +120,8 @@ impl Worker {
             }
         }
         let n_chunks = quality::chunk_count(tokens.len(), n_ctx, max_chunks.map(|m| m as usize))?;
-        let scored = quality::scored_range(n_ctx);
-        let first = scored.start;
-        let n_scored = scored.len();
+        // The scored positions; decode_scored stops before the last token of the chunk itself.
+        let first = quality::scored_range(n_ctx).start;
         let (add_bos, bos) = (model.model.add_bos(), model.model.bos());
         let mut ppl = PplAccumulator::default();
         let mut kld = reference.map(|_| KldAccumulator::default());
@@ -127,53 +141,22 @@ impl Worker {
             if let Some(r) = reference {
                 ref_lp.clear();
                 ref_top.clear();
-                let lane = self
-                    .lanes
-                    .get_mut(&r.lane)
-                    .ok_or_else(|| JobError::from("lane missing".to_string()))?;
-                let decoded = lane
-                    .ctx
-                    .decode_scored(&chunk, first, &mut |ctx, batch_start, from, len| {
-                        for i in from..(from + len).min(n_ctx - 1) {
-                            let logits = ctx
-                                .logits(i - batch_start, n_vocab)
-                                .ok_or_else(|| super::LlamaError::Decode("no logits".into()))?;
-                            let top = logprobs::log_softmax(logits, &mut scratch);
-                            ref_lp.extend_from_slice(&scratch);
-                            ref_top.push(top);
-                        }
-                        Ok(())
-                    });
-                match decoded {
-                    Err(_) if self.cancel.is_cancelled(job) => return Err(cancelled()),
-                    other => other?,
-                }
-            }
-            let lane = self
-                .lanes
-                .get_mut(&spec.lane)
-                .ok_or_else(|| JobError::from("lane missing".to_string()))?;
-            let t0 = Instant::now();
-            let decoded = lane
-                .ctx
-                .decode_scored(&chunk, first, &mut |ctx, batch_start, from, len| {
-                    for i in from..(from + len).min(n_ctx - 1) {
-                        let logits = ctx
-                            .logits(i - batch_start, n_vocab)
-                            .ok_or_else(|| super::LlamaError::Decode("no logits".into()))?;
-                        let next = usize::try_from(chunk[i + 1]).unwrap_or(0);
-                        ppl.add(logprobs::nll(logits, next));
-                        if let Some(k) = kld.as_mut() {
-                            let j = i - first;
-                            k.add(&ref_lp[j * n_vocab..(j + 1) * n_vocab], ref_top[j], logits, next);
-                        }
-                    }
+                self.read_scored(job, r.lane, &chunk, first, &mut |_, logits| {
+                    ref_top.push(logprobs::log_softmax(logits, &mut scratch));
+                    ref_lp.extend_from_slice(&scratch);
                     Ok(())
-                });
-            match decoded {
-                Err(_) if self.cancel.is_cancelled(job) => return Err(cancelled()),
-                other => other?,
+                })?;
             }
+            let t0 = Instant::now();
+            self.read_scored(job, spec.lane, &chunk, first, &mut |i, logits| {
+                let next = usize::try_from(chunk[i + 1]).unwrap_or(0);
+                ppl.add(logprobs::nll(logits, next));
+                if let Some(k) = kld.as_mut() {
+                    let j = i - first;
+                    k.add(&ref_lp[j * n_vocab..(j + 1) * n_vocab], ref_top[j], logits, next);
+                }
+                Ok(())
+            })?;
             test_ms += t0.elapsed().as_secs_f64() * 1000.0;
             let stage = match &kld {
                 Some(k) => format!(
@@ -190,7 +173,6 @@ impl Worker {
                 stage,
             });
         }
-        debug_assert_eq!(ppl.report(n_chunks, n_ctx).n_tokens, n_chunks * n_scored);
         Ok(JobResult::Eval {
             ppl: ppl.report(n_chunks, n_ctx),
             kld: kld.map(|k| Box::new(k.report(n_chunks, n_ctx))),
@@ -237,7 +219,7 @@ impl Worker {
         // Position i (first..full.len()-1) predicts full[i + 1], the generated tokens in order.
         let n_pos = full.len() - 1 - first;
         let n_vocab = self.eval_lane(job, a, full.len(), sink)?;
-        let lp_a = self.forced_log_probs(job, a.lane, &full, first, n_vocab)?;
+        let lp_a = self.forced_log_probs(job, a.lane, &full, first)?;
         let n_vocab_b = self.eval_lane(job, b, full.len(), sink)?;
         let model_b = Rc::clone(&self.lanes[&b.lane].model);
         if n_vocab_b != n_vocab || prompt_tokens(&model_b.model, prompt)? != prompt_ids {
@@ -247,7 +229,7 @@ impl Worker {
             )
             .into());
         }
-        let lp_b = self.forced_log_probs(job, b.lane, &full, first, n_vocab)?;
+        let lp_b = self.forced_log_probs(job, b.lane, &full, first)?;
         let positions: Vec<PositionDivergence> = (0..n_pos)
             .map(|j| {
                 let token = usize::try_from(generated[j]).unwrap_or(0);
@@ -298,28 +280,4 @@ impl Worker {
             },
         })
     }
-}
-
-/// Log-probabilities at positions `first..tokens.len()-1` after reading `tokens` (each row
-/// predicts the next token), `n_vocab` floats per row.
-fn forced_log_probs(
-    ctx: &mut super::Context,
-    tokens: &[i32],
-    first: usize,
-    n_vocab: usize,
-) -> Result<Vec<f32>, super::LlamaError> {
-    let last = tokens.len().saturating_sub(1);
-    let mut out = Vec::with_capacity(last.saturating_sub(first) * n_vocab);
-    let mut scratch = Vec::new();
-    ctx.decode_scored(tokens, first, &mut |ctx, batch_start, from, len| {
-        for i in from..(from + len).min(last) {
-            let logits = ctx
-                .logits(i - batch_start, n_vocab)
-                .ok_or_else(|| super::LlamaError::Decode("no logits".into()))?;
-            logprobs::log_softmax(logits, &mut scratch);
-            out.extend_from_slice(&scratch);
-        }
-        Ok(())
-    })?;
-    Ok(out)
 }
