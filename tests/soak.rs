@@ -1,8 +1,8 @@
 //! Long use, bounded in time: 1000 runs with adapter swaps, lane add/remove and model switches
-//! through one engine. After warm-up, the engine's anonymous resident memory (heap; the mmap'd
-//! weights come and go with the page cache, so total RSS is not a leak signal), compared at the
-//! same point of the model-switch cycle, stays within 5 %, and its open file descriptors and
-//! threads stay constant. Not part of `make test` (a few minutes):
+//! through one engine. After warm-up, the engine's anonymous resident memory (heap and buffers;
+//! the mmap'd weights come and go with the page cache, so total RSS is not a leak signal),
+//! measured in two fixed states, stays within 5 %, and its open file descriptors and threads stay
+//! constant. Not part of `make test` (about 45 s; docs/reliability.md has the figures):
 //! `cargo test --release --test soak -- --ignored --nocapture`.
 
 mod common;
@@ -64,62 +64,70 @@ fn a_thousand_runs_keep_memory_descriptors_and_threads_flat() {
         ],
         vec![AdapterSpec { path: zero, scale: 1.0 }],
     ];
-    // Two states are compared across the run: "idle" (the model loaded, every lane dropped),
-    // measured every 100 runs, and "busy" (the peak with up to three lanes holding contexts),
-    // the maximum over each 200 runs. After warm-up (200 runs) both must stay within 5 %.
-    let mut idle0: Option<(u64, usize, usize)> = None;
-    let mut busy0: Option<u64> = None;
-    let mut busy_peak = 0u64;
+    // Two fixed states are measured every 100 runs: "busy" (three fresh lanes on the current
+    // model, each with its own stack, one run each) and "idle" (the model loaded, every lane
+    // dropped). After a 400-run warm-up (glibc's arenas settle by then; a 4000-run soak showed no
+    // trend after it, docs/reliability.md) every measurement of each state must lie within 5 % of
+    // that state's mean over the rest of the run, so steady growth fails and allocator noise does
+    // not. File descriptors and threads must not change after run 200. The peak between
+    // measurements (sampled after every run, whatever lanes exist then) is reported only: it is
+    // the maximum of varying states.
+    const WARM_UP_RUNS: u64 = 400;
+    let mut settled: Vec<(u64, u64, u64)> = Vec::new();
+    let mut handles0: Option<(usize, usize)> = None;
+    let mut peak = 0u64;
     let mut report = Vec::new();
+    // NANOLAB_SOAK_RUNS makes a longer soak (a multiple of 100); the default is the 1000.
+    let runs: u64 = std::env::var("NANOLAB_SOAK_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
     let started = std::time::Instant::now();
-    for i in 0..1000u64 {
+    for i in 0..runs {
         let model = if (i / 100) % 2 == 0 { &demo } else { &other };
         let lane_id = 1 + (i % 3);
         let spec = lane(lane_id, model, 256, stacks[(i % 5) as usize].clone());
         let s = stats(&generate(&mut c, spec, "Hello", greedy(4)).1);
         assert!(s.generated_tokens > 0 || s.stop_reason == StopReason::EndOfText);
         let pid = c.pid().expect("engine alive");
-        busy_peak = busy_peak.max(engine_numbers(pid).0);
+        peak = peak.max(engine_numbers(pid).0);
         if i % 7 == 6 {
             let job = c.next_job();
             c.call(&Request::DropLane { job, lane: lane_id }, |_| {}).unwrap();
         }
         if i % 100 == 99 {
+            for l in 1..=3u64 {
+                let job = c.next_job();
+                c.call(&Request::DropLane { job, lane: l }, |_| {}).unwrap();
+                let spec = lane(l, model, 256, stacks[l as usize].clone());
+                generate(&mut c, spec, "Hello", greedy(4));
+            }
+            let busy = engine_numbers(pid).0;
             for l in 1..=3 {
                 let job = c.next_job();
                 c.call(&Request::DropLane { job, lane: l }, |_| {}).unwrap();
             }
             let idle = engine_numbers(pid);
             report.push(format!(
-                "run {}: idle anonymous RSS {} KiB, busy peak {} KiB, fds {}, threads {}",
+                "run {}: anonymous RSS idle {} KiB, busy {} KiB (peak since last {} KiB), fds {}, threads {}",
                 i + 1,
                 idle.0 >> 10,
-                busy_peak >> 10,
+                busy >> 10,
+                peak >> 10,
                 idle.1,
                 idle.2
             ));
             println!("{}", report.last().unwrap());
+            peak = 0;
             if i == 199 {
-                idle0 = Some(idle);
+                handles0 = Some((idle.1, idle.2));
             }
-            if let Some((rss0, fd0, th0)) = idle0 {
-                assert!(
-                    idle.0 as f64 <= rss0 as f64 * 1.05,
-                    "idle anonymous RSS grew from {rss0} to {}",
-                    idle.0
-                );
+            if let Some((fd0, th0)) = handles0 {
                 assert_eq!(idle.1, fd0, "open file descriptors changed");
                 assert_eq!(idle.2, th0, "threads changed");
             }
-            if i % 200 == 199 {
-                match busy0 {
-                    None => busy0 = Some(busy_peak),
-                    Some(b0) => assert!(
-                        busy_peak as f64 <= b0 as f64 * 1.05,
-                        "busy anonymous RSS peak grew from {b0} to {busy_peak}"
-                    ),
-                }
-                busy_peak = 0;
+            if i >= WARM_UP_RUNS {
+                settled.push((i + 1, idle.0, busy));
             }
             // Unload the model not in use next, so switches really load and free.
             let unused = if (i / 100) % 2 == 0 { &demo } else { &other };
@@ -135,5 +143,25 @@ fn a_thousand_runs_keep_memory_descriptors_and_threads_flat() {
         }
     }
     assert_eq!(c.restarts(), 0, "the engine never died");
-    println!("1000 runs in {:.0} s", started.elapsed().as_secs_f64());
+    assert!(settled.len() >= 3, "too few runs for a soak: {runs}");
+    for (name, pick) in [("idle", 1usize), ("busy", 2)] {
+        let value = |m: &(u64, u64, u64)| if pick == 1 { m.1 } else { m.2 } as f64;
+        let mean = settled.iter().map(value).sum::<f64>() / settled.len() as f64;
+        for m in &settled {
+            let off = value(m) / mean - 1.0;
+            println!(
+                "{name} at run {}: {:+.1} % of its mean {:.0} KiB",
+                m.0,
+                off * 100.0,
+                mean / 1024.0
+            );
+            assert!(
+                off.abs() <= 0.05,
+                "{name} anonymous RSS at run {} is {:+.1} % off its settled mean",
+                m.0,
+                off * 100.0
+            );
+        }
+    }
+    println!("{runs} runs in {:.0} s", started.elapsed().as_secs_f64());
 }

@@ -102,8 +102,22 @@ const LLAMA_CPP_SYS_VERSION: &str = "0.1.161";
 
 static BACKEND: OnceLock<Result<llama_cpp_2::llama_backend::LlamaBackend, String>> = OnceLock::new();
 
+/// Fixes glibc's mmap threshold at 256 KiB. By default glibc raises the threshold each time an
+/// mmapped block is freed (up to 32 MiB), after which a context's large compute and KV buffers
+/// come from the heap arenas and fragment them: the engine's idle memory then wandered by a
+/// quarter between identical states (docs/reliability.md, soak). With a fixed threshold those
+/// buffers are always their own mappings and go back to the OS the moment they are freed.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; called before llama.cpp allocates.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+    }
+}
+
 /// Initialises llama.cpp once per process and routes its log through `tracing`.
 pub fn init_backend() -> Result<(), LlamaError> {
+    tune_allocator();
     install_log_capture();
     match BACKEND.get_or_init(|| llama_cpp_2::llama_backend::LlamaBackend::init().map_err(|e| e.to_string())) {
         Ok(_) => Ok(()),
