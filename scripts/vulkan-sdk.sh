@@ -16,7 +16,9 @@ fi
 if [[ ! -f "$SDK/include/vulkan/vulkan.h" ]]; then
   work=$(mktemp -d)
   mkdir -p "$work/lists"
-  echo "deb [trusted=yes] http://deb.debian.org/debian trixie main" > "$work/sources.list"
+  # Debian 13 from the mirror apt already uses.
+  mirror=$(apt-get indextargets --format '$(REPO_URI) $(RELEASE)' | awk '$2 !~ /-/ {print $1; exit}')
+  echo "deb [trusted=yes] $mirror trixie main" > "$work/sources.list"
   apt_opts=(-o Dir::Etc::SourceList="$work/sources.list" -o Dir::Etc::SourceParts=/dev/null
             -o Dir::State::Lists="$work/lists" -o APT::Get::List-Cleanup=0)
   apt-get "${apt_opts[@]}" update -qq >/dev/null
