@@ -3,7 +3,7 @@
 DEMO_MODEL := models/SmolLM2-135M-Instruct.Q4_1.gguf
 BIN := target/release/nanolab
 
-.PHONY: run test build demo-model screenshots test-vulkan
+.PHONY: run test build demo-model screenshots test-vulkan test-cuda
 
 run: build demo-model
 	$(BIN) --model $(DEMO_MODEL)
@@ -33,3 +33,9 @@ screenshots: build demo-model
 # including the Debian 13 root it uses where the host's Mesa is older than 24).
 test-vulkan: demo-model
 	scripts/test-vulkan.sh
+
+# CUDA variant in target/cuda with a toolkit from CUDA_PATH or NVIDIA's CUDA 13 wheels on PyPI; runs
+# the engine and LoRA tests offloaded on an NVIDIA GPU, on the CPU where there is none
+# (scripts/test-cuda.sh says how it is linked and for which GPU architectures).
+test-cuda: demo-model
+	scripts/test-cuda.sh

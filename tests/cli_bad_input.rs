@@ -280,3 +280,38 @@ fn an_unreadable_file_is_reported_as_such() {
         "{stderr}"
     );
 }
+
+#[test]
+fn devices_lists_the_cpu_and_says_where_work_runs() {
+    let (ok, out, err) = nanolab(&["devices", "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("one JSON object");
+    let devices = v["devices"].as_array().expect("a device list");
+    let cpu = devices.iter().find(|d| d["kind"] == "Cpu").expect("a CPU device");
+    assert!(cpu["memory_total_bytes"].as_u64().unwrap() > 0, "{out}");
+    let gpus = devices
+        .iter()
+        .filter(|d| d["kind"] == "Gpu" || d["kind"] == "IntegratedGpu")
+        .count();
+    assert_eq!(v["gpu_offload"], gpus > 0, "{out}");
+    let built = if cfg!(feature = "cuda") {
+        serde_json::json!("CUDA")
+    } else if cfg!(feature = "vulkan") {
+        serde_json::json!("Vulkan")
+    } else {
+        assert_eq!(gpus, 0, "a CPU build lists a GPU: {out}");
+        serde_json::Value::Null
+    };
+    assert_eq!(v["gpu_backend_built"], built, "{out}");
+    let (ok, text, _) = nanolab(&["devices"]);
+    assert!(ok);
+    assert!(text.contains(" CPU "), "{text}");
+    if gpus == 0 {
+        let says = if cfg!(any(feature = "cuda", feature = "vulkan")) {
+            "everything runs on the CPU"
+        } else {
+            "CPU build"
+        };
+        assert!(text.contains(says), "{text}");
+    }
+}

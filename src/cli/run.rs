@@ -213,6 +213,17 @@ pub fn stats_line(s: &RunStats) -> String {
     )
 }
 
+/// The GPU backend this binary was built with, if any.
+fn gpu_backend_built() -> Option<&'static str> {
+    if cfg!(feature = "cuda") {
+        Some("CUDA")
+    } else if cfg!(feature = "vulkan") {
+        Some("Vulkan")
+    } else {
+        None
+    }
+}
+
 pub fn devices(json: bool) -> anyhow::Result<()> {
     let mut client = EngineClient::new(None);
     let job = client.next_job();
@@ -224,11 +235,17 @@ pub fn devices(json: bool) -> anyhow::Result<()> {
             result: JobResult::Devices { devices },
             ..
         } => {
+            let gpu_backend = gpu_backend_built();
+            let gpu_devices = devices
+                .iter()
+                .filter(|d| matches!(d.kind.as_str(), "Gpu" | "IntegratedGpu"))
+                .count();
             if json {
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&serde_json::json!({
-                        "gpu_offload": cfg!(any(feature = "cuda", feature = "vulkan")),
+                        "gpu_backend_built": gpu_backend,
+                        "gpu_offload": gpu_devices > 0,
                         "system_info": client.system_info(),
                         "devices": devices,
                     }))?
@@ -246,10 +263,15 @@ pub fn devices(json: bool) -> anyhow::Result<()> {
                         d.description
                     );
                 }
-                if !cfg!(any(feature = "cuda", feature = "vulkan")) {
-                    println!(
+                match gpu_backend {
+                    None => println!(
                         "(CPU build: --gpu-layers defaults to 0; build with --features cuda or vulkan to offload)"
-                    );
+                    ),
+                    Some(backend) if gpu_devices == 0 => println!(
+                        "(built with {backend}, but llama.cpp found no {backend} device: everything runs on the CPU; \
+                         `nanolab devices -v` shows llama.cpp's reason)"
+                    ),
+                    Some(_) => {}
                 }
             }
             Ok(())
