@@ -48,6 +48,14 @@ fn fetch_by_url_verifies_and_installs_once() {
     };
     let out = run(&["--sha256", &digest]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // stderr is a pipe here, as in CI logs: plain progress lines, no redrawn bar.
+    let progress = String::from_utf8_lossy(&out.stderr);
+    assert!(!progress.contains('\r'), "{progress:?}");
+    let percents: Vec<&str> = progress.lines().filter(|l| l.contains("% ")).collect();
+    assert!(
+        (2..=12).contains(&percents.len()) && percents.last().is_some_and(|l| l.contains("100%")),
+        "{progress}"
+    );
     let dest = dir.path().join("demo.gguf");
     assert_eq!(sha256_file(&dest).unwrap(), digest);
     assert!(!dir.path().join("demo.gguf.partial").exists());

@@ -224,7 +224,7 @@ pub fn dispatch(cmd: AdaptersCommand) -> anyhow::Result<()> {
                     total_bytes: Some(1000),
                 })
             })?;
-            eprintln!();
+            super::models::end_progress_line();
             println!(
                 "wrote {} ({} tensors merged, {})",
                 report.out.display(),

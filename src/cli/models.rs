@@ -7,13 +7,31 @@ use std::sync::atomic::AtomicBool;
 use crate::metrics::mib;
 use crate::models::{self, FetchProgress, CATALOG};
 
-/// A one-line progress bar on stderr.
+/// A one-line progress bar on stderr; where stderr is not a terminal (a log, CI), a plain line
+/// for each stage and every 10 %.
 pub fn progress_bar() -> impl FnMut(FetchProgress) {
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut last_pct = u64::MAX;
     let mut last_stage = String::new();
     move |p: FetchProgress| {
         let pct = p.total_bytes.filter(|&t| t > 0).map(|t| p.done_bytes * 100 / t);
-        if pct == Some(last_pct) && p.stage == last_stage {
+        let step = |pct: Option<u64>| if tty { pct } else { pct.map(|v| v / 10 * 10) };
+        if step(pct) == step(Some(last_pct)) && p.stage == last_stage {
+            return;
+        }
+        if !tty {
+            if pct.is_none() && p.stage == last_stage {
+                return;
+            }
+            last_pct = pct.unwrap_or(u64::MAX - 1);
+            last_stage.clone_from(&p.stage);
+            match (pct, p.total_bytes) {
+                (Some(pct), Some(total)) => {
+                    eprintln!("{}: {pct:>3}% {} / {}", p.stage, mib(p.done_bytes), mib(total));
+                }
+                _ if p.done_bytes == 0 => eprintln!("{}", p.stage),
+                _ => eprintln!("{}: {}", p.stage, mib(p.done_bytes)),
+            }
             return;
         }
         last_pct = pct.unwrap_or(u64::MAX - 1);
@@ -40,6 +58,13 @@ pub fn progress_bar() -> impl FnMut(FetchProgress) {
     }
 }
 
+/// Ends the progress bar's line on a terminal (plain lines need no end).
+pub fn end_progress_line() {
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprintln!();
+    }
+}
+
 pub fn fetch(what: &str, sha256: Option<&str>, dir: Option<PathBuf>) -> anyhow::Result<()> {
     let dir = dir.unwrap_or_else(models::models_dir);
     let cancel = AtomicBool::new(false);
@@ -52,7 +77,7 @@ pub fn fetch(what: &str, sha256: Option<&str>, dir: Option<PathBuf>) -> anyhow::
         })?;
         models::fetch_catalog(model, &dir, true, &cancel, &mut bar)?
     };
-    eprintln!();
+    end_progress_line();
     if fetched.already_present {
         println!("{} is already installed (sha256 verified)", fetched.path.display());
     } else {

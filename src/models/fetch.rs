@@ -304,6 +304,10 @@ fn pip_download(wheel: &Wheel, dir: &Path, show_output: bool) -> Result<PathBuf,
     .arg(dir)
     .arg(&spec)
     .stdin(Stdio::null());
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        // A log (CI, a script) gets pip's lines without its redrawn progress bar.
+        cmd.args(["--progress-bar", "off"]);
+    }
     if show_output {
         cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());
     } else {
