@@ -7,6 +7,7 @@ use std::net::TcpListener;
 use std::process::Command;
 
 use common::*;
+use nanolab::gguf::Value;
 use nanolab::models::fetch::sha256_file;
 
 /// Serves `body` for every request, `count` times, on a loopback port.
@@ -59,9 +60,32 @@ fn fetch_by_url_verifies_and_installs_once() {
     let dest = dir.path().join("demo.gguf");
     assert_eq!(sha256_file(&dest).unwrap(), digest);
     assert!(!dir.path().join("demo.gguf.partial").exists());
-    // Second time: nothing downloaded.
+    assert!(
+        String::from_utf8_lossy(&out.stdout).ends_with("installed (sha256 verified)\n"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Again: nothing downloaded; the digest is checked when one is given, and not claimed when not.
+    let out = run(&["--sha256", &digest]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("is already installed (sha256 verified)"), "{said}");
     let out = run(&[]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("already installed"));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("is already installed (a readable GGUF; not checked by sha256"),
+        "{said}"
+    );
+    // A download without a digest says which one it got, and that it was not checked.
+    let other = tempfile::tempdir().unwrap();
+    let out = Command::new(exe())
+        .args(["models", "fetch", url.as_str(), "--dir", other.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(&format!("installed (sha256 {digest}, not checked")),
+        "{said}"
+    );
     // listed
     let out = Command::new(exe())
         .args(["models", "list", "--json", "--dir", dir.path().to_str().unwrap()])
@@ -190,4 +214,48 @@ fn a_full_disk_refuses_or_rolls_back_a_download() {
         "{streamed_err}"
     );
     assert!(after_streamed.is_empty(), "{after_streamed:?}");
+}
+
+#[test]
+fn a_partial_file_left_by_a_killed_fetch_is_cleared_before_space_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk");
+    std::fs::create_dir(&disk).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=40m", "tmpfs", disk.to_str().unwrap()])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a small tmpfs here (needs root)");
+        return;
+    }
+    let listing = || {
+        let mut v: Vec<_> = std::fs::read_dir(&disk)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    // kill -9 gives a fetch no chance to clean up: 25 MiB of .partial stays on a 40 MiB disk.
+    std::fs::write(disk.join("six.gguf.partial"), vec![0u8; 25 << 20]).unwrap();
+    let after_kill = listing();
+    // A 6 MiB model needs 22 MiB with the margin: it fits only once the stale file is gone.
+    let model = dir.path().join("six.gguf");
+    write_gguf(
+        &model,
+        vec![("general.architecture", Value::Str("llama".into()))],
+        &[("w", vec![1024, 1536])],
+    );
+    let url = format!("{}/six.gguf", serve(std::fs::read(&model).unwrap(), 1, None));
+    let out = Command::new(exe())
+        .args(["models", "fetch", &url, "--dir", disk.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    let after = listing();
+    let _ = Command::new("umount").arg(&disk).status();
+    assert_eq!(after_kill, vec!["six.gguf.partial".to_string()]);
+    assert!(out.status.success(), "{said}");
+    assert_eq!(after, vec!["six.gguf".to_string()], "{said}");
 }

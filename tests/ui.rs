@@ -277,6 +277,81 @@ fn state_round_trips_through_the_state_file() {
 }
 
 #[test]
+fn an_unusable_state_file_is_moved_aside_with_a_message_never_reset_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    let newer = serde_json::json!({ "version": 99, "prompt": "from the future" }).to_string();
+    let cases: [(&str, Box<dyn Fn()>); 3] = [
+        (
+            "not UTF-8",
+            Box::new(|| std::fs::write(&path, b"{\"prompt\": \"\xff\xfe\"}").unwrap()),
+        ),
+        (
+            "newer than this nanolab",
+            Box::new(|| std::fs::write(&path, &newer).unwrap()),
+        ),
+        ("a folder", Box::new(|| std::fs::create_dir(&path).unwrap())),
+    ];
+    for (what, make) in cases {
+        make();
+        let (fresh, problem) = state::load(&path);
+        assert_eq!(fresh, state::State::default(), "{what}");
+        let msg = problem.expect("a message").to_string();
+        assert!(msg.contains("moved to"), "{what}: {msg}");
+        assert!(!path.exists(), "{what}: still in place");
+        let moved: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains("unreadable"))
+            .collect();
+        assert_eq!(moved.len(), 1, "{what}: {moved:?}");
+        if what.starts_with("newer") {
+            assert!(msg.contains("version 99"), "{msg}");
+            assert_eq!(std::fs::read_to_string(&moved[0]).unwrap(), newer);
+        }
+        for m in moved {
+            if m.is_dir() {
+                std::fs::remove_dir(m).unwrap();
+            } else {
+                std::fs::remove_file(m).unwrap();
+            }
+        }
+    }
+
+    // The window shows the message.
+    std::fs::write(&path, "{ not json").unwrap();
+    let mut h = harness(new_app(Some(path.clone())));
+    h.run_steps(2);
+    h.get_by_label_contains("could not be used");
+    drop(h);
+
+    // A file that cannot even be moved (immutable, so not even root may rename it) is left as it
+    // was: the window says so and never saves over it.
+    std::fs::write(&path, "{ not json either").unwrap();
+    let immutable = std::process::Command::new("chattr").arg("+i").arg(&path).status();
+    if !immutable.is_ok_and(|s| s.success()) {
+        eprintln!("chattr +i is not available on this file system; the kept-in-place case is not run");
+        return;
+    }
+    struct Mutable(PathBuf);
+    impl Drop for Mutable {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("chattr").arg("-i").arg(&self.0).status();
+        }
+    }
+    let _guard = Mutable(path.clone());
+    let mut h = harness(new_app(Some(path.clone())));
+    h.run_steps(2);
+    h.get_by_label_contains("will not be saved over it");
+    assert!(h.state().rt.state_path.is_none());
+    h.get_by_label("Add lane").click();
+    h.state_mut().state.prompt = "new work".into();
+    h.run_steps(3);
+    drop(h);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "{ not json either");
+}
+
+#[test]
 fn a_dropped_peft_folder_is_imported_and_registry_adapters_can_be_added() {
     let dir = tempfile::tempdir().unwrap();
     std::env::set_var("NANOLAB_ADAPTERS", dir.path().join("adapters"));

@@ -78,10 +78,20 @@ pub fn fetch(what: &str, sha256: Option<&str>, dir: Option<PathBuf>) -> anyhow::
         models::fetch_catalog(model, &dir, true, &cancel, &mut bar)?
     };
     end_progress_line();
-    if fetched.already_present {
-        println!("{} is already installed (sha256 verified)", fetched.path.display());
+    let path = fetched.path.display();
+    let done = if fetched.already_present {
+        "is already installed"
     } else {
-        println!("installed {}", fetched.path.display());
+        "installed"
+    };
+    match &fetched.digest {
+        models::Digest::Verified(_) => println!("{path} {done} (sha256 verified)"),
+        models::Digest::Unchecked(actual) => {
+            println!("{path} {done} (sha256 {actual}, not checked: give --sha256 to verify a download)");
+        }
+        models::Digest::NotComputed => {
+            println!("{path} {done} (a readable GGUF; not checked by sha256: give --sha256 to verify it)");
+        }
     }
     Ok(())
 }

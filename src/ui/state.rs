@@ -254,31 +254,51 @@ pub enum StateError {
         /// Where it went.
         moved_to: String,
     },
+    /// Unusable and it could not be moved aside either: nothing may be saved over it.
+    #[error("saved state {path} could not be used ({reason}) nor moved aside ({error}); a fresh state started and will not be saved over it")]
+    KeptInPlace {
+        /// The file.
+        path: String,
+        /// Why it could not be used.
+        reason: String,
+        /// Why it could not be moved.
+        error: String,
+    },
 }
 
-/// Loads the state; a missing file gives the default, a bad one is moved aside with a message.
+impl StateError {
+    /// True when the file is still where it was, so saving would overwrite it.
+    pub fn blocks_saving(&self) -> bool {
+        matches!(self, Self::KeptInPlace { .. })
+    }
+}
+
+/// Loads the state; a missing file gives the default, a bad one (unreadable, not UTF-8, not
+/// JSON, from a newer version, a folder) is moved aside with a message.
 pub fn load(path: &Path) -> (State, Option<StateError>) {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return (State::default(), None);
-    };
-    let reason = match serde_json::from_str::<State>(&text) {
-        Ok(s) if s.version <= STATE_VERSION => return (s, None),
-        Ok(s) => format!("it is version {}, newer than this nanolab ({STATE_VERSION})", s.version),
-        Err(e) => e.to_string(),
+    let reason = match std::fs::read_to_string(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (State::default(), None),
+        Err(e) => format!("cannot read it: {e}"),
+        Ok(text) => match serde_json::from_str::<State>(&text) {
+            Ok(s) if s.version <= STATE_VERSION => return (s, None),
+            Ok(s) => format!("it is version {}, newer than this nanolab ({STATE_VERSION})", s.version),
+            Err(e) => e.to_string(),
+        },
     };
     let moved = path.with_extension(format!("unreadable-{}.json", std::process::id()));
-    let moved_to = match std::fs::rename(path, &moved) {
-        Ok(()) => moved.display().to_string(),
-        Err(e) => format!("(could not move: {e})"),
-    };
-    (
-        State::default(),
-        Some(StateError::MovedAside {
+    let problem = match std::fs::rename(path, &moved) {
+        Ok(()) => StateError::MovedAside {
             path: path.display().to_string(),
             reason,
-            moved_to,
-        }),
-    )
+            moved_to: moved.display().to_string(),
+        },
+        Err(e) => StateError::KeptInPlace {
+            path: path.display().to_string(),
+            reason,
+            error: e.to_string(),
+        },
+    };
+    (State::default(), Some(problem))
 }
 
 /// Writes the state atomically (temporary file, then rename).

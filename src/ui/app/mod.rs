@@ -157,6 +157,8 @@ impl App {
             Some(p) => state::load(p),
             None => (State::default(), None),
         };
+        // A state file that could not be moved aside must not be saved over.
+        let state_path = state_path.filter(|_| !problem.as_ref().is_some_and(state::StateError::blocks_saving));
         let models_dir = crate::models::models_dir();
         let (profiles, profile_errors) = crate::sim::profile::all();
         let profile_problem = (!profile_errors.is_empty()).then(|| {
