@@ -281,19 +281,12 @@ fn an_unusable_state_file_is_moved_aside_with_a_message_never_reset_in_place() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.json");
     let newer = serde_json::json!({ "version": 99, "prompt": "from the future" }).to_string();
-    let cases: [(&str, Box<dyn Fn()>); 3] = [
-        (
-            "not UTF-8",
-            Box::new(|| std::fs::write(&path, b"{\"prompt\": \"\xff\xfe\"}").unwrap()),
-        ),
-        (
-            "newer than this nanolab",
-            Box::new(|| std::fs::write(&path, &newer).unwrap()),
-        ),
-        ("a folder", Box::new(|| std::fs::create_dir(&path).unwrap())),
-    ];
-    for (what, make) in cases {
-        make();
+    for what in ["not UTF-8", "newer than this nanolab", "a folder"] {
+        match what {
+            "not UTF-8" => std::fs::write(&path, b"{\"prompt\": \"\xff\xfe\"}").unwrap(),
+            "a folder" => std::fs::create_dir(&path).unwrap(),
+            _ => std::fs::write(&path, &newer).unwrap(),
+        }
         let (fresh, problem) = state::load(&path);
         assert_eq!(fresh, state::State::default(), "{what}");
         let msg = problem.expect("a message").to_string();
