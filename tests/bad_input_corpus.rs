@@ -4,6 +4,7 @@
 mod common;
 mod corpus;
 
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,7 @@ use corpus::Role;
 use egui_kittest::kittest::Queryable;
 use nanolab::ui::app::{App, Command as UiCommand};
 
-fn one_error_line(args: &[&str], expect: &str, name: &str) {
+fn one_error_line(args: &[&str], expect: &str, name: &str) -> String {
     let out = Command::new(exe()).args(args).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{name}: {args:?} should fail");
@@ -20,6 +21,7 @@ fn one_error_line(args: &[&str], expect: &str, name: &str) {
     let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(lines.len(), 1, "{name}: expected one error line: {err}");
     assert!(lines[0].contains(expect), "{name}: {:?} lacks {expect:?}", lines[0]);
+    lines[0].to_string()
 }
 
 #[test]
@@ -54,8 +56,44 @@ fn every_corpus_case_gets_a_specific_error_from_the_cli() {
                     c.name,
                 );
             }
-            Role::Adapter => one_error_line(&["run", "-m", d, "-a", p, "-p", "hi", "-n", "2"], c.expect, c.name),
+            Role::Adapter => {
+                one_error_line(&["run", "-m", d, "-a", p, "-p", "hi", "-n", "2"], c.expect, c.name);
+            }
         }
+    }
+}
+
+#[test]
+fn every_corpus_file_gets_a_specific_error_in_its_other_role_too() {
+    let demo = demo_model();
+    let dir = tempfile::tempdir().unwrap();
+    let cases = corpus::generate(dir.path(), &demo);
+    eprintln!("corpus: {} cases", cases.len());
+    let d = demo.to_str().unwrap();
+    for c in &cases {
+        let p = c.path.to_str().unwrap();
+        let line = match c.role {
+            // A valid adapter is not an error as an adapter.
+            Role::Model if c.name == "adapter-as-model" => continue,
+            Role::Model => {
+                // Well-formed models are refused as adapters for being models; the rest for
+                // the same fault as in their own role.
+                let expect = match c.name {
+                    "no-tensors" | "unknown-architecture" => "is not an adapter (general.type is \"model\")",
+                    _ => c.expect,
+                };
+                one_error_line(&["run", "-m", d, "-a", p, "-p", "hi", "-n", "2"], expect, c.name)
+            }
+            // A PEFT folder is imported, not run; a model given as an adapter is a good model.
+            Role::Adapter if c.name.starts_with("peft") || c.name == "model-as-adapter" => continue,
+            // As a model, each of these well-formed adapter files is refused for being an adapter.
+            Role::Adapter => one_error_line(
+                &["run", "-m", p, "-p", "hi", "-n", "2"],
+                "this is a LoRA adapter, not a model",
+                c.name,
+            ),
+        };
+        eprintln!("{:<28} {line}", c.name);
     }
 }
 
@@ -144,5 +182,84 @@ fn every_corpus_case_dropped_on_the_window_shows_a_banner_and_loses_nothing() {
         }
         wait(&mut h, "engine idle", &|a| a.rt.jobs.is_empty());
     }
+
+    // A file the user may not read. Root reads anything, so this thread gives up that power
+    // for the drop (capabilities are per thread; the window reads dropped files on this one).
+    use std::os::unix::fs::PermissionsExt;
+    let locked = dir.path().join("locked.gguf");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("adapters/smollm2-caps.gguf"),
+        &locked,
+    )
+    .unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let target = h.state().rt.lane_rects[1].1.center();
+    h.state_mut().state.lanes[1].output.error = None;
+    h.state_mut().rt.banner = None;
+    without_reading_everything(|| {
+        assert!(
+            std::fs::File::open(&locked).is_err(),
+            "still allowed to read the locked file"
+        );
+        common::ui::drop_file(&mut h, &locked, target);
+        h.run_steps(2);
+    });
+    let shown = h.state().state.lanes[1]
+        .output
+        .error
+        .clone()
+        .or_else(|| h.state().rt.banner.clone());
+    let shown = shown.expect("unreadable file: no banner");
+    assert!(
+        shown.contains("locked.gguf") && shown.contains("Permission denied"),
+        "{shown:?}"
+    );
+    assert_eq!(
+        h.state().state.lanes[0].output.text,
+        kept[0],
+        "unreadable file: lane 1 lost its output"
+    );
+    assert!(h.state().state.lanes[1].adapters.is_empty());
     std::env::remove_var("NANOLAB_ADAPTERS");
+}
+
+/// Runs `f` with CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH out of this thread's effective set
+/// (a no-op for a user without them), then puts them back.
+fn without_reading_everything(f: impl FnOnce()) {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    const DAC_BITS: u32 = (1 << 1) | (1 << 2);
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget/capset with a v3 header and two data structs, as the kernel's ABI defines.
+    let set = |header: &mut Header, data: &[Data; 2]| unsafe {
+        libc::syscall(libc::SYS_capset, header as *mut Header, data.as_ptr())
+    };
+    // SAFETY: as above; capget fills `data`.
+    assert_eq!(
+        unsafe { libc::syscall(libc::SYS_capget, &mut header as *mut Header, data.as_mut_ptr()) },
+        0
+    );
+    let saved = data;
+    data[0].effective &= !DAC_BITS;
+    assert_eq!(set(&mut header, &data), 0, "capset");
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    assert_eq!(set(&mut header, &saved), 0, "capset (restore)");
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
 }

@@ -186,6 +186,19 @@ fn prompt_longer_than_context_fails_cleanly() {
 }
 
 #[test]
+fn context_bigger_than_memory_is_refused_with_numbers() {
+    let demo = demo_model();
+    // 4 billion tokens of KV cache (about 86 TiB for this model) fit no machine.
+    let (ok, _, err) = nanolab(&["run", "-m", s(&demo), "--ctx", "4000000000", "-p", "hi", "-n", "1"]);
+    assert!(!ok);
+    assert!(
+        err.contains("a context of 4000000000 tokens needs") && err.contains("of KV cache but only"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[test]
 fn run_json_and_inspect_json_are_machine_readable() {
     let demo = demo_model();
     let (ok, out, err) = nanolab(&["run", "-m", s(&demo), "-p", "The sky is", "-n", "8", "--json"]);
@@ -255,30 +268,65 @@ fn an_unreadable_file_is_reported_as_such() {
     )
     .unwrap();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o000)).unwrap();
+    // The base model for the adapter case, where `nobody` may read it.
+    let demo = dir.path().join("demo.gguf");
+    if std::fs::hard_link(demo_model(), &demo).is_err() {
+        std::fs::copy(demo_model(), &demo).unwrap();
+    }
+    std::fs::set_permissions(&demo, std::fs::Permissions::from_mode(0o644)).unwrap();
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    let out = if root {
-        let exe_copy = dir.path().join("nanolab");
+    let exe_copy = dir.path().join("nanolab");
+    if root {
         std::fs::copy(exe(), &exe_copy).unwrap();
         std::fs::set_permissions(&exe_copy, std::fs::Permissions::from_mode(0o755)).unwrap();
-        Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(&exe_copy)
-            .args(["inspect", file.to_str().unwrap()])
-            .output()
-            .expect("setpriv (util-linux) runs")
-    } else {
-        Command::new(exe())
-            .args(["inspect", file.to_str().unwrap()])
-            .output()
-            .unwrap()
-    };
+    }
+    let (f, m) = (file.to_str().unwrap(), demo.to_str().unwrap());
+    let uses: [&[&str]; 3] = [
+        &["inspect", f],
+        &["run", "-m", f, "-p", "hi", "-n", "1"],
+        &["run", "-m", m, "-a", f, "-p", "hi", "-n", "1"],
+    ];
+    for args in uses {
+        let out = if root {
+            Command::new("setpriv")
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(&exe_copy)
+                .args(args)
+                .output()
+                .expect("setpriv (util-linux) runs")
+        } else {
+            Command::new(exe()).args(args).output().unwrap()
+        };
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(errors.len(), 1, "{args:?}: {stderr}");
+        assert!(
+            errors[0].contains("locked.gguf") && errors[0].contains("Permission denied"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_broken_adapter_registry_does_not_stop_a_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("registry.json");
+    std::fs::write(&registry, "{ not json").unwrap();
+    let out = Command::new(exe())
+        .env("NANOLAB_REGISTRY", &registry)
+        .args(["run", "-m", s(&demo_model()), "-p", "The sky is", "-n", "4"])
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    assert!(out.status.success(), "{stderr}");
     assert!(
-        stderr.contains("locked.gguf") && stderr.contains("Permission denied"),
+        stderr.contains("not a valid registry file") && stderr.contains("pinned there as static are not applied"),
         "{stderr}"
     );
+    assert!(!String::from_utf8_lossy(&out.stdout).trim().is_empty());
+    assert_eq!(std::fs::read_to_string(&registry).unwrap(), "{ not json");
 }
 
 #[test]

@@ -345,6 +345,21 @@ fn an_unusable_state_file_is_moved_aside_with_a_message_never_reset_in_place() {
 }
 
 #[test]
+fn a_broken_adapter_registry_is_reported_and_never_saved_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("registry.json");
+    std::fs::write(&registry, "{ not json").unwrap();
+    std::env::set_var("NANOLAB_REGISTRY", &registry);
+    let mut h = harness(new_app(None));
+    h.run_steps(2);
+    h.get_by_label_contains("the adapter registry starts empty and will not be saved over it");
+    assert!(h.state_mut().rt.registry.save().is_err());
+    drop(h);
+    std::env::remove_var("NANOLAB_REGISTRY");
+    assert_eq!(std::fs::read_to_string(&registry).unwrap(), "{ not json");
+}
+
+#[test]
 fn a_dropped_peft_folder_is_imported_and_registry_adapters_can_be_added() {
     let dir = tempfile::tempdir().unwrap();
     std::env::set_var("NANOLAB_ADAPTERS", dir.path().join("adapters"));

@@ -11,8 +11,8 @@ use crate::gguf::{GgufFile, Value};
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CompatError {
     /// The file is not an adapter.
-    #[error("{0} is not an adapter (general.type is {1:?}); a base model cannot be stacked as an adapter")]
-    NotAdapter(String, String),
+    #[error("this is not an adapter (general.type is {0:?}); a base model cannot be stacked as an adapter")]
+    NotAdapter(String),
     /// Not a LoRA adapter.
     #[error("adapter type {0:?} is not supported (only lora)")]
     NotLora(String),
@@ -96,10 +96,7 @@ fn more(n: usize) -> String {
 pub fn check(adapter: &GgufFile, model: &GgufFile) -> Result<CompatReport, CompatError> {
     let general_type = adapter.get_str("general.type").unwrap_or("model");
     if general_type != "adapter" {
-        return Err(CompatError::NotAdapter(
-            adapter.path.display().to_string(),
-            general_type.to_string(),
-        ));
+        return Err(CompatError::NotAdapter(general_type.to_string()));
     }
     let adapter_type = adapter.get_str("adapter.type").unwrap_or("");
     if adapter_type != "lora" {

@@ -118,10 +118,15 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let model_header = validate_model_file(&args.model).map_err(anyhow::Error::msg)?;
     let mut adapters = Vec::new();
     if !args.no_static {
-        let reg = crate::adapters::registry::Registry::load(crate::adapters::registry::registry_path())?;
-        for path in reg.static_for(&args.model) {
-            eprintln!("static adapter: {} (--no-static to skip)", path.display());
-            adapters.push(AdapterSpec { path, scale: 1.0 });
+        // The registry only adds static pins here: one that cannot be read must not stop a run.
+        match crate::adapters::registry::Registry::load(crate::adapters::registry::registry_path()) {
+            Ok(reg) => {
+                for path in reg.static_for(&args.model) {
+                    eprintln!("static adapter: {} (--no-static to skip)", path.display());
+                    adapters.push(AdapterSpec { path, scale: 1.0 });
+                }
+            }
+            Err(e) => eprintln!("warning: {e}; adapters pinned there as static are not applied"),
         }
     }
     adapters.extend(args.adapters.iter().cloned());
