@@ -62,18 +62,44 @@ fn killing_the_window_mid_stream_loses_nothing_and_leaves_no_engine() {
     let demo = demo_model();
     let dir = tempfile::tempdir().unwrap();
     let state_path = dir.path().join("state.json");
+    // Settings away from their defaults, so that a reset would show.
     let mut s = state::State {
         chat_mode: false,
         prompt: "1, 2, 3, 4, 5, 6,".into(),
+        system: "count on".into(),
         show_graphs: true,
+        dark: false,
+        // The window records the model it opens here; it already is.
+        recent_files: vec![demo.clone()],
         ..Default::default()
     };
     let id = s.add_lane(None);
     if let Some(l) = s.lane_mut(id) {
         l.model = Some(demo.clone());
         l.sampling.max_tokens = 3000;
+        l.sampling.temperature = 0.0;
+        l.sampling.seed = 4242;
         l.n_ctx = 4096;
+        l.token_view = true;
+        l.adapters.push(state::AdapterRow {
+            path: Path::new(env!("CARGO_MANIFEST_DIR")).join("adapters/smollm2-caps.gguf"),
+            enabled: true,
+            scale: 0.25,
+            ranks: vec![8],
+            file_bytes: 0,
+        });
     }
+    // Everything but the outputs.
+    let settings = |st: &state::State| {
+        let mut st = st.clone();
+        for l in &mut st.lanes {
+            l.output = Default::default();
+            for a in &mut l.adapters {
+                a.file_bytes = 0;
+            }
+        }
+        st
+    };
     state::save(&state_path, &serde_json::to_string_pretty(&s).unwrap()).unwrap();
 
     let display = ":97";
@@ -105,6 +131,7 @@ fn killing_the_window_mid_stream_loses_nothing_and_leaves_no_engine() {
     win.wait().unwrap();
     let after = std::fs::read_to_string(&state_path).expect("state file still there");
     let saved: state::State = serde_json::from_str(&after).expect("state file is whole JSON after kill -9");
+    assert_eq!(settings(&saved), settings(&s), "settings kept across the kill");
     assert!(saved.lanes[0].output.tokens.len() >= mid.lanes[0].output.tokens.len());
     assert!(saved.lanes[0].output.text.starts_with(&mid.lanes[0].output.text));
     // The engine notices its parent is gone (stdin closes) and exits.
@@ -130,7 +157,7 @@ fn killing_the_window_mid_stream_loses_nothing_and_leaves_no_engine() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let reopened = wait_state(&state_path, "state readable after reopen", |_| true);
-    assert_eq!(reopened.lanes.len(), 1);
+    assert_eq!(settings(&reopened), settings(&s), "settings restored on reopening");
     assert_eq!(
         reopened.lanes[0].output.text, saved.lanes[0].output.text,
         "output kept across the kill"
