@@ -206,6 +206,87 @@ fn esc_stops_running_lanes() {
 }
 
 #[test]
+fn an_engine_killed_while_a_model_loads_shows_on_that_lane_and_a_reload_works() {
+    let mut h = harness(new_app(None));
+    step_until(&mut h, Duration::from_secs(30), "model loaded", |a| {
+        a.rt.jobs.is_empty()
+    });
+    h.get_by_label("Add lane").click();
+    h.run_steps(2);
+    {
+        let s = &mut h.state_mut().state;
+        s.chat_mode = false;
+        s.prompt = "The capital of France is".into();
+        s.lanes[0].sampling.max_tokens = 8;
+    }
+    h.run_steps(2);
+    h.get_by_label("Run all").click();
+    step_until(&mut h, Duration::from_secs(60), "first outputs", |a| {
+        a.state.lanes.iter().all(|l| l.output.stats.is_some())
+    });
+    let lane1_text = h.state().state.lanes[0].output.text.clone();
+    // Another file (a copy, so the engine cannot reuse the loaded model) opened on lane 2, and
+    // the engine killed right after the load request went out: it cannot have finished loading.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("copy.gguf");
+    std::fs::copy(demo_model(), &copy).unwrap();
+    let lane2 = h.state().state.lanes[1].id;
+    let pid = h.state().rt.engine.pid().expect("engine running");
+    h.state_mut().rt.pending.push(Command::SetModel {
+        lane: Some(lane2),
+        path: copy.clone(),
+    });
+    h.state_mut().apply_commands();
+    assert!(h.state().rt.load_progress.contains_key(&lane2), "load under way");
+    // SAFETY: kill(2) on the engine child this window started.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    step_until(&mut h, Duration::from_secs(30), "lane 2 told", |a| {
+        a.state.lanes[1].output.error.is_some()
+    });
+    let e = h.state().state.lanes[1].output.error.clone().unwrap();
+    assert!(
+        e.contains("engine stopped while loading") && e.contains("copy.gguf") && e.contains("signal 9"),
+        "{e}"
+    );
+    h.get_by_label_contains("engine stopped while loading");
+    assert!(h.state().rt.load_progress.is_empty(), "no load left spinning");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "engine {pid} not reaped"
+    );
+    assert!(
+        h.state().state.lanes[0].output.error.is_none(),
+        "lane 1 had nothing running"
+    );
+    assert_eq!(
+        h.state().state.lanes[0].output.text,
+        lane1_text,
+        "lane 1 keeps its output"
+    );
+    // Open it again: a fresh engine loads it, and both lanes run.
+    h.state_mut().rt.pending.push(Command::SetModel {
+        lane: Some(lane2),
+        path: copy.clone(),
+    });
+    h.state_mut().apply_commands();
+    step_until(&mut h, Duration::from_secs(60), "reloaded", |a| a.rt.jobs.is_empty());
+    h.get_by_label("Run all").click();
+    step_until(&mut h, Duration::from_secs(60), "both runs done", |a| {
+        a.state
+            .lanes
+            .iter()
+            .all(|l| l.output.stats.is_some() && l.output.error.is_none())
+    });
+    assert_eq!(h.state().state.lanes[1].model.as_deref(), Some(copy.as_path()));
+    assert_eq!(
+        h.state().state.lanes[1].output.text,
+        lane1_text,
+        "same model, same greedy output"
+    );
+    assert_eq!(h.state().rt.engine.restarts(), 1);
+}
+
+#[test]
 fn a_killed_engine_shows_on_the_lanes_concerned_and_a_rerun_works() {
     let mut h = harness(new_app(None));
     step_until(&mut h, Duration::from_secs(30), "model loaded", |a| {
