@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Installs what nanolab needs on Debian/Ubuntu (as root) or prints the exact apt line (otherwise).
-# Usage: scripts/setup.sh [--test]   (--test adds what the test suite needs: Xvfb)
+# Usage: scripts/setup.sh [--test]   (--test adds what the test suite needs: Xvfb, xdotool, strace)
 set -euo pipefail
 
 pkgs=(cmake libclang-dev pkg-config python3-pip
       libx11-6 libxcursor1 libxrandr2 libxi6 libxkbcommon-x11-0 libgl1 libegl1 libgl1-mesa-dri)
 if [[ "${1:-}" == "--test" ]]; then
-  pkgs+=(xvfb xauth python3-xlib xdotool)
+  pkgs+=(xvfb xauth python3-xlib xdotool strace)
 fi
 
 missing=()
