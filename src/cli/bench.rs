@@ -179,8 +179,9 @@ fn random_lora(model: &crate::gguf::GgufFile, rank: u64, out: &std::path::Path) 
         ("adapter.type".to_string(), Value::Str("lora".into())),
         ("adapter.lora.alpha".to_string(), Value::F64(rank as f64)),
     ];
-    let mut f = std::io::BufWriter::new(std::fs::File::create(out)?);
-    writer::write(&mut f, &md, &tensors)?;
+    let mut bytes = Vec::new();
+    writer::write(&mut bytes, &md, &tensors)?;
+    crate::paths::write_atomic(out, &bytes)?;
     Ok(())
 }
 

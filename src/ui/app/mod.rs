@@ -337,7 +337,7 @@ impl FrameStats {
                 "busy_frame_ms_max": frame(1.0),
                 "idle_frames": self.idle_frames,
             });
-            if let Err(e) = std::fs::write(path, json.to_string()) {
+            if let Err(e) = crate::paths::write_atomic(path, json.to_string().as_bytes()) {
                 tracing::warn!("could not write frame stats to {}: {e}", path.display());
             }
         }
