@@ -13,13 +13,20 @@ sys_ggml=$(grep -m3 -E 'set\(GGML_VERSION_(MAJOR|MINOR|PATCH)' "$sys_dir/llama.c
 echo "llama-bench: $(cat target/llama-tools/version.txt)"
 echo "nanolab: llama.cpp from $(basename "$sys_dir") (ggml $sys_ggml)"
 lb_pp=(); lb_tg=(); nl_pp=(); nl_tg=()
-for r in $(seq "$REPS"); do
+run_llama_bench() {
   out=$("$BIN/llama-bench" -m "$MODEL" -p 512 -n 128 -r 1 -t "$THREADS" -o csv 2>/dev/null)
   lb_pp+=("$(echo "$out" | awk -F, 'NR>1 && /"512","0"/ {gsub(/"/,""); print $(NF-1)}' | head -1)")
   lb_tg+=("$(echo "$out" | awk -F, 'NR>1 && /"0","128"/ {gsub(/"/,""); print $(NF-1)}' | head -1)")
-  j=$(target/release/nanolab bench -m "$MODEL" -p 512 -n 128 -r 1 --threads "$THREADS" --no-baseline -o json)
-  nl_pp+=("$(echo "$j" | python3 -c 'import json,sys; r=json.load(sys.stdin)["rows"]; print(r[0]["avg_ts"])')")
-  nl_tg+=("$(echo "$j" | python3 -c 'import json,sys; r=json.load(sys.stdin)["rows"]; print(r[1]["avg_ts"])')")
+}
+run_nanolab() {
+  # -o json is llama-bench's shape: an array of rows (pp, then tg).
+  j=$(target/release/nanolab bench -m "$MODEL" -p 512 -n 128 -r 1 --threads "$THREADS" --no-baseline -o json 2>/dev/null)
+  nl_pp+=("$(echo "$j" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["avg_ts"])')")
+  nl_tg+=("$(echo "$j" | python3 -c 'import json,sys; print(json.load(sys.stdin)[1]["avg_ts"])')")
+}
+# Alternate which runs first so drift in the machine's speed hits both equally.
+for r in $(seq "$REPS"); do
+  if ((r % 2)); then run_llama_bench; run_nanolab; else run_nanolab; run_llama_bench; fi
 done
 python3 - "${lb_pp[*]}" "${lb_tg[*]}" "${nl_pp[*]}" "${nl_tg[*]}" <<'PY'
 import statistics as st, sys

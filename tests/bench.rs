@@ -29,8 +29,9 @@ fn bench_reports_llama_bench_fields_for_nanolab_and_the_baseline() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // llama-bench's shape: an array of rows on stdout, notes on stderr.
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let rows = v["rows"].as_array().unwrap();
+    let rows = v.as_array().unwrap();
     let runners: Vec<&str> = rows.iter().map(|r| r["runner"].as_str().unwrap()).collect();
     assert_eq!(
         runners,
@@ -43,16 +44,21 @@ fn bench_reports_llama_bench_fields_for_nanolab_and_the_baseline() {
         ]
     );
     for r in rows {
-        assert!(r["avg_ts"].as_f64().unwrap() > 0.0);
+        let ts = r["avg_ts"].as_f64().unwrap();
+        assert!(ts > 0.0);
         assert_eq!(r["samples_ts"].as_array().unwrap().len(), 2);
+        assert_eq!(r["samples_ns"].as_array().unwrap().len(), 2);
         assert_eq!(r["model_n_params"], 134_515_008);
+        assert_eq!(r["backends"], "CPU");
+        assert_eq!(r["n_gpu_layers"], 0);
+        assert!(r["build_commit"].as_str().unwrap().contains("ggml"), "{r}");
+        // ns per test and tokens per second describe the same runs.
+        let tokens = r["n_prompt"].as_f64().unwrap() + r["n_gen"].as_f64().unwrap();
+        let ts_from_ns = tokens * 1e9 / r["avg_ns"].as_f64().unwrap();
+        assert!((ts_from_ns / ts - 1.0).abs() < 0.05, "{r}");
     }
-    let notes: Vec<&str> = v["notes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n.as_str().unwrap())
-        .collect();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let notes: Vec<&str> = stderr.lines().filter_map(|l| l.strip_prefix("note: ")).collect();
     assert!(
         notes[0].starts_with("nanolab / llama-cpp-2 baseline: pp64"),
         "{notes:?}"

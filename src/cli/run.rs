@@ -219,7 +219,7 @@ pub fn stats_line(s: &RunStats) -> String {
 }
 
 /// The GPU backend this binary was built with, if any.
-fn gpu_backend_built() -> Option<&'static str> {
+pub fn gpu_backend_built() -> Option<&'static str> {
     if cfg!(feature = "cuda") {
         Some("CUDA")
     } else if cfg!(feature = "vulkan") {

@@ -31,8 +31,10 @@ pub fn bench_tokens(n: usize, n_vocab: i32, seed: u64) -> Vec<i32> {
 
 impl Baseline {
     /// Loads the model (CPU; `gpu_layers` as for nanolab).
-    pub fn load(path: &Path, threads: i32, gpu_layers: u32) -> anyhow::Result<Self> {
+    /// `gpu_layers` None: every layer where a GPU backend exists, as the engine does.
+    pub fn load(path: &Path, threads: i32, gpu_layers: Option<u32>) -> anyhow::Result<Self> {
         super::llama::init_backend()?;
+        let gpu_layers = gpu_layers.unwrap_or_else(super::default_gpu_layers);
         let backend = super::llama::backend().ok_or_else(|| anyhow::anyhow!("llama.cpp backend unavailable"))?;
         let params = LlamaModelParams::default().with_n_gpu_layers(gpu_layers);
         let model = LlamaModel::load_from_file(backend, path, &params)?;

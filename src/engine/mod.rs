@@ -6,6 +6,7 @@ pub mod baseline;
 mod cancel;
 pub mod client;
 mod llama;
+pub mod local;
 pub mod quantize_worker;
 pub mod server;
 mod text;
@@ -14,3 +15,13 @@ mod worker;
 pub use client::{describe_exit, ClientError, EngineClient, Waker};
 pub use llama::llama_build;
 pub use worker::{validate_adapter_file, validate_model_file};
+
+/// Layers the engine offloads when none are asked for: all of them where llama.cpp found a GPU,
+/// none otherwise.
+pub fn default_gpu_layers() -> u32 {
+    if llama::supports_gpu_offload() {
+        999
+    } else {
+        0
+    }
+}

@@ -4,6 +4,7 @@
 
 use std::io::{BufRead, Write};
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use super::cancel::CancelBoard;
 use super::llama;
@@ -23,6 +24,37 @@ impl EventSink for StdoutSink {
     }
 }
 
+/// Token events closer together than this are written together: each write wakes the parent's
+/// reader thread, and on a machine with as many cores as llama.cpp has threads every wake-up
+/// stalls a decode (its threads wait for each other). 16 ms keeps streaming smooth.
+const TOKEN_FLUSH_EVERY: Duration = Duration::from_millis(16);
+
+/// The engine thread's sink: every event is written at once except token events, which are
+/// held for at most [`TOKEN_FLUSH_EVERY`] (the job's terminal event writes whatever is held).
+struct BatchingStdoutSink {
+    held: Vec<u8>,
+    last_write: Option<Instant>,
+}
+
+impl EventSink for BatchingStdoutSink {
+    fn send(&mut self, event: Event) {
+        let Ok(line) = serde_json::to_string(&event) else { return };
+        self.held.extend_from_slice(line.as_bytes());
+        self.held.push(b'\n');
+        let hold = matches!(event, Event::Token { .. })
+            && self.last_write.is_some_and(|t| t.elapsed() < TOKEN_FLUSH_EVERY);
+        if hold {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        // If the parent is gone there is no one to tell; the stdin loop will end too.
+        let _ = out.write_all(&self.held);
+        let _ = out.flush();
+        self.held.clear();
+        self.last_write = Some(Instant::now());
+    }
+}
+
 /// Runs the engine until stdin closes. Returns an error only if the engine cannot start.
 pub fn run() -> anyhow::Result<()> {
     llama::init_backend()?;
@@ -37,7 +69,10 @@ pub fn run() -> anyhow::Result<()> {
     let worker_cancel = cancel.clone();
     let worker = std::thread::Builder::new().name("llama-engine".into()).spawn(move || {
         let mut worker = Worker::new(worker_cancel);
-        let mut sink = StdoutSink;
+        let mut sink = BatchingStdoutSink {
+            held: Vec::new(),
+            last_write: None,
+        };
         while let Ok(req) = rx.recv() {
             worker.handle(req, &mut sink);
         }

@@ -182,11 +182,7 @@ impl Worker {
     }
 
     fn default_gpu_layers() -> u32 {
-        if llama::supports_gpu_offload() {
-            999
-        } else {
-            0
-        }
+        super::default_gpu_layers()
     }
 
     fn ensure_model(
