@@ -38,11 +38,13 @@ struct BatchingStdoutSink {
 
 impl EventSink for BatchingStdoutSink {
     fn send(&mut self, event: Event) {
-        let Ok(line) = serde_json::to_string(&event) else { return };
+        let Ok(line) = serde_json::to_string(&event) else {
+            return;
+        };
         self.held.extend_from_slice(line.as_bytes());
         self.held.push(b'\n');
-        let hold = matches!(event, Event::Token { .. })
-            && self.last_write.is_some_and(|t| t.elapsed() < TOKEN_FLUSH_EVERY);
+        let hold =
+            matches!(event, Event::Token { .. }) && self.last_write.is_some_and(|t| t.elapsed() < TOKEN_FLUSH_EVERY);
         if hold {
             return;
         }
