@@ -47,7 +47,12 @@ elif dpkg --compare-versions "$mesa" lt 25; then
 fi
 
 run+=(GGML_VK_VISIBLE_DEVICES=0 NANOLAB_TEST_MODEL="$model")
-"${run[@]}" "$repo/target/vulkan/release/nanolab" devices
+devices=$("${run[@]}" "$repo/target/vulkan/release/nanolab" devices --json)
+echo "$devices"
+# The offload path is the point: with no Vulkan device the tests would pass on the CPU, unseen.
+vulkan_devices=$(echo "$devices" | python3 -c 'import json,sys
+print(sum(d["name"].startswith("Vulkan") or d["backend"].startswith("Vulkan") for d in json.load(sys.stdin)["devices"]))')
+[[ $vulkan_devices -ge 1 ]] || { echo "test-vulkan: llama.cpp lists no Vulkan device; nothing would be offloaded" >&2; exit 1; }
 for t in engine adapters; do
   bin=$(ls -t target/vulkan/release/deps/"$t"-* | grep -v '\.d$' | head -1)
   echo "test-vulkan: $t"
