@@ -461,8 +461,7 @@ fn through_the_stack(
     let is_token = |ev: &Event| matches!(ev, Event::Token { token_id, .. } if *token_id >= 0);
     let (mut seen, mut alone) = (Vec::new(), Vec::new());
     // One unmeasured run each: the weights paged in, the contexts made.
-    for r in 0..=reps {
-        let seed = r;
+    for seed in 0..=reps {
         let mut run_child = || -> anyhow::Result<Option<f64>> {
             let job = c.next_job();
             let mut arrivals = Vec::new();
@@ -489,14 +488,14 @@ fn through_the_stack(
             Ok(rate_of(&arrivals))
         };
         // Alternate which runs first so drift in the machine's speed hits both equally.
-        let (a, b) = if r % 2 == 0 {
+        let (a, b) = if seed % 2 == 0 {
             let a = run_child()?;
             (a, run_local()?)
         } else {
             let b = run_local()?;
             (run_child()?, b)
         };
-        if let (Some(a), Some(b), true) = (a, b, r > 0) {
+        if let (Some(a), Some(b), true) = (a, b, seed > 0) {
             seen.push(a);
             alone.push(b);
         }

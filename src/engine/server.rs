@@ -11,32 +11,21 @@ use super::llama;
 use super::worker::{EventSink, Worker};
 use crate::protocol::{Event, Request, PROTOCOL_VERSION};
 
-struct StdoutSink;
-
-impl EventSink for StdoutSink {
-    fn send(&mut self, event: Event) {
-        let mut out = std::io::stdout().lock();
-        // If the parent is gone there is no one to tell; the stdin loop will end too.
-        if let Ok(line) = serde_json::to_string(&event) {
-            let _ = writeln!(out, "{line}");
-            let _ = out.flush();
-        }
-    }
-}
-
 /// Token events closer together than this are written together: each write wakes the parent's
 /// reader thread, and on a machine with as many cores as llama.cpp has threads every wake-up
 /// stalls a decode (its threads wait for each other). 16 ms keeps streaming smooth.
 const TOKEN_FLUSH_EVERY: Duration = Duration::from_millis(16);
 
-/// The engine thread's sink: every event is written at once except token events, which are
+/// Events as JSON lines on stdout: every event is written at once except token events, which are
 /// held for at most [`TOKEN_FLUSH_EVERY`] (the job's terminal event writes whatever is held).
-struct BatchingStdoutSink {
+/// The engine thread and the stdin thread each have one; every write holds whole lines.
+#[derive(Default)]
+struct StdoutSink {
     held: Vec<u8>,
     last_write: Option<Instant>,
 }
 
-impl EventSink for BatchingStdoutSink {
+impl EventSink for StdoutSink {
     fn send(&mut self, event: Event) {
         let Ok(line) = serde_json::to_string(&event) else {
             return;
@@ -60,7 +49,7 @@ impl EventSink for BatchingStdoutSink {
 /// Runs the engine until stdin closes. Returns an error only if the engine cannot start.
 pub fn run() -> anyhow::Result<()> {
     llama::init_backend()?;
-    let mut sink = StdoutSink;
+    let mut sink = StdoutSink::default();
     sink.send(Event::Ready {
         protocol_version: PROTOCOL_VERSION,
         engine_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -71,10 +60,7 @@ pub fn run() -> anyhow::Result<()> {
     let worker_cancel = cancel.clone();
     let worker = std::thread::Builder::new().name("llama-engine".into()).spawn(move || {
         let mut worker = Worker::new(worker_cancel);
-        let mut sink = BatchingStdoutSink {
-            held: Vec::new(),
-            last_write: None,
-        };
+        let mut sink = StdoutSink::default();
         while let Ok(req) = rx.recv() {
             worker.handle(req, &mut sink);
         }

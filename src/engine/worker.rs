@@ -181,17 +181,13 @@ impl Worker {
         self.models.retain(|(p, _), _| p != path);
     }
 
-    fn default_gpu_layers() -> u32 {
-        super::default_gpu_layers()
-    }
-
     fn ensure_model(
         &mut self,
         job: JobId,
         spec: &ModelSpec,
         sink: &mut dyn EventSink,
     ) -> JobResultOr<(Rc<LoadedModel>, f64)> {
-        let gpu_layers = spec.gpu_layers.unwrap_or_else(Self::default_gpu_layers);
+        let gpu_layers = spec.gpu_layers.unwrap_or_else(super::default_gpu_layers);
         let key = (spec.path.clone(), gpu_layers);
         if let Some(m) = self.models.get(&key) {
             return Ok((Rc::clone(m), 0.0));
