@@ -4,7 +4,6 @@
 mod common;
 mod corpus;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -185,14 +184,7 @@ fn every_corpus_case_dropped_on_the_window_shows_a_banner_and_loses_nothing() {
 
     // A file the user may not read. Root reads anything, so this thread gives up that power
     // for the drop (capabilities are per thread; the window reads dropped files on this one).
-    use std::os::unix::fs::PermissionsExt;
-    let locked = dir.path().join("locked.gguf");
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("adapters/smollm2-caps.gguf"),
-        &locked,
-    )
-    .unwrap();
-    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let locked = locked_adapter_copy(dir.path());
     let target = h.state().rt.lane_rects[1].1.center();
     h.state_mut().state.lanes[1].output.error = None;
     h.state_mut().rt.banner = None;

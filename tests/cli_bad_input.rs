@@ -261,13 +261,7 @@ fn an_unreadable_file_is_reported_as_such() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let file = dir.path().join("locked.gguf");
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("adapters/smollm2-caps.gguf"),
-        &file,
-    )
-    .unwrap();
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let file = locked_adapter_copy(dir.path());
     // The base model for the adapter case, where `nobody` may read it.
     let demo = dir.path().join("demo.gguf");
     if std::fs::hard_link(demo_model(), &demo).is_err() {

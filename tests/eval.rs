@@ -353,7 +353,7 @@ fn a_lane_does_not_diverge_from_itself() {
 fn the_caps_adapter_diverges_where_letters_change_case() {
     let mut c = common::client();
     let demo = common::demo_model();
-    let caps = Path::new(env!("CARGO_MANIFEST_DIR")).join("adapters/smollm2-caps.gguf");
+    let caps = common::caps_adapter();
     let r = diverge(
         &mut c,
         common::lane(1, &demo, 512, vec![]),
@@ -391,7 +391,7 @@ fn the_caps_adapter_diverges_where_letters_change_case() {
 #[test]
 fn diverge_cli_reports_and_exports_per_token_rows() {
     let demo = common::demo_model();
-    let caps = Path::new(env!("CARGO_MANIFEST_DIR")).join("adapters/smollm2-caps.gguf");
+    let caps = common::caps_adapter();
     let out = tempfile::tempdir().unwrap();
     let a = demo.to_str().unwrap().to_string();
     let b = format!("{}+{}", demo.display(), caps.display());
@@ -497,13 +497,6 @@ fn finish(mut job: QuantizeJob) -> Result<nanolab::quant::QuantOutcome, String> 
     .expect("the job ends")
 }
 
-fn only_files(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect()
-}
-
 #[test]
 fn killing_the_quantizer_leaves_nothing_behind() {
     let l = ladder();
@@ -523,7 +516,11 @@ fn killing_the_quantizer_leaves_nothing_behind() {
     unsafe { libc::kill(pid, libc::SIGKILL) };
     let err = finish(job).unwrap_err();
     assert!(err.contains("signal 9"), "{err}");
-    assert!(only_files(dir.path()).is_empty(), "left: {:?}", only_files(dir.path()));
+    assert!(
+        common::file_names(dir.path()).is_empty(),
+        "left: {:?}",
+        common::file_names(dir.path())
+    );
     // No zombie: the worker was reaped.
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     assert!(!stat.contains(") Z "), "zombie: {stat}");
@@ -541,7 +538,11 @@ fn cancel_stops_the_quantizer_and_cleans_up() {
     let mut job = start(&l.f16, &out, "Q8_0", None).unwrap();
     job.cancel();
     std::thread::sleep(Duration::from_millis(200));
-    assert!(only_files(dir.path()).is_empty(), "left: {:?}", only_files(dir.path()));
+    assert!(
+        common::file_names(dir.path()).is_empty(),
+        "left: {:?}",
+        common::file_names(dir.path())
+    );
 }
 
 #[test]
@@ -564,29 +565,27 @@ fn running_out_of_space_mid_write_fails_cleanly() {
     let out = out_dir.join("f.Q8_0.gguf");
     let err = finish(start(&l.f16, &out, "Q8_0", Some(wrapper)).unwrap()).unwrap_err();
     assert!(err.contains("SIGXFSZ") || err.contains("File too large"), "{err}");
-    assert!(only_files(&out_dir).is_empty(), "left: {:?}", only_files(&out_dir));
+    assert!(
+        common::file_names(&out_dir).is_empty(),
+        "left: {:?}",
+        common::file_names(&out_dir)
+    );
 }
 
 #[test]
 fn a_disk_without_room_is_refused_before_writing() {
     let l = ladder();
     let dir = tempfile::tempdir().unwrap();
-    let mnt = dir.path().join("small");
-    std::fs::create_dir(&mnt).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=40m", "tmpfs", mnt.to_str().unwrap()])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
+    let Some(disk) = common::small_tmpfs(&dir.path().join("small"), 40) else {
         eprintln!(
             "skipped: cannot mount a small tmpfs here (needs root); the size-limit test covers mid-write failure"
         );
         return;
-    }
-    let out = mnt.join("d.Q8_0.gguf");
+    };
+    let out = disk.path().join("d.Q8_0.gguf");
     let result = start(&l.f16, &out, "Q8_0", None);
-    let listing = only_files(&mnt);
-    let _ = Command::new("umount").arg(&mnt).status();
+    let listing = common::file_names(disk.path());
+    drop(disk);
     let err = result.err().expect("refused");
     assert!(err.contains("not enough disk space"), "{err}");
     assert!(listing.is_empty(), "{listing:?}");

@@ -2,37 +2,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::process::Command;
 
 use common::*;
 use nanolab::gguf::Value;
 use nanolab::models::fetch::sha256_file;
-
-/// Serves `body` for every request, `count` times, on a loopback port.
-fn serve(body: Vec<u8>, count: usize, truncate_at: Option<usize>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(count) {
-            let mut stream = stream.unwrap();
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut line = String::new();
-            while reader.read_line(&mut line).unwrap_or(0) > 2 {
-                line.clear();
-            }
-            let send = truncate_at.unwrap_or(body.len());
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(&body[..send]);
-        }
-    });
-    format!("http://{addr}")
-}
 
 #[test]
 fn fetch_by_url_verifies_and_installs_once() {
@@ -151,49 +125,21 @@ fn fetching_the_demo_model_again_skips_it() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("already installed"));
 }
 
-/// Serves `body` once without a Content-Length (the client learns the size only at the end).
-fn serve_unsized(body: Vec<u8>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        if let Some(Ok(mut stream)) = listener.incoming().next() {
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut line = String::new();
-            while reader.read_line(&mut line).unwrap_or(0) > 2 {
-                line.clear();
-            }
-            let _ = write!(stream, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
-            let _ = stream.write_all(&body);
-        }
-    });
-    format!("http://{addr}")
-}
-
 #[test]
 fn a_full_disk_refuses_or_rolls_back_a_download() {
     let dir = tempfile::tempdir().unwrap();
-    let small = dir.path().join("small");
-    std::fs::create_dir(&small).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs", small.to_str().unwrap()])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
+    let Some(disk) = small_tmpfs(&dir.path().join("small"), 8) else {
         eprintln!("skipped: cannot mount a small tmpfs here (needs root)");
         return;
-    }
+    };
+    let small = disk.path();
     let fetch = |url: String| {
         Command::new(exe())
             .args(["models", "fetch", &url, "--dir", small.to_str().unwrap()])
             .output()
             .unwrap()
     };
-    let listing = || {
-        std::fs::read_dir(&small)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-    };
+    let listing = || file_names(small);
     let body = vec![7u8; 20 << 20];
     // Size known: refused before writing anything.
     let sized = fetch(format!("{}/big.gguf", serve(body.clone(), 1, None)));
@@ -203,7 +149,7 @@ fn a_full_disk_refuses_or_rolls_back_a_download() {
     let streamed = fetch(format!("{}/big.gguf", serve_unsized(body)));
     let streamed_err = String::from_utf8_lossy(&streamed.stderr).into_owned();
     let after_streamed = listing();
-    let _ = Command::new("umount").arg(&small).status();
+    drop(disk);
     assert!(
         !sized.status.success() && sized_err.contains("not enough disk space"),
         "{sized_err}"
@@ -219,24 +165,12 @@ fn a_full_disk_refuses_or_rolls_back_a_download() {
 #[test]
 fn a_partial_file_left_by_a_killed_fetch_is_cleared_before_space_is_counted() {
     let dir = tempfile::tempdir().unwrap();
-    let disk = dir.path().join("disk");
-    std::fs::create_dir(&disk).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=40m", "tmpfs", disk.to_str().unwrap()])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
+    let Some(mounted) = small_tmpfs(&dir.path().join("disk"), 40) else {
         eprintln!("skipped: cannot mount a small tmpfs here (needs root)");
         return;
-    }
-    let listing = || {
-        let mut v: Vec<_> = std::fs::read_dir(&disk)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
     };
+    let disk = mounted.path();
+    let listing = || file_names(disk);
     // kill -9 gives a fetch no chance to clean up: 25 MiB of .partial stays on a 40 MiB disk.
     std::fs::write(disk.join("six.gguf.partial"), vec![0u8; 25 << 20]).unwrap();
     let after_kill = listing();
@@ -254,7 +188,7 @@ fn a_partial_file_left_by_a_killed_fetch_is_cleared_before_space_is_counted() {
         .unwrap();
     let said = String::from_utf8_lossy(&out.stderr).into_owned();
     let after = listing();
-    let _ = Command::new("umount").arg(&disk).status();
+    drop(mounted);
     assert_eq!(after_kill, vec!["six.gguf.partial".to_string()]);
     assert!(out.status.success(), "{said}");
     assert_eq!(after, vec!["six.gguf".to_string()], "{said}");

@@ -5,20 +5,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
+use common::x11::{click_run_all, wait_state, xvfb, Killer};
 use common::*;
 use nanolab::ui::state;
 
 const TRACED: &str = "trace=connect,sendto,sendmsg,bind";
-
-fn caps_adapter() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("adapters/smollm2-caps.gguf")
-}
 
 /// The traced calls that name an internet address.
 fn inet_calls(log: &Path) -> Vec<String> {
@@ -89,25 +84,9 @@ fn only_models_fetch_opens_a_network_connection() {
     }
 
     // The control: a fetch from a loopback server is seen by the same trace.
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let body = std::fs::read(&demo).unwrap();
-    std::thread::spawn(move || {
-        if let Some(Ok(mut stream)) = listener.incoming().next() {
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut line = String::new();
-            while reader.read_line(&mut line).unwrap_or(0) > 2 {
-                line.clear();
-            }
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(&body);
-        }
-    });
-    let url = format!("http://127.0.0.1:{port}/m.gguf");
+    let base = serve(std::fs::read(&demo).unwrap(), 1, None);
+    let port = base.rsplit(':').next().unwrap().to_string();
+    let url = format!("{base}/m.gguf");
     let calls = traced(
         &["models", "fetch", &url, "--dir", dir.path().to_str().unwrap()],
         dir.path(),
@@ -118,16 +97,6 @@ fn only_models_fetch_opens_a_network_connection() {
             .any(|c| c.contains("connect(") && c.contains(&format!("htons({port})"))),
         "the trace missed the fetch's connection: {calls:#?}"
     );
-}
-
-struct Killer(Vec<Child>);
-impl Drop for Killer {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 #[test]
@@ -153,14 +122,7 @@ fn the_window_running_a_lane_opens_no_network_connection() {
     }
     state::save(&state_path, &serde_json::to_string_pretty(&s).unwrap()).unwrap();
     let display = ":96";
-    let xvfb = Command::new("Xvfb")
-        .args([display, "-screen", "0", "1280x800x24"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("Xvfb (scripts/setup.sh --test installs it)");
-    let mut procs = Killer(vec![xvfb]);
-    std::thread::sleep(Duration::from_secs(1));
+    let mut procs = Killer(vec![xvfb(display)]);
     let log = dir.path().join("window.log");
     let strace = Command::new("strace")
         .args(["-f", "-qq", "-e", TRACED, "-o"])
@@ -174,25 +136,10 @@ fn the_window_running_a_lane_opens_no_network_connection() {
         .expect("strace (scripts/setup.sh --test installs it)");
     procs.0.push(strace);
     std::thread::sleep(Duration::from_secs(5));
-    // "Run all", bottom right of the 1280x800 window.
-    let click = Command::new("xdotool")
-        .env("DISPLAY", display)
-        .args(["mousemove", "1185", "758", "click", "1"])
-        .status()
-        .expect("xdotool (scripts/setup.sh --test installs it)");
-    assert!(click.success());
-    let end = Instant::now() + Duration::from_secs(90);
-    loop {
-        let done = std::fs::read_to_string(&state_path)
-            .ok()
-            .and_then(|t| serde_json::from_str::<state::State>(&t).ok())
-            .is_some_and(|s| s.lanes[0].output.stats.is_some());
-        if done {
-            break;
-        }
-        assert!(Instant::now() < end, "the lane did not finish its run");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    click_run_all(display);
+    wait_state(&state_path, "the lane's run to finish", |s| {
+        s.lanes[0].output.stats.is_some()
+    });
     drop(procs);
     let calls = inet_calls(&log);
     assert!(calls.is_empty(), "the window reached for the network: {calls:#?}");

@@ -28,6 +28,23 @@ fn new_app(state_path: Option<PathBuf>) -> App {
     app
 }
 
+/// The window on the demo model, once the model is loaded.
+fn loaded_app(state_path: Option<PathBuf>) -> Harness<'static, App> {
+    let mut h = harness(new_app(state_path));
+    step_until(&mut h, Duration::from_secs(30), "model loaded", |a| {
+        a.rt.jobs.is_empty()
+    });
+    h
+}
+
+/// The same with a second lane added (by its button).
+fn two_lanes(state_path: Option<PathBuf>) -> Harness<'static, App> {
+    let mut h = loaded_app(state_path);
+    h.get_by_label("Add lane").click();
+    h.run_steps(2);
+    h
+}
+
 /// Steps the UI until `done` holds or the deadline passes.
 fn step_until(h: &mut Harness<'_, App>, deadline: Duration, what: &str, done: impl Fn(&App) -> bool) {
     let end = Instant::now() + deadline;
@@ -65,10 +82,7 @@ fn lane_center(h: &Harness<'_, App>, index: usize) -> egui::Pos2 {
 #[test]
 fn two_lanes_run_stream_and_fill_stats_then_a_broken_adapter_shows_a_banner() {
     let dir = tempfile::tempdir().unwrap();
-    let mut h = harness(new_app(None));
-    step_until(&mut h, Duration::from_secs(30), "model loaded", |a| {
-        a.rt.jobs.is_empty()
-    });
+    let mut h = loaded_app(None);
     h.get_by_label("Add lane").click();
     h.run_steps(3);
     assert_eq!(h.state().state.lanes.len(), 2);
@@ -135,12 +149,7 @@ fn two_lanes_run_stream_and_fill_stats_then_a_broken_adapter_shows_a_banner() {
 
 #[test]
 fn token_view_shows_tokens_with_probabilities_and_diff_marks_changes() {
-    let mut h = harness(new_app(None));
-    step_until(&mut h, Duration::from_secs(30), "model loaded", |a| {
-        a.rt.jobs.is_empty()
-    });
-    h.get_by_label("Add lane").click();
-    h.run_steps(2);
+    let mut h = two_lanes(None);
     {
         let s = &mut h.state_mut().state;
         s.same_settings = false;
@@ -192,10 +201,7 @@ fn start_long_run(h: &mut Harness<'_, App>) {
 
 #[test]
 fn esc_stops_running_lanes() {
-    let mut h = harness(new_app(None));
-    step_until(&mut h, Duration::from_secs(30), "model loaded", |a| {
-        a.rt.jobs.is_empty()
-    });
+    let mut h = loaded_app(None);
     start_long_run(&mut h);
     h.key_press(egui::Key::Escape);
     step_until(&mut h, Duration::from_secs(30), "stopped", |a| a.rt.jobs.is_empty());
@@ -207,12 +213,7 @@ fn esc_stops_running_lanes() {
 
 #[test]
 fn an_engine_killed_while_a_model_loads_shows_on_that_lane_and_a_reload_works() {
-    let mut h = harness(new_app(None));
-    step_until(&mut h, Duration::from_secs(30), "model loaded", |a| {
-        a.rt.jobs.is_empty()
-    });
-    h.get_by_label("Add lane").click();
-    h.run_steps(2);
+    let mut h = two_lanes(None);
     {
         let s = &mut h.state_mut().state;
         s.chat_mode = false;
@@ -288,12 +289,7 @@ fn an_engine_killed_while_a_model_loads_shows_on_that_lane_and_a_reload_works() 
 
 #[test]
 fn a_killed_engine_shows_on_the_lanes_concerned_and_a_rerun_works() {
-    let mut h = harness(new_app(None));
-    step_until(&mut h, Duration::from_secs(30), "model loaded", |a| {
-        a.rt.jobs.is_empty()
-    });
-    h.get_by_label("Add lane").click();
-    h.run_steps(2);
+    let mut h = two_lanes(None);
     start_long_run(&mut h);
     let pid = h.state().rt.engine.pid().expect("engine running");
     // SAFETY: kill(2) on the engine child this window started.
@@ -332,12 +328,7 @@ fn a_killed_engine_shows_on_the_lanes_concerned_and_a_rerun_works() {
 fn state_round_trips_through_the_state_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.json");
-    let mut h = harness(new_app(Some(path.clone())));
-    step_until(&mut h, Duration::from_secs(30), "model loaded", |a| {
-        a.rt.jobs.is_empty()
-    });
-    h.get_by_label("Add lane").click();
-    h.run_steps(2);
+    let mut h = two_lanes(Some(path.clone()));
     h.state_mut().state.prompt = "persist me".into();
     h.state_mut().state.lanes[1].sampling.seed = 1234;
     h.get_by_label("Light theme").click();
@@ -468,10 +459,7 @@ fn a_dropped_peft_folder_is_imported_and_registry_adapters_can_be_added() {
     .unwrap();
     std::fs::write(peft.join("adapter_config.json"), r#"{"r": 4, "lora_alpha": 8}"#).unwrap();
 
-    let mut h = harness(new_app(None));
-    step_until(&mut h, Duration::from_secs(30), "model loaded", |a| {
-        a.rt.jobs.is_empty()
-    });
+    let mut h = loaded_app(None);
     let at = lane_center(&h, 0);
     drop_file(&mut h, &peft, at);
     let lane = &h.state().state.lanes[0];
@@ -509,10 +497,7 @@ fn a_dropped_peft_folder_is_imported_and_registry_adapters_can_be_added() {
 
 #[test]
 fn a_lane_on_a_simulated_device_heats_and_paces_its_tokens() {
-    let mut h = harness(new_app(None));
-    step_until(&mut h, Duration::from_secs(30), "model loaded", |a| {
-        a.rt.jobs.is_empty()
-    });
+    let mut h = loaded_app(None);
     {
         let s = &mut h.state_mut().state;
         s.chat_mode = false;

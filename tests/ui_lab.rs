@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::ui::drop_file;
@@ -13,10 +13,6 @@ use egui_kittest::Harness;
 use nanolab::ui::app::lab::LabCommand;
 use nanolab::ui::app::{App, Command};
 use nanolab::ui::state::LabTab;
-
-fn caps() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("adapters/smollm2-caps.gguf")
-}
 
 /// Two lanes on the demo model, the second with the caps adapter; the lab open.
 fn lab_app(models_dir: &Path) -> Harness<'static, App> {
@@ -35,7 +31,7 @@ fn lab_app(models_dir: &Path) -> Harness<'static, App> {
     });
     app.rt.pending.push(Command::AddAdapter {
         lane: second,
-        path: caps(),
+        path: caps_adapter(),
     });
     app.apply_commands();
     app.state.prompt = "Explain in two sentences why the sky is blue.".into();
@@ -144,7 +140,10 @@ fn comparing_lanes_colours_tokens_and_leaves_lane_outputs_alone() {
         ["model", "adapter"],
         "the shared model once, and lane B's adapter"
     );
-    assert_eq!(manifest.files[1].sha256, nanolab::models::sha256_file(&caps()).unwrap());
+    assert_eq!(
+        manifest.files[1].sha256,
+        nanolab::models::sha256_file(&caps_adapter()).unwrap()
+    );
 }
 
 #[test]

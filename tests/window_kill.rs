@@ -7,18 +7,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::x11::{click_run_all, wait_state, xvfb, Killer};
 use common::*;
 use nanolab::ui::state;
-
-struct Killer(Vec<Child>);
-impl Drop for Killer {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 fn children_of(pid: u32) -> Vec<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
@@ -40,21 +31,6 @@ fn window(state_path: &Path, display: &str) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("start the window")
-}
-
-fn wait_state(path: &Path, what: &str, f: impl Fn(&state::State) -> bool) -> state::State {
-    let end = Instant::now() + Duration::from_secs(90);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            if let Ok(s) = serde_json::from_str::<state::State>(&text) {
-                if f(&s) {
-                    return s;
-                }
-            }
-        }
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]
@@ -82,7 +58,7 @@ fn killing_the_window_mid_stream_loses_nothing_and_leaves_no_engine() {
         l.n_ctx = 4096;
         l.token_view = true;
         l.adapters.push(state::AdapterRow {
-            path: Path::new(env!("CARGO_MANIFEST_DIR")).join("adapters/smollm2-caps.gguf"),
+            path: caps_adapter(),
             enabled: true,
             scale: 0.25,
             ranks: vec![8],
@@ -103,24 +79,12 @@ fn killing_the_window_mid_stream_loses_nothing_and_leaves_no_engine() {
     state::save(&state_path, &serde_json::to_string_pretty(&s).unwrap()).unwrap();
 
     let display = ":97";
-    let xvfb = Command::new("Xvfb")
-        .args([display, "-screen", "0", "1280x800x24"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("Xvfb (scripts/setup.sh --test installs it)");
-    let mut procs = Killer(vec![xvfb]);
-    std::thread::sleep(Duration::from_secs(1));
+    let mut procs = Killer(vec![xvfb(display)]);
     let mut win = window(&state_path, display);
     let win_pid = win.id();
     // Wait for the window, then press "Run all" (bottom right of the 1280x800 window).
     std::thread::sleep(Duration::from_secs(4));
-    let click = Command::new("xdotool")
-        .env("DISPLAY", display)
-        .args(["mousemove", "1185", "758", "click", "1"])
-        .status()
-        .expect("xdotool (scripts/setup.sh --test installs it)");
-    assert!(click.success());
+    click_run_all(display);
     let mid = wait_state(&state_path, "tokens streaming into the state file", |s| {
         s.lanes[0].output.tokens.len() >= 20
     });

@@ -2,8 +2,12 @@
 #![allow(dead_code)]
 
 pub mod ui;
+pub mod x11;
 
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nanolab::engine::EngineClient;
@@ -26,6 +30,94 @@ pub fn demo_model() -> PathBuf {
 
 pub fn exe() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_nanolab"))
+}
+
+/// The committed demo adapter that makes the demo model answer in capitals.
+pub fn caps_adapter() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("adapters/smollm2-caps.gguf")
+}
+
+/// A copy of the caps adapter at `dir/locked.gguf` that nobody may read (mode 000; root still
+/// can, so tests that need the refusal run as `nobody` or drop that capability).
+pub fn locked_adapter_copy(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let locked = dir.join("locked.gguf");
+    std::fs::copy(caps_adapter(), &locked).unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+    locked
+}
+
+/// Serves `body` for every request, `count` times, on a loopback port (cut short after
+/// `truncate_at` bytes if given); returns `http://127.0.0.1:PORT`.
+pub fn serve(body: Vec<u8>, count: usize, truncate_at: Option<usize>) -> String {
+    serve_with(body, count, truncate_at, true)
+}
+
+/// Serves `body` once without a Content-Length (the client learns the size only at the end).
+pub fn serve_unsized(body: Vec<u8>) -> String {
+    serve_with(body, 1, None, false)
+}
+
+fn serve_with(body: Vec<u8>, count: usize, truncate_at: Option<usize>, content_length: bool) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(count) {
+            let mut stream = stream.unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 2 {
+                line.clear();
+            }
+            let send = truncate_at.unwrap_or(body.len());
+            let length = if content_length {
+                format!("Content-Length: {}\r\n", body.len())
+            } else {
+                String::new()
+            };
+            let _ = write!(stream, "HTTP/1.1 200 OK\r\n{length}Connection: close\r\n\r\n");
+            let _ = stream.write_all(&body[..send]);
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// The names in `dir`, sorted.
+pub fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A tmpfs mounted for a disk-full test; unmounted when dropped.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Where it is mounted.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Mounts a tmpfs of `size_mib` MiB at `at` (made here); None where mounting is not allowed
+/// (it needs root).
+pub fn small_tmpfs(at: &Path, size_mib: u32) -> Option<Tmpfs> {
+    std::fs::create_dir_all(at).unwrap();
+    Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size_mib}m"), "tmpfs"])
+        .arg(at)
+        .status()
+        .is_ok_and(|s| s.success())
+        .then(|| Tmpfs(at.to_path_buf()))
 }
 
 pub fn client() -> EngineClient {

@@ -1,0 +1,57 @@
+//! Helpers for tests that run the real window as a process under Xvfb (no egui in the test).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nanolab::ui::state;
+
+/// Child processes killed and reaped when the test ends, passed or not.
+pub struct Killer(pub Vec<Child>);
+
+impl Drop for Killer {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Starts Xvfb on `display` (1280x800) and gives it a second to come up.
+pub fn xvfb(display: &str) -> Child {
+    let child = Command::new("Xvfb")
+        .args([display, "-screen", "0", "1280x800x24"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("Xvfb (scripts/setup.sh --test installs it)");
+    std::thread::sleep(Duration::from_secs(1));
+    child
+}
+
+/// Clicks "Run all", at the bottom right of the 1280x800 window (see screenshots/).
+pub fn click_run_all(display: &str) {
+    let click = Command::new("xdotool")
+        .env("DISPLAY", display)
+        .args(["mousemove", "1185", "758", "click", "1"])
+        .status()
+        .expect("xdotool (scripts/setup.sh --test installs it)");
+    assert!(click.success());
+}
+
+/// Waits up to 90 s for the window's state file to hold a state for which `f` is true.
+pub fn wait_state(path: &Path, what: &str, f: impl Fn(&state::State) -> bool) -> state::State {
+    let end = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            if let Ok(s) = serde_json::from_str::<state::State>(&text) {
+                if f(&s) {
+                    return s;
+                }
+            }
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
