@@ -20,6 +20,7 @@ test:
 	cargo build --release --all-targets
 	$(BIN) models fetch smollm2-135m-instruct
 	cargo fmt --check
+	scripts/check-layers.sh
 	cargo clippy --release --all-targets -- -D warnings
 	scripts/llama-tools.sh >/dev/null
 	NANOLAB_TEST_MODEL=$(CURDIR)/$(DEMO_MODEL) NANOLAB_LLAMA_PERPLEXITY=$(CURDIR)/target/llama-tools/build/bin/llama-perplexity \

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what nanolab needs on Debian/Ubuntu (as root) or prints the exact apt line (otherwise).
-# Usage: scripts/setup.sh [--test]   (--test adds what the test suite needs: Xvfb, xdotool, strace)
+# Usage: scripts/setup.sh [--test]   (--test adds what the test suite needs: Xvfb, xdotool, strace,
+# and the Python venv target/py-openai with the official openai client for the serve tests)
 set -euo pipefail
 
 pkgs=(cmake libclang-dev pkg-config python3-pip
       libx11-6 libxcursor1 libxrandr2 libxi6 libxkbcommon-x11-0 libgl1 libegl1 libgl1-mesa-dri)
 if [[ "${1:-}" == "--test" ]]; then
-  pkgs+=(xvfb xauth python3-xlib xdotool strace)
+  pkgs+=(xvfb xauth python3-xlib xdotool strace python3-venv)
 fi
 
 missing=()
@@ -27,4 +28,18 @@ fi
 if ! command -v cargo >/dev/null; then
   echo "setup: cargo not found; install Rust with rustup (https://rustup.rs) and retry" >&2
   exit 1
+fi
+if [[ "${1:-}" == "--test" ]]; then
+  # The serve tests talk to `nanolab serve` with the official openai client, pinned in
+  # tests/serve/requirements.txt; made once, remade when the pins change.
+  venv=target/py-openai
+  req=tests/serve/requirements.txt
+  if [[ ! -x "$venv/bin/python" ]] || ! cmp -s "$req" "$venv/requirements.txt"; then
+    echo "setup: making $venv (openai client for the serve tests)"
+    rm -rf "$venv"
+    mkdir -p target
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check -r "$req"
+    cp "$req" "$venv/requirements.txt"
+  fi
 fi

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use nanolab::cli::{Cli, Command};
+use nanolab::cli::{Cli, Command, HeadlessCommand};
 
 fn init_logging(verbose: u8, is_engine: bool) {
     // The engine child inherits the parent's filter through NANOLAB_LOG.
@@ -30,9 +30,12 @@ fn init_logging(verbose: u8, is_engine: bool) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose, matches!(cli.command, Some(Command::Engine)));
+    let is_engine = matches!(cli.command, Some(Command::Headless(HeadlessCommand::Engine)));
+    init_logging(cli.verbose, is_engine);
+    // The binary is the one place that sees both faces: `cli` runs headless work, `ui` the window.
     let result = match cli.command {
-        Some(cmd) => nanolab::cli::dispatch(cmd),
+        Some(Command::Headless(cmd)) => nanolab::cli::dispatch(cmd),
+        Some(Command::Screenshot(args)) => nanolab::ui::screenshot::capture(&args.out, args.model),
         None => nanolab::ui::run(cli.model),
     };
     match result {

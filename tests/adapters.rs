@@ -205,7 +205,7 @@ fn peft_import_equals_the_reference_layout_and_warns_on_tokenizer_changes() {
         let p = dir.path().join(name);
         let r = peft::import(&peft_dir, &base, &p, ty).unwrap();
         assert!(r.file_bytes < report.file_bytes);
-        nanolab::engine::validate_adapter_file(&p, &base).unwrap();
+        nanolab::adapters::validate_adapter_file(&p, &base).unwrap();
     }
     // A broken config is refused with the reason, and nothing is written.
     std::fs::write(peft_dir.join("adapter_config.json"), r#"{"r": 0, "lora_alpha": 8}"#).unwrap();

@@ -576,9 +576,11 @@ fn running_out_of_space_mid_write_fails_cleanly() {
 fn a_disk_without_room_is_refused_before_writing() {
     let l = ladder();
     let dir = tempfile::tempdir().unwrap();
+    // Needs root (to mount a tmpfs); `make test` and CI run as root, so there it always runs.
     let Some(disk) = common::small_tmpfs(&dir.path().join("small"), 40) else {
-        eprintln!(
-            "skipped: cannot mount a small tmpfs here (needs root); the size-limit test covers mid-write failure"
+        common::skipped(
+            "a_disk_without_room_is_refused_before_writing: cannot mount a small tmpfs here (needs root); \
+             the size-limit test covers mid-write failure",
         );
         return;
     };

@@ -128,8 +128,9 @@ fn fetching_the_demo_model_again_skips_it() {
 #[test]
 fn a_full_disk_refuses_or_rolls_back_a_download() {
     let dir = tempfile::tempdir().unwrap();
+    // Needs root (to mount a tmpfs); `make test` and CI run as root, so there it always runs.
     let Some(disk) = small_tmpfs(&dir.path().join("small"), 8) else {
-        eprintln!("skipped: cannot mount a small tmpfs here (needs root)");
+        skipped("a_full_disk_refuses_or_rolls_back_a_download: cannot mount a small tmpfs here (needs root)");
         return;
     };
     let small = disk.path();
@@ -165,8 +166,12 @@ fn a_full_disk_refuses_or_rolls_back_a_download() {
 #[test]
 fn a_partial_file_left_by_a_killed_fetch_is_cleared_before_space_is_counted() {
     let dir = tempfile::tempdir().unwrap();
+    // Needs root (to mount a tmpfs); `make test` and CI run as root, so there it always runs.
     let Some(mounted) = small_tmpfs(&dir.path().join("disk"), 40) else {
-        eprintln!("skipped: cannot mount a small tmpfs here (needs root)");
+        skipped(
+            "a_partial_file_left_by_a_killed_fetch_is_cleared_before_space_is_counted: \
+             cannot mount a small tmpfs here (needs root)",
+        );
         return;
     };
     let disk = mounted.path();

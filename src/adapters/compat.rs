@@ -2,6 +2,7 @@
 //! adapter gets a specific message instead of reaching llama.cpp.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde::Serialize;
 
@@ -203,4 +204,11 @@ pub fn check(adapter: &GgufFile, model: &GgufFile) -> Result<CompatReport, Compa
         ranks: ranks.into_iter().collect(),
         alpha,
     })
+}
+
+/// Reads an adapter file and checks it against the model's header before llama.cpp sees it.
+pub fn validate_adapter_file(path: &Path, model: &GgufFile) -> Result<GgufFile, String> {
+    let file = crate::gguf::read(path).map_err(|e| e.to_string())?;
+    check(&file, model).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(file)
 }

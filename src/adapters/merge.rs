@@ -118,7 +118,7 @@ pub fn merge(
     out_type: MergedType,
     progress: &mut dyn FnMut(f32),
 ) -> Result<MergeReport, MergeError> {
-    let base = crate::engine::validate_model_file(base_path).map_err(MergeError::Input)?;
+    let base = crate::gguf::validate_model_file(base_path).map_err(MergeError::Input)?;
     if base.get_u64("general.alignment").is_some_and(|a| a != 32) {
         return Err(MergeError::Input(
             "base models with an alignment other than 32 are not supported".into(),
@@ -126,7 +126,7 @@ pub fn merge(
     }
     let mut deltas: BTreeMap<String, Vec<Delta>> = BTreeMap::new();
     for (path, scale) in stack {
-        let adapter = crate::engine::validate_adapter_file(path, &base).map_err(MergeError::Input)?;
+        let adapter = crate::adapters::validate_adapter_file(path, &base).map_err(MergeError::Input)?;
         let alpha = adapter.get("adapter.lora.alpha").and_then(Value::as_f64).unwrap_or(0.0);
         for t in &adapter.tensors {
             let Some(name) = t.name.strip_suffix(".lora_a") else {

@@ -7,4 +7,4 @@ pub mod peft;
 pub mod peft_files;
 pub mod registry;
 
-pub use compat::{check, CompatError, CompatReport};
+pub use compat::{check, validate_adapter_file, CompatError, CompatReport};

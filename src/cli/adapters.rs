@@ -108,7 +108,7 @@ fn file_name(p: &std::path::Path) -> anyhow::Result<String> {
 }
 
 fn model_header(p: &std::path::Path) -> anyhow::Result<crate::gguf::GgufFile> {
-    crate::engine::validate_model_file(p).map_err(anyhow::Error::msg)
+    crate::gguf::validate_model_file(p).map_err(anyhow::Error::msg)
 }
 
 /// Runs an `adapters` subcommand.
@@ -171,7 +171,7 @@ pub fn dispatch(cmd: AdaptersCommand) -> anyhow::Result<()> {
             let header = model_header(&model)?;
             let mut bad = 0;
             for f in &files {
-                match crate::engine::validate_adapter_file(f, &header) {
+                match crate::adapters::validate_adapter_file(f, &header) {
                     Ok(_) => println!("ok    {}", f.display()),
                     Err(e) => {
                         bad += 1;
@@ -235,7 +235,7 @@ pub fn dispatch(cmd: AdaptersCommand) -> anyhow::Result<()> {
         }
         AdaptersCommand::Pin { file, model } => {
             let header = model_header(&model)?;
-            crate::engine::validate_adapter_file(&file, &header).map_err(anyhow::Error::msg)?;
+            crate::adapters::validate_adapter_file(&file, &header).map_err(anyhow::Error::msg)?;
             let key = file_name(&model)?;
             let pins = reg.file.static_pins.entry(key.clone()).or_default();
             if !pins.contains(&file) {

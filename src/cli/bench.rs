@@ -202,7 +202,7 @@ fn random_lora(model: &crate::gguf::GgufFile, rank: u64, out: &std::path::Path) 
 }
 
 pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
-    let header = crate::engine::validate_model_file(&args.model).map_err(anyhow::Error::msg)?;
+    let header = crate::gguf::validate_model_file(&args.model).map_err(anyhow::Error::msg)?;
     let summary = crate::gguf::Summary::of(&header);
     let threads = args.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()

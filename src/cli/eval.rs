@@ -8,15 +8,14 @@ use clap::{Args, Subcommand};
 
 use super::output::OutputArgs;
 use super::run::parse_adapter_arg;
-use crate::engine::{validate_model_file, EngineClient};
+use crate::engine::EngineClient;
 use crate::eval::chart::{self, LanePoint};
 use crate::eval::prompts::{self, PromptRun, PromptSet};
 use crate::eval::table::{ladder_points, quality_table, QualityRow};
+use crate::eval::texts::{read_text, DEFAULT_TEXT};
 use crate::eval::RunManifest;
+use crate::gguf::validate_model_file;
 use crate::protocol::*;
-
-/// The evaluation text shipped with nanolab (see assets/eval/README.md).
-pub const DEFAULT_TEXT: &str = include_str!("../../assets/eval/gpl-3.0.txt");
 
 /// `eval` subcommands.
 #[derive(Debug, Subcommand)]
@@ -104,17 +103,6 @@ pub fn call(client: &mut EngineClient, req: &Request) -> anyhow::Result<JobResul
     }
 }
 
-/// Reads the evaluation text (or the shipped one).
-pub fn read_text(path: Option<&Path>) -> anyhow::Result<String> {
-    match path {
-        None => Ok(DEFAULT_TEXT.to_string()),
-        Some(p) => {
-            let bytes = std::fs::read(p).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?;
-            String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{} is not UTF-8 text", p.display()))
-        }
-    }
-}
-
 pub fn dispatch(cmd: EvalCommand) -> anyhow::Result<()> {
     match cmd {
         EvalCommand::Ppl(a) => quality(&a, false),
@@ -130,7 +118,7 @@ fn quality(args: &QualityArgs, with_reference: bool) -> anyhow::Result<()> {
         (false, Some(_)) => bail!("--reference belongs to `eval kld`; `eval ppl` scores each model alone"),
         (false, None) => None,
     };
-    let text = read_text(args.text.as_deref())?;
+    let text = read_text(args.text.as_deref()).map_err(anyhow::Error::msg)?;
     let mut headers = Vec::new();
     for m in args.model.iter().chain(reference.iter()) {
         headers.push(validate_model_file(m).map_err(anyhow::Error::msg)?);
@@ -140,6 +128,7 @@ fn quality(args: &QualityArgs, with_reference: bool) -> anyhow::Result<()> {
         serde_json::json!({ "n_ctx": args.ctx, "chunks": args.chunks, "threads": args.threads, "tg": args.tg,
                             "adapters": args.adapters, "reference_adapters": args.reference_adapters }),
         Vec::new(),
+        crate::engine::llama_build(),
     );
     for m in &args.model {
         manifest.add_file(m, "model")?;
@@ -291,7 +280,7 @@ pub fn checked_lane(
     let header = validate_model_file(&model).map_err(anyhow::Error::msg)?;
     manifest.add_file(&model, "model")?;
     for a in &adapters {
-        crate::engine::validate_adapter_file(&a.path, &header).map_err(anyhow::Error::msg)?;
+        crate::adapters::validate_adapter_file(&a.path, &header).map_err(anyhow::Error::msg)?;
         manifest.add_file(&a.path, "adapter")?;
     }
     Ok(lane(id, &model, &adapters, n_ctx, threads))
@@ -324,6 +313,7 @@ fn prompt_set(args: &PromptsArgs) -> anyhow::Result<()> {
         serde_json::json!({ "lanes": args.lanes, "temperature": args.temp, "max_tokens": args.max_tokens,
                             "n_ctx": args.ctx, "threads": args.threads }),
         args.seeds.clone(),
+        crate::engine::llama_build(),
     );
     manifest.add_file(&args.set, "prompt set")?;
     let mut lanes = Vec::new();

@@ -9,6 +9,7 @@ mod models;
 mod output;
 mod quantize;
 mod run;
+mod serve;
 mod sim;
 
 use std::path::PathBuf;
@@ -32,9 +33,20 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
-/// Subcommands.
+/// Subcommands: the headless ones [`dispatch`] runs, and the one that renders the window (run by
+/// the binary, which may use `ui`; this module may not).
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Everything that runs without the window.
+    #[command(flatten)]
+    Headless(HeadlessCommand),
+    /// Render the window in given states to PNG files.
+    Screenshot(ScreenshotArgs),
+}
+
+/// Subcommands that run without the window.
+#[derive(Debug, Subcommand)]
+pub enum HeadlessCommand {
     /// Fetch and list models.
     #[command(subcommand)]
     Models(ModelsCommand),
@@ -56,10 +68,10 @@ pub enum Command {
     Eval(eval::EvalCommand),
     /// Token-level divergence between two lanes (teacher forcing on lane A's output).
     Diverge(diverge::DivergeArgs),
+    /// Serve the models over an OpenAI-compatible HTTP API, adapter stacks chosen per request.
+    Serve(serve::ServeArgs),
     /// List compute devices llama.cpp can use.
     Devices(JsonFlag),
-    /// Render the window in given states to PNG files.
-    Screenshot(ScreenshotArgs),
     /// The engine process (started by nanolab itself; speaks JSON lines on stdio).
     #[command(hide = true)]
     Engine,
@@ -123,21 +135,23 @@ pub struct ScreenshotArgs {
 }
 
 /// Runs a headless subcommand.
-pub fn dispatch(command: Command) -> anyhow::Result<()> {
+pub fn dispatch(command: HeadlessCommand) -> anyhow::Result<()> {
     match command {
-        Command::Models(ModelsCommand::Fetch { what, sha256, dir }) => models::fetch(&what, sha256.as_deref(), dir),
-        Command::Models(ModelsCommand::List { json, dir }) => models::list(json, dir),
-        Command::Inspect(args) => inspect::inspect(&args),
-        Command::Adapters(cmd) => adapters::dispatch(cmd),
-        Command::Run(args) => run::run(&args),
-        Command::Devices(flag) => run::devices(flag.json),
-        Command::Sim(args) => sim::sim(&args),
-        Command::Bench(args) => bench::bench(&args),
-        Command::Screenshot(args) => crate::ui::screenshot::capture(&args.out, args.model),
-        Command::Engine => crate::engine::server::run(),
-        Command::QuantizeWorker(args) => crate::engine::quantize_worker::run(&args),
-        Command::Quantize(args) => quantize::quantize(&args),
-        Command::Eval(cmd) => eval::dispatch(cmd),
-        Command::Diverge(args) => diverge::diverge(&args),
+        HeadlessCommand::Models(ModelsCommand::Fetch { what, sha256, dir }) => {
+            models::fetch(&what, sha256.as_deref(), dir)
+        }
+        HeadlessCommand::Models(ModelsCommand::List { json, dir }) => models::list(json, dir),
+        HeadlessCommand::Inspect(args) => inspect::inspect(&args),
+        HeadlessCommand::Adapters(cmd) => adapters::dispatch(cmd),
+        HeadlessCommand::Run(args) => run::run(&args),
+        HeadlessCommand::Devices(flag) => run::devices(flag.json),
+        HeadlessCommand::Serve(args) => serve::serve(&args),
+        HeadlessCommand::Sim(args) => sim::sim(&args),
+        HeadlessCommand::Bench(args) => bench::bench(&args),
+        HeadlessCommand::Engine => crate::engine::server::run(),
+        HeadlessCommand::QuantizeWorker(args) => crate::engine::quantize_worker::run(&args),
+        HeadlessCommand::Quantize(args) => quantize::quantize(&args),
+        HeadlessCommand::Eval(cmd) => eval::dispatch(cmd),
+        HeadlessCommand::Diverge(args) => diverge::diverge(&args),
     }
 }

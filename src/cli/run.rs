@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context as _};
 use clap::Args;
 
-use crate::engine::{validate_model_file, EngineClient};
+use crate::engine::EngineClient;
+use crate::gguf::validate_model_file;
 use crate::metrics::mib;
 use crate::protocol::*;
 
@@ -131,7 +132,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     }
     adapters.extend(args.adapters.iter().cloned());
     for a in &adapters {
-        crate::engine::validate_adapter_file(&a.path, &model_header).map_err(anyhow::Error::msg)?;
+        crate::adapters::validate_adapter_file(&a.path, &model_header).map_err(anyhow::Error::msg)?;
     }
     let prompt = args.prompt.to_prompt()?;
     let mut client = EngineClient::new(None);

@@ -2,7 +2,7 @@
 //! named thread, and supervises. If the child dies, every pending job gets one error
 //! ("engine stopped while …: killed by signal 9") and the next request starts a new child.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
+use crate::process::{describe_exit, worker_exe, StderrTail};
 use crate::protocol::{Event, JobId, Request, PROTOCOL_VERSION};
 
 /// Called after each event is queued (the UI passes `request_repaint`).
@@ -70,10 +71,7 @@ pub struct EngineClient {
 impl EngineClient {
     /// A client that will run `exe engine` (the current executable by default) on first use.
     pub fn new(exe: Option<PathBuf>) -> Self {
-        let exe = exe
-            .or_else(|| std::env::var_os("NANOLAB_ENGINE_EXE").map(PathBuf::from))
-            .or_else(|| std::env::current_exe().ok())
-            .unwrap_or_else(|| PathBuf::from("nanolab"));
+        let exe = worker_exe(exe);
         let (events_tx, events_rx) = mpsc::sync_channel(16_384);
         Self {
             exe,
@@ -152,8 +150,8 @@ impl EngineClient {
         let mut lines = BufReader::new(stdout).lines();
         let first = lines.next();
         let child = Arc::new(Mutex::new(child));
-        let stderr_tail: Arc<Mutex<VecDeque<String>>> = Arc::default();
-        spawn_stderr_reader(stderr, Arc::clone(&stderr_tail));
+        // Without the thread the tail stays empty; the engine still runs.
+        let stderr_tail = StderrTail::spawn("engine-stderr", stderr, true).unwrap_or_default();
         match first.and_then(Result::ok).map(|l| serde_json::from_str::<Event>(&l)) {
             Some(Ok(Event::Ready {
                 protocol_version,
@@ -170,7 +168,7 @@ impl EngineClient {
             }
             other => {
                 let status = wait_status(&child);
-                let tail = tail_text(&stderr_tail);
+                let tail = stderr_tail.tail_text();
                 kill(&child);
                 return Err(ClientError::Startup(format!("{status}{tail} (first line: {other:?})")));
             }
@@ -296,64 +294,13 @@ fn wait_status(child: &Arc<Mutex<Child>>) -> String {
     }
 }
 
-/// "killed by signal 9 (SIGKILL)", "exited with status 1".
-pub fn describe_exit(status: std::process::ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    if let Some(sig) = status.signal() {
-        let name = match sig {
-            libc::SIGKILL => " (SIGKILL)",
-            libc::SIGABRT => " (SIGABRT, llama.cpp aborted)",
-            libc::SIGSEGV => " (SIGSEGV)",
-            libc::SIGTERM => " (SIGTERM)",
-            libc::SIGBUS => " (SIGBUS)",
-            libc::SIGXFSZ => " (SIGXFSZ: file size limit reached)",
-            _ => "",
-        };
-        format!("killed by signal {sig}{name}")
-    } else {
-        format!("exited with status {}", status.code().unwrap_or(-1))
-    }
-}
-
-fn spawn_stderr_reader(stderr: std::process::ChildStderr, tail: Arc<Mutex<VecDeque<String>>>) {
-    let _ = std::thread::Builder::new().name("engine-stderr".into()).spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            // The child already formatted these with tracing; pass them through as is.
-            eprintln!("{line}");
-            if let Ok(mut t) = tail.lock() {
-                if t.len() == 8 {
-                    t.pop_front();
-                }
-                t.push_back(line);
-            }
-        }
-    });
-}
-
-fn tail_text(tail: &Arc<Mutex<VecDeque<String>>>) -> String {
-    let lines: Vec<String> = tail
-        .lock()
-        .map(|t| {
-            t.iter()
-                .filter(|l| l.contains("ERROR") || l.contains("abort") || l.contains("GGML_ASSERT"))
-                .cloned()
-                .collect()
-        })
-        .unwrap_or_default();
-    match lines.last() {
-        Some(l) => format!(" ({l})"),
-        None => String::new(),
-    }
-}
-
 struct Reader {
     child: Arc<Mutex<Child>>,
     pending: Pending,
     tx: SyncSender<Event>,
     waker: Option<Waker>,
     alive: Arc<std::sync::atomic::AtomicBool>,
-    stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    stderr_tail: StderrTail,
 }
 
 impl Reader {
@@ -384,7 +331,7 @@ impl Reader {
         self.alive.store(false, Ordering::SeqCst);
         // Let the stderr thread catch the last lines.
         std::thread::sleep(std::time::Duration::from_millis(50));
-        let tail = tail_text(&self.stderr_tail);
+        let tail = self.stderr_tail.tail_text();
         let orphans: Vec<(JobId, String)> = self
             .pending
             .lock()

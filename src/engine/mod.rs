@@ -12,9 +12,8 @@ pub mod server;
 mod text;
 mod worker;
 
-pub use client::{describe_exit, ClientError, EngineClient, Waker};
+pub use client::{ClientError, EngineClient, Waker};
 pub use llama::llama_build;
-pub use worker::{validate_adapter_file, validate_model_file};
 
 /// Layers the engine offloads when none are asked for: all of them where llama.cpp found a GPU,
 /// none otherwise.

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::llama;
-use crate::quant::job::WorkerLine;
+use crate::protocol::WorkerLine;
 use crate::quant::QuantType;
 
 /// Arguments, as the job passes them.
@@ -80,7 +80,8 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
 }
 
 fn check_and_rename(temp: &Path, output: &Path) -> anyhow::Result<()> {
-    super::validate_model_file(temp).map_err(|e| anyhow::anyhow!("the quantized file does not read back: {e}"))?;
+    crate::gguf::validate_model_file(temp)
+        .map_err(|e| anyhow::anyhow!("the quantized file does not read back: {e}"))?;
     std::fs::File::open(temp)?.sync_all()?;
     std::fs::rename(temp, output)?;
     Ok(())

@@ -10,7 +10,8 @@ use std::time::Instant;
 use super::cancel::CancelBoard;
 use super::llama::{self, Adapter, ChatMessage, Context, LlamaError, Model, Sampler};
 use super::text::TextAssembler;
-use crate::gguf::{self, FileKind, GgufFile};
+use crate::adapters::validate_adapter_file;
+use crate::gguf::{validate_model_file, GgufFile};
 use crate::metrics;
 use crate::protocol::*;
 
@@ -580,6 +581,19 @@ fn prompt_tokens(model: &Model, prompt: &Prompt) -> JobResultOr<Vec<i32>> {
             });
             model.apply_chat_template(&msgs)?
         }
+        Prompt::Messages { messages } => {
+            if messages.is_empty() {
+                return Err("the conversation has no messages".to_string().into());
+            }
+            let msgs: Vec<ChatMessage> = messages
+                .iter()
+                .map(|m| ChatMessage {
+                    role: m.role.clone(),
+                    content: m.content.clone(),
+                })
+                .collect();
+            model.apply_chat_template(&msgs)?
+        }
     };
     Ok(model.tokenize(&text, true)?)
 }
@@ -631,39 +645,4 @@ fn token_probs(logits: &[f32], token: i32, top_n: usize, model: &Model) -> (f32,
         })
         .collect();
     (prob, top)
-}
-
-/// Reads and checks a model file before llama.cpp sees it.
-pub fn validate_model_file(path: &Path) -> Result<GgufFile, String> {
-    let file = gguf::read(path).map_err(|e| e.to_string())?;
-    match gguf::Summary::of(&file).kind {
-        FileKind::Model => {}
-        FileKind::Adapter => {
-            return Err(format!(
-                "{}: this is a LoRA adapter, not a model; load a base model and add it as an adapter",
-                path.display()
-            ))
-        }
-        FileKind::ControlVector => return Err(format!("{}: this is a control vector, not a model", path.display())),
-    }
-    if file.tensors.is_empty() {
-        return Err(format!(
-            "{}: the file has no tensors; it is not a usable model",
-            path.display()
-        ));
-    }
-    if file.architecture().is_none() {
-        return Err(format!(
-            "{}: no general.architecture; not a model llama.cpp can run",
-            path.display()
-        ));
-    }
-    Ok(file)
-}
-
-/// Reads an adapter file and checks it against the model's header before llama.cpp sees it.
-pub fn validate_adapter_file(path: &Path, model: &GgufFile) -> Result<GgufFile, String> {
-    let file = gguf::read(path).map_err(|e| e.to_string())?;
-    crate::adapters::check(&file, model).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(file)
 }

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::logprobs;
+pub use crate::protocol::DivergenceSummary;
 
 /// Numbers for one position, before token ids are turned into text.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,23 +44,6 @@ pub fn compare(lp_a: &[f32], lp_b: &[f32], token: usize, top_n: usize) -> Positi
         top_a: top_a.into_iter().take(top_n).map(|(i, l)| (i, l.exp())).collect(),
         top_b: top_b.into_iter().take(top_n).map(|(i, l)| (i, l.exp())).collect(),
     }
-}
-
-/// Summary over all positions.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct DivergenceSummary {
-    /// Positions compared.
-    pub n_tokens: usize,
-    /// Mean KL(A||B), nats per token.
-    pub kl_mean: f64,
-    /// Largest KL.
-    pub kl_max: f64,
-    /// Share of positions where both put the same token first (0-1).
-    pub top1_agreement: f64,
-    /// Mean probability of A's tokens under B.
-    pub p_b_mean: f64,
-    /// First position where B would not have picked A's token greedily (None: never).
-    pub first_disagreement: Option<usize>,
 }
 
 /// Summarises per-position results.

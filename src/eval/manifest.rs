@@ -42,12 +42,13 @@ pub struct RunManifest {
 }
 
 impl RunManifest {
-    /// A manifest for `kind` with the given settings; add files with [`RunManifest::add_file`].
-    pub fn new(kind: &str, settings: serde_json::Value, seeds: Vec<u32>) -> Self {
+    /// A manifest for `kind` with the given settings, from an engine built on `llama_cpp_build`
+    /// (`engine::llama_build()`); add files with [`RunManifest::add_file`].
+    pub fn new(kind: &str, settings: serde_json::Value, seeds: Vec<u32>, llama_cpp_build: String) -> Self {
         Self {
             kind: kind.to_string(),
             nanolab_version: env!("CARGO_PKG_VERSION").to_string(),
-            llama_cpp_build: crate::engine::llama_build(),
+            llama_cpp_build,
             command: std::env::args().collect(),
             files: Vec::new(),
             settings,

@@ -10,5 +10,6 @@ pub mod manifest;
 pub mod prompts;
 pub mod quality;
 pub mod table;
+pub mod texts;
 
 pub use manifest::RunManifest;

@@ -7,13 +7,14 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use super::types::{dominant_type, is_reference_grade, QuantType};
 use crate::metrics;
+use crate::process::{describe_exit, worker_exe, StderrTail};
+use crate::protocol::WorkerLine;
 
 /// What to make.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,24 +66,13 @@ pub enum QuantEvent {
     Finished(Result<QuantOutcome, String>),
 }
 
-/// One line of the worker's stdout.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct WorkerLine {
-    /// Tensor index (1-based).
-    pub tensor: u32,
-    /// Tensor count.
-    pub tensors: u32,
-    /// Tensor name.
-    pub name: String,
-}
-
 /// A running job.
 pub struct QuantizeJob {
     request: QuantizeRequest,
     input_type: String,
     child: Option<Child>,
     rx: Receiver<QuantEvent>,
-    stderr: Arc<Mutex<String>>,
+    stderr: StderrTail,
     tmp: PathBuf,
     started: Instant,
     finished: bool,
@@ -105,7 +95,7 @@ impl QuantizeJob {
 
     /// [`QuantizeJob::start`] with an explicit nanolab executable for the worker.
     pub fn start_with_exe(request: QuantizeRequest, exe: Option<PathBuf>) -> Result<Self, String> {
-        let header = crate::engine::validate_model_file(&request.input)?;
+        let header = crate::gguf::validate_model_file(&request.input)?;
         let input_type = dominant_type(&header);
         if !is_reference_grade(&input_type) && !request.allow_requantize {
             return Err(format!(
@@ -147,11 +137,7 @@ impl QuantizeJob {
         }
         let tmp = temp_path(&request.output);
         let _ = std::fs::remove_file(&tmp);
-        let exe = exe
-            .or_else(|| std::env::var_os("NANOLAB_ENGINE_EXE").map(PathBuf::from))
-            .or_else(|| std::env::current_exe().ok())
-            .unwrap_or_else(|| PathBuf::from("nanolab"));
-        let mut cmd = Command::new(exe);
+        let mut cmd = Command::new(worker_exe(exe));
         cmd.arg("quantize-worker")
             .arg(&request.input)
             .arg(&tmp)
@@ -184,21 +170,12 @@ impl QuantizeJob {
                 })
                 .map_err(|e| format!("cannot start a thread: {e}"))?;
         }
-        let stderr = Arc::new(Mutex::new(String::new()));
-        if let Some(err) = child.stderr.take() {
-            let sink = Arc::clone(&stderr);
-            std::thread::Builder::new()
-                .name("quantize-stderr".into())
-                .spawn(move || {
-                    for line in BufReader::new(err).lines().map_while(Result::ok) {
-                        if let Ok(mut s) = sink.lock() {
-                            s.push_str(&line);
-                            s.push('\n');
-                        }
-                    }
-                })
-                .map_err(|e| format!("cannot start a thread: {e}"))?;
-        }
+        let stderr = match child.stderr.take() {
+            Some(err) => {
+                StderrTail::spawn("quantize-stderr", err, false).map_err(|e| format!("cannot start a thread: {e}"))?
+            }
+            None => StderrTail::default(),
+        };
         Ok(Self {
             request,
             input_type,
@@ -287,14 +264,13 @@ impl QuantizeJob {
             }));
         }
         let _ = std::fs::remove_file(&self.tmp);
-        let said = self.stderr.lock().map(|s| s.trim().to_string()).unwrap_or_default();
-        let last = said.lines().last().unwrap_or("").to_string();
+        let last = self.stderr.last_line();
         Some(Err(if status.success() {
             "the quantizer exited without writing the output".to_string()
         } else if last.is_empty() {
-            format!("the quantizer stopped: {}", crate::engine::describe_exit(status))
+            format!("the quantizer stopped: {}", describe_exit(status))
         } else {
-            format!("{last} ({})", crate::engine::describe_exit(status))
+            format!("{last} ({})", describe_exit(status))
         }))
     }
 }

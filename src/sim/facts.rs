@@ -26,10 +26,10 @@ pub fn from_files(model: &GgufFile, adapters: &[GgufFile]) -> ModelFacts {
 
 /// Reads the files and returns their facts.
 pub fn read(model: &Path, adapters: &[&Path]) -> Result<ModelFacts, String> {
-    let m = crate::engine::validate_model_file(model)?;
+    let m = crate::gguf::validate_model_file(model)?;
     let a = adapters
         .iter()
-        .map(|p| crate::engine::validate_adapter_file(p, &m))
+        .map(|p| crate::adapters::validate_adapter_file(p, &m))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(from_files(&m, &a))
 }

@@ -4,6 +4,7 @@
 mod calibration;
 pub mod chart;
 pub mod facts;
+pub mod live;
 pub mod model;
 pub mod profile;
 

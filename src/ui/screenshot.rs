@@ -242,7 +242,7 @@ impl eframe::App for Shooter {
 /// Renders the window states to `out`.
 pub fn capture(out: &Path, model: Option<PathBuf>) -> anyhow::Result<()> {
     let model = model.unwrap_or_else(|| crate::models::demo_model_path(&crate::models::models_dir()));
-    crate::engine::validate_model_file(&model).map_err(anyhow::Error::msg)?;
+    crate::gguf::validate_model_file(&model).map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(out)?;
     let saved = Arc::new(Mutex::new(Vec::new()));
     let mut welcome = App::new(None, None);

@@ -108,6 +108,13 @@ impl Drop for Tmpfs {
     }
 }
 
+/// Says that (part of) a test did not run, and why, past the harness's output capture: the test
+/// still reports "ok", so the skip must not be silent. (`eprintln!` is captured and hidden for a
+/// passing test; a direct write to stderr is not.)
+pub fn skipped(why: &str) {
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {why}");
+}
+
 /// Mounts a tmpfs of `size_mib` MiB at `at` (made here); None where mounting is not allowed
 /// (it needs root).
 pub fn small_tmpfs(at: &Path, size_mib: u32) -> Option<Tmpfs> {

@@ -197,7 +197,7 @@ impl App {
     }
 
     fn set_model(&mut self, lane: Option<LaneId>, path: PathBuf) {
-        if let Err(e) = crate::engine::validate_model_file(&path) {
+        if let Err(e) = crate::gguf::validate_model_file(&path) {
             self.lane_error(lane, e);
             return;
         }
@@ -250,7 +250,7 @@ impl App {
         };
         let checked = crate::gguf::read(&model)
             .map_err(|e| e.to_string())
-            .and_then(|m| crate::engine::validate_adapter_file(&path, &m));
+            .and_then(|m| crate::adapters::validate_adapter_file(&path, &m));
         match checked {
             Ok(file) => {
                 let summary = Summary::of(&file);
@@ -467,7 +467,7 @@ impl App {
             Ok(facts) => {
                 self.rt
                     .sims
-                    .insert(lane_id, super::simulate::LaneSim::new(lane_id, profile, facts));
+                    .insert(lane_id, super::LaneSim::new(lane_id, profile, facts));
             }
             Err(e) => lane.output.error = Some(e),
         }

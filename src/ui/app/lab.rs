@@ -456,19 +456,12 @@ impl App {
     }
 
     fn lab_text(&mut self) -> Option<String> {
-        match &self.state.lab.text {
-            None => Some(crate::cli::eval::DEFAULT_TEXT.to_string()),
-            Some(p) => match std::fs::read(p).map(String::from_utf8) {
-                Ok(Ok(t)) => Some(t),
-                Ok(Err(_)) => {
-                    self.rt.lab.message = Some(format!("{} is not UTF-8 text", p.display()));
-                    None
-                }
-                Err(e) => {
-                    self.rt.lab.message = Some(format!("cannot read {}: {e}", p.display()));
-                    None
-                }
-            },
+        match crate::eval::texts::read_text(self.state.lab.text.as_deref()) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.rt.lab.message = Some(e);
+                None
+            }
         }
     }
 
@@ -862,7 +855,7 @@ impl App {
         let kind = format!("window {name}");
         let (tx, rx) = mpsc::channel();
         let spawned = std::thread::Builder::new().name("lab-export".into()).spawn(move || {
-            let mut manifest = RunManifest::new(&kind, settings, seeds);
+            let mut manifest = RunManifest::new(&kind, settings, seeds, crate::engine::llama_build());
             manifest.command.clear();
             for (p, role) in files {
                 if let Err(e) = manifest.add_file(&p, role) {

@@ -3,7 +3,6 @@
 mod commands;
 pub mod lab;
 mod logic;
-pub mod simulate;
 mod ui;
 
 use std::collections::HashMap;
@@ -14,6 +13,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub use commands::Command;
+
+/// A window lane's simulated device; each paced token keeps its token record.
+pub type LaneSim = crate::sim::live::LaneSim<state::TokenRecord>;
 
 use super::state::{self, State};
 use crate::engine::EngineClient;
@@ -113,7 +115,7 @@ pub struct Runtime {
     /// Device profiles (shipped and the user's).
     pub profiles: Vec<crate::sim::DeviceProfile>,
     /// Simulated devices per lane.
-    pub sims: HashMap<LaneId, simulate::LaneSim>,
+    pub sims: HashMap<LaneId, LaneSim>,
     /// Message for the whole window (not tied to a lane).
     pub banner: Option<String>,
     /// Installed models in the models folder.

@@ -95,7 +95,7 @@ pub fn graphs_ui(ui: &mut egui::Ui, state: &State, rt: &Runtime) {
 }
 
 fn device_plots(ui: &mut egui::Ui, state: &State, rt: &Runtime, width: f32, height: f32) {
-    let lanes: Vec<(usize, &crate::ui::app::simulate::LaneSim)> = state
+    let lanes: Vec<(usize, &crate::ui::app::LaneSim)> = state
         .lanes
         .iter()
         .enumerate()

@@ -6,11 +6,14 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::eval::divergence::DivergenceSummary;
-pub use crate::eval::quality::{KldReport, PplReport};
+mod quantize;
+mod reports;
+
+pub use quantize::WorkerLine;
+pub use reports::{DivergenceSummary, KldReport, PplReport};
 
 /// Bumped whenever a message changes shape; parent and child must agree.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Identifies one request and every event it causes.
 pub type JobId = u64;
@@ -106,6 +109,21 @@ pub enum Prompt {
         /// The user message.
         user: String,
     },
+    /// A whole conversation (what an OpenAI-style client sends), formatted with the model's
+    /// chat template with the assistant turn opened.
+    Messages {
+        /// The turns, oldest first.
+        messages: Vec<ChatTurn>,
+    },
+}
+
+/// One turn of a conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatTurn {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// What was said.
+    pub content: String,
 }
 
 /// Requests from the parent to the engine.

@@ -1,14 +1,14 @@
-//! The device simulator fed by real runs: each lane with a device advances a simulated clock
-//! by the time its real tokens would take on that device, heating and throttling as it goes.
-//! In paced mode the lane's tokens are shown at the simulated speed.
+//! The device simulator fed by real runs: each lane (or served device) advances a simulated clock
+//! by the time its real tokens would take on that device, heating and throttling as it goes,
+//! and cooling for the real time it sits idle. In paced mode tokens are released at the
+//! simulated speed. Shared by the window (per lane) and `nanolab serve` (per device).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use super::model::{android_status, project, route, state_name, Decision, ThermalState};
+use super::{DeviceProfile, ModelFacts};
 use crate::protocol::LaneId;
-use crate::sim::model::{android_status, project, route, state_name, Decision, ThermalState};
-use crate::sim::{DeviceProfile, ModelFacts};
-use crate::ui::state::TokenRecord;
 
 /// One simulated point per real token.
 #[derive(Debug, Clone)]
@@ -25,8 +25,8 @@ pub struct SimPoint {
     pub decode_tokens_per_sec: f64,
 }
 
-/// A lane's simulated device.
-pub struct LaneSim {
+/// A lane's simulated device; `R` is what the caller keeps with each paced token.
+pub struct LaneSim<R = ()> {
     /// Lane.
     pub lane: LaneId,
     /// The device.
@@ -44,12 +44,12 @@ pub struct LaneSim {
     /// Real time of the last update (idle cooling between runs uses it).
     last_real: Instant,
     /// Tokens waiting to be shown (paced mode): release time, text, record.
-    pub pending: VecDeque<(Instant, String, Option<TokenRecord>)>,
+    pub pending: VecDeque<(Instant, String, Option<R>)>,
     /// Real time the current paced run started and its simulated start.
     pace_origin: Option<(Instant, f64)>,
 }
 
-impl LaneSim {
+impl<R> LaneSim<R> {
     /// Starts a simulation at ambient temperature.
     pub fn new(lane: LaneId, profile: DeviceProfile, facts: ModelFacts) -> Self {
         let state = ThermalState::new(&profile);

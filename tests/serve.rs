@@ -1,0 +1,528 @@
+//! `nanolab serve` end to end: the official openai Python client, greedy output against
+//! `nanolab run`, KV never shared across adapter stacks, bad requests, the API key and bind
+//! refusal, client disconnects, a full queue, an engine killed mid-stream, SIGTERM, and device
+//! pacing. Every test starts a real server on 127.0.0.1 with a free port.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1";
+
+struct Server {
+    child: Child,
+    addr: String,
+    stderr: Arc<Mutex<String>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Self {
+        Self::start_with(extra, |_| {})
+    }
+
+    /// Starts a server; `prepare` may add files to the adapters folder (`dir/adapters`).
+    fn start_with(extra: &[&str], prepare: impl FnOnce(&Path)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let adapters = dir.path().join("adapters");
+        std::fs::create_dir(&adapters).unwrap();
+        std::fs::copy(common::caps_adapter(), adapters.join("smollm2-caps.gguf")).unwrap();
+        prepare(dir.path());
+        let mut child = Command::new(common::exe())
+            .args(["-v", "serve", "--port", "0", "--model"])
+            .arg(common::demo_model())
+            .args(extra)
+            .env("NANOLAB_REGISTRY", dir.path().join("registry.json"))
+            .env("NANOLAB_ADAPTERS", &adapters)
+            .env("NANOLAB_DEVICES", dir.path().join("devices"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&stderr);
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let addr = first
+            .trim()
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("server did not start: {first:?}\n{}", stderr.lock().unwrap()))
+            .to_string();
+        assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+        Server {
+            child,
+            addr,
+            stderr,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(120)))
+            .build(),
+    )
+}
+
+/// POSTs a body (sent as is, so it may be broken JSON); returns status, Retry-After and body.
+fn post_raw(s: &Server, path: &str, body: &str, key: Option<&str>) -> (u16, Option<String>, String) {
+    let mut req = agent().post(s.url(path)).header("Content-Type", "application/json");
+    if let Some(k) = key {
+        req = req.header("Authorization", format!("Bearer {k}"));
+    }
+    let mut resp = req.send(body).unwrap();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    (resp.status().as_u16(), retry, resp.body_mut().read_to_string().unwrap())
+}
+
+fn post(s: &Server, path: &str, body: &Value) -> (u16, Value) {
+    let (status, _, text) = post_raw(s, path, &body.to_string(), None);
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")),
+    )
+}
+
+fn get(s: &Server, path: &str, key: Option<&str>) -> (u16, Value) {
+    let mut req = agent().get(s.url(path));
+    if let Some(k) = key {
+        req = req.header("Authorization", format!("Bearer {k}"));
+    }
+    let mut resp = req.call().unwrap();
+    let status = resp.status().as_u16();
+    (
+        status,
+        serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap(),
+    )
+}
+
+/// An OpenAI error object with every field OpenAI's clients read.
+fn assert_error(v: &Value, param: Option<&str>) -> String {
+    let e = &v["error"];
+    for k in ["message", "type", "param", "code"] {
+        assert!(e.get(k).is_some(), "error object lacks {k}: {v}");
+    }
+    if let Some(p) = param {
+        assert_eq!(e["param"], p, "{v}");
+    }
+    e["message"].as_str().unwrap().to_string()
+}
+
+/// `nanolab run`'s greedy text for a raw prompt with these adapters.
+fn run_text(args: &[&str]) -> String {
+    let out = Command::new(common::exe())
+        .args(["run", "--json", "--no-static", "-n", "24", "-m"])
+        .arg(common::demo_model())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["text"].as_str().unwrap().to_string()
+}
+
+/// A raw streaming request on its own connection; returns the socket after the first data line.
+fn open_stream(s: &Server, body: &Value) -> BufReader<TcpStream> {
+    let mut sock = TcpStream::connect(&s.addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let body = body.to_string();
+    write!(
+        sock,
+        "POST /v1/completions HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        s.addr,
+        body.len()
+    )
+    .unwrap();
+    let mut r = BufReader::new(sock);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(r.read_line(&mut line).unwrap() > 0, "stream closed before any data");
+        if line.starts_with("HTTP/1.1") {
+            assert!(line.contains(" 200 "), "{line}");
+        }
+        if line.starts_with("data: ") {
+            return r;
+        }
+    }
+}
+
+fn read_rest(mut r: BufReader<TcpStream>) -> String {
+    let mut rest = String::new();
+    let _ = r.read_to_string(&mut rest);
+    rest
+}
+
+fn long_stream() -> Value {
+    json!({"model": MODEL, "prompt": "1, 2, 3, 4, 5,", "temperature": 0, "max_tokens": 1500, "stream": true})
+}
+
+fn engine_pid(server_pid: i32) -> Option<i32> {
+    let tasks = std::fs::read_dir(format!("/proc/{server_pid}/task")).ok()?;
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| c.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .filter_map(|p| p.parse().ok())
+        .next()
+}
+
+fn venv_python() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/py-openai/bin/python");
+    assert!(
+        p.is_file(),
+        "{} missing: `scripts/setup.sh --test` (run by `make test`) makes the openai venv",
+        p.display()
+    );
+    p
+}
+
+#[test]
+fn the_official_openai_client_works_against_serve() {
+    let s = Server::start(&["--api-key", "test-key"]);
+    let out = Command::new(venv_python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/serve/openai_client.py"))
+        .args([&s.url("/v1"), MODEL, "smollm2-caps", "test-key"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.trim_end().ends_with("all checks passed"),
+        "{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        s.stderr()
+    );
+}
+
+#[test]
+fn greedy_output_equals_nanolab_run_and_no_kv_crosses_stacks() {
+    let s = Server::start(&[]);
+    let prompt = "The three primary colours are";
+    let completion = |model: &str| {
+        let (status, v) = post(
+            &s,
+            "/v1/completions",
+            &json!({"model": model, "prompt": prompt, "temperature": 0, "max_tokens": 24}),
+        );
+        assert_eq!(status, 200, "{v}");
+        v["choices"][0]["text"].as_str().unwrap().to_string()
+    };
+    // Base, adapter, base again on one server: each equals a fresh process's run.
+    let base1 = completion(MODEL);
+    let caps = completion(&format!("{MODEL}+smollm2-caps"));
+    let base2 = completion(MODEL);
+    let caps_half = completion(&format!("{MODEL}+smollm2-caps:0.5"));
+    let caps_path = common::caps_adapter();
+    let caps_arg = caps_path.to_str().unwrap();
+    assert_eq!(base1, run_text(&["-p", prompt]));
+    assert_eq!(caps, run_text(&["-p", prompt, "-a", caps_arg]));
+    assert_eq!(caps_half, run_text(&["-p", prompt, "-a", &format!("{caps_arg}:0.5")]));
+    assert_eq!(
+        base2, base1,
+        "the base run after an adapter run differs: KV or adapter state leaked"
+    );
+    assert_ne!(caps, base1, "the adapter changed nothing");
+    assert_ne!(caps_half, caps, "the scale changed nothing");
+
+    // Chat: one user message equals `nanolab run --chat`.
+    let (status, v) = post(
+        &s,
+        "/v1/chat/completions",
+        &json!({"model": MODEL, "messages": [{"role": "user", "content": "Name a fruit."}], "temperature": 0, "max_tokens": 24}),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        run_text(&["--chat", "Name a fruit."])
+    );
+    // The timings extension is the engine's own count of this run.
+    assert_eq!(v["timings"]["predicted_n"], v["usage"]["completion_tokens"]);
+    assert_eq!(v["timings"]["prompt_n"], v["usage"]["prompt_tokens"]);
+}
+
+#[test]
+fn bad_requests_get_openai_error_objects_and_the_server_keeps_serving() {
+    let s = Server::start_with(&[], |dir| {
+        // An adapter made for a model 64 wide: it must be refused for the 576-wide demo model.
+        common::write_lora(&dir.join("adapters/misfit.gguf"), 64, 2);
+    });
+    let chat = |model: &str, extra: Value| {
+        let mut body = json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        post(&s, "/v1/chat/completions", &body)
+    };
+    let (st, v) = chat(&format!("{MODEL}+misfit"), json!({}));
+    assert_eq!(st, 400, "{v}");
+    assert_eq!(v["error"]["code"], "adapter_incompatible");
+    assert!(assert_error(&v, Some("model")).contains("misfit.gguf"), "{v}");
+    let (_, models) = get(&s, "/v1/models", None);
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&format!("{MODEL}+smollm2-caps").as_str()), "{ids:?}");
+    assert!(
+        !ids.iter().any(|i| i.contains("misfit")),
+        "an adapter that does not fit is listed: {ids:?}"
+    );
+
+    let (st, v) = chat("nope", json!({}));
+    assert_eq!((st, v["error"]["code"].as_str()), (404, Some("model_not_found")), "{v}");
+    for name in [
+        "../models/x",
+        "x/../../etc/passwd",
+        &format!("{MODEL}+../adapters/smollm2-caps"),
+    ] {
+        let (st, v) = chat(name, json!({}));
+        assert_eq!(st, 400, "{name}: {v}");
+        assert!(assert_error(&v, Some("model")).contains("no paths"), "{v}");
+    }
+    let (st, v) = chat(MODEL, json!({"max_tokens": 0}));
+    assert_eq!(st, 400);
+    assert_error(&v, Some("max_tokens"));
+    let (st, v) = chat(MODEL, json!({"max_tokens": 100_000}));
+    assert_eq!(st, 400);
+    assert!(assert_error(&v, Some("max_tokens")).contains("context"), "{v}");
+    let (st, v) = chat(MODEL, json!({"temperature": -1}));
+    assert_eq!(st, 400);
+    assert_error(&v, Some("temperature"));
+    let (st, v) = chat(MODEL, json!({"n": 3}));
+    assert_eq!(st, 400);
+    assert_error(&v, Some("n"));
+    // Missing field, wrong type, broken JSON, not JSON at all.
+    for body in [r#"{"model": "x"}"#, r#"{"model": 5, "messages": []}"#, "{", "hello"] {
+        let (st, _, text) = post_raw(&s, "/v1/chat/completions", body, None);
+        assert_eq!(st, 400, "{body}: {text}");
+        assert_error(&serde_json::from_str(&text).unwrap(), None);
+    }
+    let (st, _, text) = post_raw(&s, "/v1/chat/completions", r#"{"model": "x"}"#, None);
+    assert_eq!(st, 400);
+    assert!(
+        text.contains("messages"),
+        "the error does not name the missing field: {text}"
+    );
+    // A body over the limit.
+    let huge = format!(r#"{{"model": "{MODEL}", "prompt": "{}"}}"#, "a".repeat(2 << 20));
+    let (st, _, text) = post_raw(&s, "/v1/completions", &huge, None);
+    assert_eq!(st, 413, "{text}");
+    assert_error(&serde_json::from_str(&text).unwrap(), None);
+    // A prompt longer than the context: the engine's refusal becomes a 400.
+    let long = "word ".repeat(3000);
+    let (st, v) = post(
+        &s,
+        "/v1/completions",
+        &json!({"model": MODEL, "prompt": long, "max_tokens": 4}),
+    );
+    assert_eq!(st, 400, "{v}");
+    assert!(assert_error(&v, None).contains("context"), "{v}");
+    let (st, v) = get(&s, "/v1/nothing", None);
+    assert_eq!(st, 404);
+    assert_error(&v, None);
+    // llama-server's /lora-adapters: a non-array body is refused as it refuses it.
+    let (st, v) = post(&s, "/lora-adapters", &json!({"id": 0}));
+    assert_eq!(st, 400);
+    assert_eq!(assert_error(&v, None), "Request body must be an array");
+
+    // After all of that the server still answers.
+    let (st, v) = chat(MODEL, json!({"temperature": 0}));
+    assert_eq!(st, 200, "{v}");
+    assert!(!v["choices"][0]["message"]["content"].as_str().unwrap().is_empty());
+}
+
+#[test]
+fn an_api_key_guards_v1_and_open_addresses_need_one() {
+    let out = Command::new(common::exe())
+        .args(["serve", "--host", "0.0.0.0", "--port", "0", "--model"])
+        .arg(common::demo_model())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--api-key"));
+
+    let s = Server::start(&["--api-key", "k3y"]);
+    assert_eq!(get(&s, "/health", None).0, 200, "health needs no key");
+    let (st, v) = get(&s, "/v1/models", None);
+    assert_eq!(st, 401);
+    assert_eq!(v["error"]["type"], "authentication_error");
+    assert_eq!(get(&s, "/v1/models", Some("wrong")).0, 401);
+    assert_eq!(get(&s, "/lora-adapters", None).0, 401);
+    let (st, _, _) = post_raw(&s, "/v1/completions", r#"{"model": "x", "prompt": "a"}"#, None);
+    assert_eq!(st, 401);
+    let (st, v) = get(&s, "/v1/models", Some("k3y"));
+    assert_eq!(st, 200);
+    assert_eq!(v["data"][0]["id"], MODEL);
+}
+
+#[test]
+fn a_client_that_leaves_cancels_its_generation_and_a_full_queue_says_503() {
+    let s = Server::start(&["--queue", "1"]);
+    let stream = open_stream(&s, &long_stream());
+    // The one slot is taken: the next request is refused at once, with Retry-After.
+    let (st, retry, text) = post_raw(
+        &s,
+        "/v1/completions",
+        &json!({"model": MODEL, "prompt": "a", "max_tokens": 2}).to_string(),
+        None,
+    );
+    assert_eq!(st, 503, "{text}");
+    assert_eq!(retry.as_deref(), Some("1"));
+    assert_error(&serde_json::from_str(&text).unwrap(), None);
+    drop(stream);
+    let freed = common::wait_for(Duration::from_secs(30), || {
+        (get(&s, "/health", None).1["in_flight"] == 0).then_some(())
+    });
+    assert!(freed.is_some(), "the job of a client that left is still running");
+    assert!(s.stderr().contains("went away: cancelling it"), "{}", s.stderr());
+    let (st, v) = post(
+        &s,
+        "/v1/completions",
+        &json!({"model": MODEL, "prompt": "a", "max_tokens": 2}),
+    );
+    assert_eq!(st, 200, "{v}");
+}
+
+#[test]
+fn an_engine_killed_mid_stream_ends_that_stream_with_an_error_and_the_next_request_works() {
+    let s = Server::start(&[]);
+    let stream = open_stream(&s, &long_stream());
+    let engine = engine_pid(s.pid()).expect("no engine child of the server");
+    // SAFETY: kill(2) on a pid we just read from /proc; no memory is involved.
+    assert_eq!(unsafe { libc::kill(engine, libc::SIGKILL) }, 0);
+    let rest = read_rest(stream);
+    assert!(
+        rest.contains(r#"data: {"error""#),
+        "no error event after the crash: {rest}"
+    );
+    assert!(rest.contains("engine stopped"), "{rest}");
+    assert!(rest.contains("data: [DONE]"), "{rest}");
+    let (st, v) = post(
+        &s,
+        "/v1/completions",
+        &json!({"model": MODEL, "prompt": "Hello", "temperature": 0, "max_tokens": 4}),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["usage"]["completion_tokens"], 4);
+    assert_ne!(engine_pid(s.pid()), Some(engine), "the engine was not restarted");
+}
+
+#[test]
+fn sigterm_lets_the_stream_in_flight_finish_then_exits() {
+    let mut s = Server::start(&[]);
+    let stream = open_stream(
+        &s,
+        &json!({"model": MODEL, "prompt": "1, 2, 3,", "temperature": 0, "max_tokens": 48, "stream": true}),
+    );
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(s.pid(), libc::SIGTERM) }, 0);
+    let rest = read_rest(stream);
+    assert!(rest.contains(r#""finish_reason":"length""#), "{rest}");
+    assert!(rest.contains("data: [DONE]"), "{rest}");
+    let status = common::wait_for(Duration::from_secs(20), || s.child.try_wait().unwrap());
+    assert!(status.is_some_and(|st| st.success()), "{status:?}\n{}", s.stderr());
+    // Nothing listens any more.
+    assert!(TcpStream::connect(&s.addr).is_err());
+}
+
+#[test]
+fn a_simulated_device_paces_the_stream_and_keeps_its_temperature_across_requests() {
+    // A phone 300 times slower than a Pixel 9 Pro, so pacing is far slower than this machine even
+    // while other tests load its cores.
+    let profile =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/devices/pixel-9-pro.toml"))
+            .unwrap()
+            .replace(r#"id = "pixel-9-pro""#, r#"id = "slow-phone""#);
+    let re = regex::Regex::new(r"bandwidth_gbs = ([0-9.]+)").unwrap();
+    let profile = re.replace_all(&profile, |c: &regex::Captures| {
+        format!("bandwidth_gbs = {}", c[1].parse::<f64>().unwrap() / 300.0)
+    });
+    let s = Server::start_with(&[], |dir| {
+        std::fs::create_dir(dir.join("devices")).unwrap();
+        std::fs::write(dir.join("devices/slow-phone.toml"), profile.as_bytes()).unwrap();
+    });
+    let run = |paced: bool| {
+        let t0 = Instant::now();
+        let (st, v) = post(
+            &s,
+            "/v1/completions",
+            &json!({"model": MODEL, "prompt": "1, 2, 3,", "temperature": 0, "max_tokens": 12,
+                    "nanolab": {"device": "slow-phone", "paced": paced}}),
+        );
+        assert_eq!(st, 200, "{v}");
+        (t0.elapsed().as_secs_f64(), v)
+    };
+    let (paced_s, paced) = run(true);
+    let ext = &paced["nanolab"];
+    let sim_rate = ext["simulated_decode_tokens_per_sec"].as_f64().unwrap();
+    let real_rate = paced["timings"]["predicted_per_second"].as_f64().unwrap();
+    let n = paced["usage"]["completion_tokens"].as_f64().unwrap();
+    assert!(
+        sim_rate > 0.0 && sim_rate < real_rate,
+        "simulated {sim_rate} tok/s, real {real_rate}"
+    );
+    assert!(
+        paced_s >= 0.9 * n / sim_rate,
+        "paced request took {paced_s:.2} s; {n} tokens at the device's {sim_rate:.1} tok/s take {:.2} s",
+        n / sim_rate
+    );
+    let (unpaced_s, unpaced) = run(false);
+    assert!(
+        unpaced_s < paced_s / 2.0,
+        "unpaced {unpaced_s:.2} s vs paced {paced_s:.2} s"
+    );
+    // The device heats under load and keeps its temperature from one request to the next.
+    let t1 = ext["temp_c"].as_f64().unwrap();
+    let t2 = unpaced["nanolab"]["temp_c"].as_f64().unwrap();
+    assert!(t2 > t1, "temperature {t1} then {t2}");
+    assert!(ext["thermal_state"].is_string(), "{ext}");
+    let (st, v) = post(
+        &s,
+        "/v1/completions",
+        &json!({"model": MODEL, "prompt": "a", "nanolab": {"device": "no-such-phone"}}),
+    );
+    assert_eq!(st, 400);
+    assert!(assert_error(&v, Some("nanolab.device")).contains("pixel-9-pro"), "{v}");
+}
