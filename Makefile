@@ -3,7 +3,7 @@
 DEMO_MODEL := models/SmolLM2-135M-Instruct.Q4_1.gguf
 BIN := target/release/nanolab
 
-.PHONY: run test build demo-model screenshots test-vulkan test-cuda
+.PHONY: run test build dist demo-model screenshots test-vulkan test-cuda
 
 run: build demo-model
 	$(BIN) --model $(DEMO_MODEL)
@@ -11,6 +11,14 @@ run: build demo-model
 build:
 	scripts/setup.sh
 	cargo build --release
+
+# The portable variant for shipping to other machines: no target-cpu=native, so llama.cpp is
+# built with GGML_NATIVE=OFF (its baseline kernels plus runtime-detected ones), in target/dist.
+# An empty RUSTFLAGS overrides .cargo/config.toml's native flags.
+dist:
+	scripts/setup.sh
+	RUSTFLAGS= cargo build --release --target-dir target/dist
+	@echo "portable build: target/dist/release/nanolab"
 
 demo-model: build
 	$(BIN) models fetch smollm2-135m-instruct

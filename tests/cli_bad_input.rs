@@ -345,6 +345,41 @@ fn devices_lists_the_cpu_and_says_where_work_runs() {
         serde_json::Value::Null
     };
     assert_eq!(v["gpu_backend_built"], built, "{out}");
+    // The build is for this CPU (target-cpu=native → GGML_NATIVE): every SIMD extension the
+    // kernel reports that llama.cpp's x86 CPU backend has a switch for is in use, and nothing
+    // is in use that the CPU lacks.
+    let features: Vec<&str> = v["cpu_features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    if cfg!(target_arch = "x86_64") {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap();
+        let flags: Vec<&str> = cpuinfo
+            .lines()
+            .find(|l| l.starts_with("flags"))
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        for (feature, flag) in [
+            ("AVX", "avx"),
+            ("AVX2", "avx2"),
+            ("F16C", "f16c"),
+            ("FMA", "fma"),
+            ("AVX512", "avx512f"),
+            ("AVX_VNNI", "avx_vnni"),
+            ("AVX512_VNNI", "avx512_vnni"),
+        ] {
+            assert_eq!(
+                features.contains(&feature),
+                flags.contains(&flag),
+                "{feature}: build uses it = {}, CPU has {flag} = {}; features {features:?}",
+                features.contains(&feature),
+                flags.contains(&flag)
+            );
+        }
+    }
     let (ok, text, _) = nanolab(&["devices"]);
     assert!(ok);
     assert!(text.contains(" CPU "), "{text}");

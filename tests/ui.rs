@@ -200,6 +200,22 @@ fn start_long_run(h: &mut Harness<'_, App>) {
 }
 
 #[test]
+fn a_lane_waiting_for_the_engine_says_queued_not_running() {
+    let mut h = two_lanes(None);
+    start_long_run(&mut h);
+    h.run_steps(2);
+    // Lane 1 streams; lane 2 waits its turn in the engine and says so.
+    assert!(h.state().state.lanes[1].output.tokens.is_empty());
+    h.get_by_label("queued: waiting for the lanes before it");
+    assert!(
+        h.query_by_label_contains("running… 0 tokens").is_none(),
+        "a waiting lane claims to be running"
+    );
+    h.key_press(egui::Key::Escape);
+    step_until(&mut h, Duration::from_secs(30), "stopped", |a| a.rt.jobs.is_empty());
+}
+
+#[test]
 fn esc_stops_running_lanes() {
     let mut h = loaded_app(None);
     start_long_run(&mut h);

@@ -75,6 +75,8 @@ pub struct Row {
     pub build_commit: String,
     /// Backends: CPU, or the GPU backend this binary was built with.
     pub backends: String,
+    /// CPU features llama.cpp was built to use (`AVX2,FMA,…`; native or portable build).
+    pub cpu_features: String,
     /// Layers offloaded (999: all).
     pub n_gpu_layers: u32,
     /// Model file.
@@ -259,6 +261,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         .unwrap_or_default();
     let build_commit = crate::engine::llama_build();
     let backends = super::run::gpu_backend_built().unwrap_or("CPU").to_string();
+    let cpu_features = crate::engine::cpu_features().join(",");
     let n_gpu_layers = args.gpu_layers.unwrap_or_else(crate::engine::default_gpu_layers);
     let row = |runner: &str, n_prompt: u32, n_gen: u32, samples: &[f64]| {
         let (avg_ts, stddev_ts) = mean_sd(samples);
@@ -269,6 +272,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
             runner: runner.into(),
             build_commit: build_commit.clone(),
             backends: backends.clone(),
+            cpu_features: cpu_features.clone(),
             n_gpu_layers,
             model_filename: name.clone(),
             model_size: summary.file_bytes,

@@ -70,6 +70,7 @@ pub fn diverge(args: &DivergeArgs) -> anyhow::Result<()> {
         serde_json::json!({ "a": args.a, "b": args.b, "prompt": prompt, "sampling": sampling, "n_ctx": args.ctx }),
         vec![args.seed],
         crate::engine::llama_build(),
+        crate::engine::cpu_features(),
     );
     let specs = [
         checked_lane(0, &args.a, args.ctx, None, &mut manifest)?,

@@ -129,6 +129,7 @@ fn quality(args: &QualityArgs, with_reference: bool) -> anyhow::Result<()> {
                             "adapters": args.adapters, "reference_adapters": args.reference_adapters }),
         Vec::new(),
         crate::engine::llama_build(),
+        crate::engine::cpu_features(),
     );
     for m in &args.model {
         manifest.add_file(m, "model")?;
@@ -314,6 +315,7 @@ fn prompt_set(args: &PromptsArgs) -> anyhow::Result<()> {
                             "n_ctx": args.ctx, "threads": args.threads }),
         args.seeds.clone(),
         crate::engine::llama_build(),
+        crate::engine::cpu_features(),
     );
     manifest.add_file(&args.set, "prompt set")?;
     let mut lanes = Vec::new();

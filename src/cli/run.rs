@@ -253,11 +253,16 @@ pub fn devices(json: bool) -> anyhow::Result<()> {
                         "gpu_backend_built": gpu_backend,
                         "gpu_offload": gpu_devices > 0,
                         "system_info": client.system_info(),
+                        "cpu_features": crate::engine::cpu_features(),
                         "devices": devices,
                     }))?
                 );
             } else {
                 println!("llama.cpp: {}", client.system_info());
+                println!(
+                    "CPU features this build uses: {}",
+                    crate::engine::cpu_features().join(" ")
+                );
                 for d in &devices {
                     println!(
                         "  {:<8} {:<12} {:<12} {} free of {}  {}",

@@ -225,6 +225,16 @@ impl EngineClient {
         })
     }
 
+    /// Sends a housekeeping request (cancel, drop a lane, unload) only to a running engine:
+    /// a dead engine holds no lanes or jobs, so there is nothing to do and no reason to start
+    /// one. Returns whether it was sent.
+    pub fn send_if_running(&mut self, req: &Request) -> Result<bool, ClientError> {
+        if self.pid().is_none() {
+            return Ok(false);
+        }
+        self.send(req).map(|()| true)
+    }
+
     /// Sends a request and blocks until its terminal event, passing every event of the job to
     /// `on_event`. Events of other jobs are dropped; use only when nothing else is in flight.
     pub fn call(&mut self, req: &Request, mut on_event: impl FnMut(&Event)) -> Result<Event, ClientError> {

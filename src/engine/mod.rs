@@ -13,7 +13,7 @@ mod text;
 mod worker;
 
 pub use client::{ClientError, EngineClient, Waker};
-pub use llama::llama_build;
+pub use llama::{cpu_features, llama_build};
 
 /// Layers the engine offloads when none are asked for: all of them where llama.cpp found a GPU,
 /// none otherwise.

@@ -27,6 +27,9 @@ pub struct RunManifest {
     pub nanolab_version: String,
     /// llama.cpp build: the ggml version and commit compiled into the engine.
     pub llama_cpp_build: String,
+    /// CPU features that build uses (native or portable build: `AVX2`, `AVX512`, …).
+    #[serde(default)]
+    pub cpu_features: Vec<String>,
     /// Command line, when run from the CLI.
     pub command: Vec<String>,
     /// Inputs.
@@ -43,12 +46,20 @@ pub struct RunManifest {
 
 impl RunManifest {
     /// A manifest for `kind` with the given settings, from an engine built on `llama_cpp_build`
-    /// (`engine::llama_build()`); add files with [`RunManifest::add_file`].
-    pub fn new(kind: &str, settings: serde_json::Value, seeds: Vec<u32>, llama_cpp_build: String) -> Self {
+    /// (`engine::llama_build()`) with `cpu_features` (`engine::cpu_features()`); add files with
+    /// [`RunManifest::add_file`].
+    pub fn new(
+        kind: &str,
+        settings: serde_json::Value,
+        seeds: Vec<u32>,
+        llama_cpp_build: String,
+        cpu_features: Vec<String>,
+    ) -> Self {
         Self {
             kind: kind.to_string(),
             nanolab_version: env!("CARGO_PKG_VERSION").to_string(),
             llama_cpp_build,
+            cpu_features,
             command: std::env::args().collect(),
             files: Vec::new(),
             settings,

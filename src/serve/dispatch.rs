@@ -120,7 +120,7 @@ fn run(rx: Receiver<Submission>, in_flight: Arc<AtomicUsize>) {
             if !a.cancel_sent && a.events.is_closed() {
                 a.cancel_sent = true;
                 tracing::info!("client of job {job} went away: cancelling it");
-                if let Err(e) = client.send(&Request::Cancel { job: *job }) {
+                if let Err(e) = client.send_if_running(&Request::Cancel { job: *job }) {
                     tracing::warn!("could not cancel job {job}: {e}");
                 }
             }
@@ -167,7 +167,9 @@ fn route(client: &mut EngineClient, jobs: &mut HashMap<JobId, Active>, in_flight
             if matches!(ev, Event::Token { .. }) && !active.cancel_sent {
                 active.cancel_sent = true;
                 tracing::warn!("job {job}: its client stopped reading; cancelling it");
-                let _ = client.send(&Request::Cancel { job });
+                if let Err(e) = client.send_if_running(&Request::Cancel { job }) {
+                    tracing::warn!("could not cancel job {job}: {e}");
+                }
             }
         }
     }

@@ -149,6 +149,22 @@ pub fn system_info() -> String {
     }
 }
 
+/// The CPU features this build of llama.cpp uses (`AVX2`, `FMA`, `AVX512`, …): the entries of
+/// the system line that read `NAME = 1`.
+pub fn cpu_features() -> Vec<String> {
+    features_on(&system_info())
+}
+
+fn features_on(info: &str) -> Vec<String> {
+    info.split(['|', ':'])
+        .filter_map(|part| {
+            let (name, value) = part.split_once('=')?;
+            (value.trim() == "1").then(|| name.trim().to_string())
+        })
+        .filter(|n| !n.is_empty())
+        .collect()
+}
+
 /// Compute devices that llama.cpp can use.
 pub fn devices() -> Vec<DeviceInfo> {
     llama_cpp_2::list_llama_ggml_backend_devices()
@@ -162,4 +178,13 @@ pub fn devices() -> Vec<DeviceInfo> {
             memory_total_bytes: d.memory_total as u64,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn features_are_read_from_the_system_line() {
+        let line = "CPU : SSE3 = 1 | AVX = 1 | AVX_VNNI = 0 | AVX2 = 1 | F16C = 1 | AVX512 = 0 | OPENMP = 1 |";
+        assert_eq!(super::features_on(line), ["SSE3", "AVX", "AVX2", "F16C", "OPENMP"]);
+    }
 }

@@ -86,6 +86,15 @@ impl App {
         }
     }
 
+    /// Cancels, drops or unloads without ever starting an engine for it. A write that fails
+    /// means the engine just died; the supervisor reports that on every lane with a job, so
+    /// here it is only logged.
+    pub(super) fn housekeeping(&mut self, req: &Request) {
+        if let Err(e) = self.rt.engine.send_if_running(req) {
+            tracing::warn!("{e}");
+        }
+    }
+
     fn lane_error(&mut self, lane: Option<LaneId>, message: String) {
         match lane.and_then(|id| self.state.lane_mut(id)) {
             Some(l) => l.output.error = Some(message),
@@ -108,7 +117,7 @@ impl App {
                     self.state.reference_lane = None;
                 }
                 let job = self.rt.engine.next_job();
-                let _ = self.rt.engine.send(&Request::DropLane { job, lane: id });
+                self.housekeeping(&Request::DropLane { job, lane: id });
                 self.recompute_diffs();
             }
             Command::DuplicateLane(id) => {
@@ -137,7 +146,7 @@ impl App {
             Command::Stop => {
                 let jobs: Vec<_> = self.rt.jobs.keys().copied().collect();
                 for job in jobs {
-                    let _ = self.rt.engine.send(&Request::Cancel { job });
+                    self.housekeeping(&Request::Cancel { job });
                 }
             }
             Command::CancelLoad(lane) => self.cancel_lane_jobs(lane),
@@ -184,7 +193,7 @@ impl App {
             .map(|(j, _)| *j)
             .collect();
         for job in jobs {
-            let _ = self.rt.engine.send(&Request::Cancel { job });
+            self.housekeeping(&Request::Cancel { job });
         }
     }
 

@@ -475,7 +475,7 @@ impl App {
             if let Some(r) = self.state.lab.reference.clone() {
                 if !self.state.lanes.iter().any(|l| l.model.as_ref() == Some(&r)) {
                     let job = self.rt.engine.next_job();
-                    let _ = self.rt.engine.send(&Request::UnloadModel { job, path: r });
+                    self.housekeeping(&Request::UnloadModel { job, path: r });
                 }
             }
             return;
@@ -617,7 +617,7 @@ impl App {
     fn lab_release(&mut self, lanes: &[LaneId]) {
         for &lane in lanes {
             let job = self.rt.engine.next_job();
-            let _ = self.rt.engine.send(&Request::DropLane { job, lane });
+            self.housekeeping(&Request::DropLane { job, lane });
         }
     }
 
@@ -639,7 +639,7 @@ impl App {
             .map(|(j, _)| *j)
             .collect();
         for job in lab_jobs {
-            let _ = self.rt.engine.send(&Request::Cancel { job });
+            self.housekeeping(&Request::Cancel { job });
         }
         self.rt.lab.message = Some("stopped".into());
     }
@@ -707,7 +707,7 @@ impl App {
                         || item.model == item.reference.model.path;
                     if !in_use {
                         let job = self.rt.engine.next_job();
-                        let _ = self.rt.engine.send(&Request::UnloadModel {
+                        self.housekeeping(&Request::UnloadModel {
                             job,
                             path: item.model.clone(),
                         });
@@ -855,7 +855,13 @@ impl App {
         let kind = format!("window {name}");
         let (tx, rx) = mpsc::channel();
         let spawned = std::thread::Builder::new().name("lab-export".into()).spawn(move || {
-            let mut manifest = RunManifest::new(&kind, settings, seeds, crate::engine::llama_build());
+            let mut manifest = RunManifest::new(
+                &kind,
+                settings,
+                seeds,
+                crate::engine::llama_build(),
+                crate::engine::cpu_features(),
+            );
             manifest.command.clear();
             for (p, role) in files {
                 if let Err(e) = manifest.add_file(&p, role) {

@@ -10,6 +10,8 @@ use crate::ui::state::TokenRecord;
 /// At most this long per frame is spent applying engine events.
 const DRAIN_BUDGET: Duration = Duration::from_millis(8);
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+/// While idle the window wakes this often to keep the memory graph's rate steady.
+const IDLE_SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 impl App {
     /// Non-drawing work for one frame.
@@ -29,6 +31,8 @@ impl App {
         self.inspect_known_files();
         if self.busy() {
             ctx.request_repaint_after(SAMPLE_EVERY);
+        } else if self.rt.engine.pid().is_some() {
+            ctx.request_repaint_after(IDLE_SAMPLE_EVERY);
         }
     }
 
@@ -195,8 +199,11 @@ impl App {
     }
 
     fn sample_memory(&mut self) {
-        let due = self.rt.last_sample.is_none_or(|t| t.elapsed() >= SAMPLE_EVERY);
-        if !due || (!self.busy() && self.rt.last_sample.is_some()) {
+        // A steady rate, idle or busy: a graph sampled only while busy joins distant samples
+        // with long slopes that read as a leak.
+        let every = if self.busy() { SAMPLE_EVERY } else { IDLE_SAMPLE_EVERY };
+        let due = self.rt.last_sample.is_none_or(|t| t.elapsed() >= every);
+        if !due {
             return;
         }
         let Some(pid) = self.rt.engine.pid() else { return };

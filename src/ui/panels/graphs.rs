@@ -71,13 +71,20 @@ pub fn graphs_ui(ui: &mut egui::Ui, state: &State, rt: &Runtime) {
                 .allow_scroll(false)
                 .show(ui, |plot| {
                     let m = &rt.memory;
+                    // Steps: a value holds until the next sample, so nothing rises between samples
+                    // that did not.
                     let series = |f: &dyn Fn(&crate::ui::app::MemSample) -> f64| -> PlotPoints {
-                        m.iter().map(|s| [s.t_secs, f(s) / MIB]).collect()
+                        let mut pts: Vec<[f64; 2]> = Vec::with_capacity(m.len() * 2);
+                        for s in m.iter() {
+                            if let Some(&[_, prev]) = pts.last() {
+                                pts.push([s.t_secs, prev]);
+                            }
+                            pts.push([s.t_secs, f(s) / MIB]);
+                        }
+                        pts.into()
                     };
-                    plot.line(Line::new("weights", series(&|s| s.weights_bytes as f64)).fill(0.0));
-                    plot.line(
-                        Line::new("+ KV cache", series(&|s| (s.weights_bytes + s.kv_bytes) as f64)).fill(0.0),
-                    );
+                    // Largest first, so each smaller filled area is drawn over the one below it and
+                    // stays visible.
                     plot.line(
                         Line::new(
                             "+ adapters",
@@ -85,6 +92,10 @@ pub fn graphs_ui(ui: &mut egui::Ui, state: &State, rt: &Runtime) {
                         )
                         .fill(0.0),
                     );
+                    plot.line(
+                        Line::new("+ KV cache", series(&|s| (s.weights_bytes + s.kv_bytes) as f64)).fill(0.0),
+                    );
+                    plot.line(Line::new("weights", series(&|s| s.weights_bytes as f64)).fill(0.0));
                     plot.line(Line::new("engine RSS", series(&|s| s.rss_bytes as f64)).width(2.0));
                 });
         });

@@ -99,7 +99,15 @@ fn lane_ui(
             cmds.push(Command::DismissError(id));
         }
     }
-    let running = rt.jobs.values().any(|k| *k == JobKind::Generate { lane: id });
+    let my_job = rt
+        .jobs
+        .iter()
+        .find(|(_, k)| **k == JobKind::Generate { lane: id })
+        .map(|(j, _)| *j);
+    let running = my_job.is_some();
+    // The engine takes jobs in the order they were sent: one with an older job still pending
+    // has not started yet.
+    let queued = my_job.is_some_and(|mine| lane.output.tokens.is_empty() && rt.jobs.keys().any(|j| *j < mine));
     let statics = lane
         .model
         .as_deref()
@@ -123,13 +131,15 @@ fn lane_ui(
             .on_hover_text("Show the text; words that differ from the reference lane are highlighted");
         ui.selectable_value(&mut lane.token_view, true, "Tokens")
             .on_hover_text("Show tokens coloured by probability; hover or click one for the top-5 alternatives");
-        if running {
+        if queued {
+            ui.weak("queued");
+        } else if running {
             // A static mark: an animated spinner would repaint every frame and, with a software
             // renderer, take CPU from the engine (see docs/performance.md).
             ui.weak("running");
         }
     });
-    stats_strip(ui, lane, running, overhead_reference);
+    stats_strip(ui, lane, running, queued, overhead_reference);
     egui::ScrollArea::vertical()
         .id_salt("output")
         .stick_to_bottom(true)
@@ -375,9 +385,17 @@ fn device_ui(ui: &mut egui::Ui, lane: &mut LaneState, rt: &Runtime, cmds: &mut V
     });
 }
 
-fn stats_strip(ui: &mut egui::Ui, lane: &LaneState, running: bool, overhead_reference: Option<(usize, f64)>) {
+fn stats_strip(
+    ui: &mut egui::Ui,
+    lane: &LaneState,
+    running: bool,
+    queued: bool,
+    overhead_reference: Option<(usize, f64)>,
+) {
     let Some(s) = &lane.output.stats else {
-        ui.weak(if running {
+        ui.weak(if queued {
+            "queued: waiting for the lanes before it".to_string()
+        } else if running {
             format!("running… {} tokens", lane.output.tokens.len())
         } else {
             "no run yet".to_string()

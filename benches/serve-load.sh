@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Load test of `nanolab serve` against llama.cpp's own llama-server, built from the same llama.cpp
+# tree as scripts/llama-tools.sh: REQUESTS chat requests (streamed, greedy, MAX_TOKENS each) from
+# CONCURRENCY clients using the official openai client, against each server in turn, alternating
+# the order over ROUNDS rounds in one run. Prints requests answered, latency p50/p95, aggregate
+# completion tok/s and the ratio nanolab / llama-server. Both servers listen on 127.0.0.1 only.
+# llama-server runs with --parallel PARALLEL (default 1: nanolab's engine runs one generation at
+# a time, so 1 is like for like; PARALLEL=4 shows what batching buys llama-server).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODEL=${MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
+REQUESTS=${REQUESTS:-200}
+CONCURRENCY=${CONCURRENCY:-16}
+MAX_TOKENS=${MAX_TOKENS:-64}
+ROUNDS=${ROUNDS:-2}
+PARALLEL=${PARALLEL:-1}
+CTX=${CTX:-2048}
+PY=target/py-openai/bin/python
+[[ -x $PY ]] || scripts/setup.sh --test
+BIN=$(scripts/llama-tools.sh llama-server)
+cargo build --release -q
+THREADS=$(nproc)
+echo "llama-server: $(cat target/llama-tools/version.txt), --parallel $PARALLEL"
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "load: $REQUESTS requests, $CONCURRENCY concurrent clients, $MAX_TOKENS tokens each, greedy"
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_up() { for _ in $(seq 600); do curl -sf "$1/health" >/dev/null && return 0; sleep 0.1; done; echo "server at $1 did not come up" >&2; return 1; }
+results=()
+run_nanolab() {
+  local p; p=$(port)
+  NANOLAB_REGISTRY=$(mktemp -d)/registry.json target/release/nanolab serve --model "$MODEL" --port "$p" \
+    --ctx "$CTX" --threads "$THREADS" --queue $((REQUESTS + 1)) >/dev/null 2>&1 &
+  local pid=$!
+  wait_up "http://127.0.0.1:$p"
+  results+=("nanolab $($PY benches/serve_load.py "http://127.0.0.1:$p/v1" "$(basename "$MODEL" .gguf)" "$REQUESTS" "$CONCURRENCY" "$MAX_TOKENS")")
+  kill "$pid"; wait "$pid" || true
+}
+run_llama_server() {
+  local p; p=$(port)
+  "$BIN/llama-server" -m "$MODEL" --host 127.0.0.1 --port "$p" -c $((CTX * PARALLEL)) --parallel "$PARALLEL" \
+    -t "$THREADS" --no-webui >/dev/null 2>&1 &
+  local pid=$!
+  wait_up "http://127.0.0.1:$p"
+  results+=("llama-server $($PY benches/serve_load.py "http://127.0.0.1:$p/v1" any "$REQUESTS" "$CONCURRENCY" "$MAX_TOKENS")")
+  kill "$pid"; wait "$pid" || true
+}
+for r in $(seq "$ROUNDS"); do
+  if ((r % 2)); then run_nanolab; run_llama_server; else run_llama_server; run_nanolab; fi
+done
+printf '%s\n' "${results[@]}" | python3 -c '
+import json, statistics as st, sys
+rows = {}
+for line in sys.stdin:
+    name, js = line.split(" ", 1)
+    rows.setdefault(name, []).append(json.loads(js))
+print("| server | answered | errors | latency p50 s | latency p95 s | TTFT p50 s | aggregate tok/s |")
+print("|---|---:|---:|---:|---:|---:|---:|")
+for name, rs in rows.items():
+    m = lambda k: st.mean(r[k] for r in rs)
+    print(f"| {name} | {sum(r[\"answered\"] for r in rs)}/{sum(r[\"requests\"] for r in rs)} | {sum(r[\"errors\"] for r in rs)} | "
+          f"{m(\"latency_p50_s\"):.2f} | {m(\"latency_p95_s\"):.2f} | {m(\"ttft_p50_s\"):.2f} | {m(\"aggregate_tokens_per_sec\"):.1f} |")
+    for r in rs:
+        for e in r["first_errors"]:
+            print(f"  {name} error: {e}")
+a = st.mean(r["aggregate_tokens_per_sec"] for r in rows["nanolab"])
+b = st.mean(r["aggregate_tokens_per_sec"] for r in rows["llama-server"])
+print(f"\nnanolab / llama-server aggregate tok/s: {a / b:.3f}")
+'
