@@ -38,7 +38,7 @@ run_nanolab() {
 run_llama_server() {
   local p; p=$(port)
   "$BIN/llama-server" -m "$MODEL" --host 127.0.0.1 --port "$p" -c $((CTX * PARALLEL)) --parallel "$PARALLEL" \
-    -t "$THREADS" --no-webui >/dev/null 2>&1 &
+    -t "$THREADS" --no-webui --no-cache-prompt >/dev/null 2>&1 &
   local pid=$!
   wait_up "http://127.0.0.1:$p"
   results+=("llama-server $($PY benches/serve_load.py "http://127.0.0.1:$p/v1" any "$REQUESTS" "$CONCURRENCY" "$MAX_TOKENS")")

@@ -100,9 +100,12 @@ fn every_corpus_file_gets_a_specific_error_in_its_other_role_too() {
 fn every_corpus_case_dropped_on_the_window_shows_a_banner_and_loses_nothing() {
     let demo = demo_model();
     let dir = tempfile::tempdir().unwrap();
-    std::env::set_var("NANOLAB_ADAPTERS", dir.path().join("imported"));
     let cases = corpus::generate(dir.path(), &demo);
-    let mut app = App::new(None, Some(exe()));
+    let folders = nanolab::ui::app::Folders {
+        adapters: dir.path().join("imported"),
+        ..nanolab::ui::app::Folders::from_env()
+    };
+    let mut app = App::with_folders(None, Some(exe()), folders);
     app.rt.pending.push(UiCommand::SetModel {
         lane: None,
         path: demo.clone(),
@@ -212,7 +215,6 @@ fn every_corpus_case_dropped_on_the_window_shows_a_banner_and_loses_nothing() {
         "unreadable file: lane 1 lost its output"
     );
     assert!(h.state().state.lanes[1].adapters.is_empty());
-    std::env::remove_var("NANOLAB_ADAPTERS");
 }
 
 /// Runs `f` with CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH out of this thread's effective set

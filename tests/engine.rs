@@ -53,12 +53,14 @@ fn sampled_output_depends_on_seed_only() {
 fn stats_are_positive_and_consistent() {
     let model = demo_model();
     let mut c = client();
+    let t0 = std::time::Instant::now();
     let (events, end) = generate(
         &mut c,
         lane(1, &model, 1024, vec![]),
         "Write a list of fruits:\n1.",
         greedy(32),
     );
+    let wall_ms = t0.elapsed().as_secs_f64() * 1000.0;
     let s = stats(&end);
     assert_eq!(s.stop_reason, StopReason::MaxTokens);
     assert_eq!(s.generated_tokens, 32);
@@ -69,10 +71,29 @@ fn stats_are_positive_and_consistent() {
     assert_eq!(token_events, 32);
     assert!(s.load_ms > 0.0 && s.ttft_ms > 0.0 && s.prefill_ms > 0.0 && s.decode_ms > 0.0);
     assert!(s.prompt_tokens >= 5);
-    let expected_prefill = f64::from(s.prompt_tokens) * 1000.0 / s.prefill_ms;
-    assert!((s.prefill_tokens_per_sec - expected_prefill).abs() < 1e-6 * expected_prefill.max(1.0));
-    let expected_decode = f64::from(s.generated_tokens - 1) * 1000.0 / s.decode_ms;
-    assert!((s.decode_tokens_per_sec - expected_decode).abs() < 1e-6 * expected_decode);
+    // The engine's own clock against the test's: everything it timed happened inside the call,
+    // so its rates are no faster than the test saw tokens arrive.
+    assert!(
+        s.load_ms + s.prefill_ms + s.decode_ms <= wall_ms,
+        "engine timed {} ms inside a {wall_ms} ms call",
+        s.load_ms + s.prefill_ms + s.decode_ms
+    );
+    assert!(s.decode_tokens_per_sec >= f64::from(s.generated_tokens - 1) * 1000.0 / wall_ms);
+    // Per-token latencies (streamed with each token) and the run's totals are measured apart:
+    // after the first token they add up to the decode time.
+    let gaps_ms: f64 = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Token { latency_ms, .. } => Some(*latency_ms),
+            _ => None,
+        })
+        .skip(1)
+        .sum();
+    assert!(
+        (gaps_ms / s.decode_ms - 1.0).abs() < 0.1,
+        "token gaps sum to {gaps_ms} ms, decode {} ms",
+        s.decode_ms
+    );
     assert!(s.itl_p50_ms > 0.0 && s.itl_p50_ms <= s.itl_p95_ms);
     assert!(s.ttft_ms >= s.prefill_ms);
     // KV: f16 K and V, 30 layers x 192 wide, 1024 tokens.

@@ -536,12 +536,26 @@ fn cancel_stops_the_quantizer_and_cleans_up() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("c.Q8_0.gguf");
     let mut job = start(&l.f16, &out, "Q8_0", None).unwrap();
+    // Cancel only once the worker is writing, so there is a partial file to clean up.
+    let writing = common::wait_for(Duration::from_secs(60), || {
+        job.poll()
+            .iter()
+            .any(|e| matches!(e, QuantEvent::Progress { .. }))
+            .then_some(())
+    });
+    assert!(writing.is_some(), "the quantizer never reported progress");
+    let pid = job.pid().expect("a running worker");
+    assert!(!common::file_names(dir.path()).is_empty(), "no temp file while writing");
     job.cancel();
-    std::thread::sleep(Duration::from_millis(200));
     assert!(
         common::file_names(dir.path()).is_empty(),
         "left: {:?}",
         common::file_names(dir.path())
+    );
+    // The worker is gone and reaped, not a zombie.
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "worker {pid} still exists"
     );
 }
 

@@ -9,7 +9,7 @@ use common::ui::drop_file;
 use common::*;
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
-use nanolab::ui::app::{App, Command};
+use nanolab::ui::app::{App, Command, Folders};
 use nanolab::ui::state;
 
 fn harness(app: App) -> Harness<'static, App> {
@@ -19,7 +19,12 @@ fn harness(app: App) -> Harness<'static, App> {
 }
 
 fn new_app(state_path: Option<PathBuf>) -> App {
-    let mut app = App::new(state_path, Some(exe()));
+    new_app_in(state_path, Folders::from_env())
+}
+
+/// The app with its own folders (passed in, never through the process's environment).
+fn new_app_in(state_path: Option<PathBuf>, folders: Folders) -> App {
+    let mut app = App::with_folders(state_path, Some(exe()), folders);
     app.rt.pending.push(Command::SetModel {
         lane: None,
         path: demo_model(),
@@ -30,7 +35,11 @@ fn new_app(state_path: Option<PathBuf>) -> App {
 
 /// The window on the demo model, once the model is loaded.
 fn loaded_app(state_path: Option<PathBuf>) -> Harness<'static, App> {
-    let mut h = harness(new_app(state_path));
+    loaded_app_in(state_path, Folders::from_env())
+}
+
+fn loaded_app_in(state_path: Option<PathBuf>, folders: Folders) -> Harness<'static, App> {
+    let mut h = harness(new_app_in(state_path, folders));
     step_until(&mut h, Duration::from_secs(30), "model loaded", |a| {
         a.rt.jobs.is_empty()
     });
@@ -441,22 +450,27 @@ fn a_broken_adapter_registry_is_reported_and_never_saved_over() {
     let dir = tempfile::tempdir().unwrap();
     let registry = dir.path().join("registry.json");
     std::fs::write(&registry, "{ not json").unwrap();
-    std::env::set_var("NANOLAB_REGISTRY", &registry);
-    let mut h = harness(new_app(None));
+    let folders = Folders {
+        registry: registry.clone(),
+        ..Folders::from_env()
+    };
+    let mut h = harness(new_app_in(None, folders));
     h.run_steps(2);
     h.get_by_label_contains("the adapter registry starts empty and will not be saved over it");
     assert!(h.state_mut().rt.registry.save().is_err());
     drop(h);
-    std::env::remove_var("NANOLAB_REGISTRY");
     assert_eq!(std::fs::read_to_string(&registry).unwrap(), "{ not json");
 }
 
 #[test]
 fn a_dropped_peft_folder_is_imported_and_registry_adapters_can_be_added() {
     let dir = tempfile::tempdir().unwrap();
-    std::env::set_var("NANOLAB_ADAPTERS", dir.path().join("adapters"));
-    std::env::set_var("NANOLAB_REGISTRY", dir.path().join("registry.json"));
-    std::env::set_var("NANOLAB_MODELS", dir.path().join("models"));
+    let folders = Folders {
+        adapters: dir.path().join("adapters"),
+        registry: dir.path().join("registry.json"),
+        models: dir.path().join("models"),
+        exports: dir.path().join("exports"),
+    };
     // A PEFT folder with zero lora_B (no effect), as PEFT initialises it.
     let peft = dir.path().join("my-peft");
     std::fs::create_dir_all(&peft).unwrap();
@@ -479,7 +493,7 @@ fn a_dropped_peft_folder_is_imported_and_registry_adapters_can_be_added() {
     .unwrap();
     std::fs::write(peft.join("adapter_config.json"), r#"{"r": 4, "lora_alpha": 8}"#).unwrap();
 
-    let mut h = loaded_app(None);
+    let mut h = loaded_app_in(None, folders);
     let at = lane_center(&h, 0);
     drop_file(&mut h, &peft, at);
     let lane = &h.state().state.lanes[0];
@@ -510,9 +524,6 @@ fn a_dropped_peft_folder_is_imported_and_registry_adapters_can_be_added() {
     drop_file(&mut h, &peft, at);
     let err = h.state().state.lanes[1].output.error.clone().expect("banner");
     assert!(err.contains("invalid adapter config"), "{err}");
-    std::env::remove_var("NANOLAB_ADAPTERS");
-    std::env::remove_var("NANOLAB_REGISTRY");
-    std::env::remove_var("NANOLAB_MODELS");
 }
 
 #[test]

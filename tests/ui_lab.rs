@@ -115,7 +115,7 @@ fn comparing_lanes_colours_tokens_and_leaves_lane_outputs_alone() {
     );
     // Export: files and a manifest.
     let exports = tempfile::tempdir().unwrap();
-    std::env::set_var("NANOLAB_EXPORTS", exports.path());
+    h.state_mut().rt.exports_dir = exports.path().to_path_buf();
     h.get_by_label("Export").click();
     step_until(&mut h, Duration::from_secs(30), "export", |a| {
         a.rt.lab.message.as_deref().is_some_and(|m| m.starts_with("exported"))

@@ -83,6 +83,8 @@ pub struct Registry {
     pub file: RegistryFile,
     path: PathBuf,
     read_only: bool,
+    /// The project's adapter folder, scanned first.
+    adapters_dir: PathBuf,
 }
 
 impl Registry {
@@ -98,6 +100,7 @@ impl Registry {
             file,
             path,
             read_only: false,
+            adapters_dir: adapters_dir(),
         })
     }
 
@@ -107,7 +110,19 @@ impl Registry {
             file: RegistryFile::default(),
             path,
             read_only: true,
+            adapters_dir: adapters_dir(),
         }
+    }
+
+    /// Scans `dir` as the project's adapter folder instead of [`adapters_dir`].
+    pub fn with_adapters_dir(mut self, dir: PathBuf) -> Self {
+        self.adapters_dir = dir;
+        self
+    }
+
+    /// The project's adapter folder (where imports are written).
+    pub fn adapters_dir(&self) -> &Path {
+        &self.adapters_dir
     }
 
     /// Writes the registry atomically.
@@ -129,7 +144,7 @@ impl Registry {
 
     /// Folders scanned: `adapters/` first, then the user's.
     pub fn folders(&self) -> Vec<PathBuf> {
-        let mut v = vec![adapters_dir()];
+        let mut v = vec![self.adapters_dir.clone()];
         v.extend(self.file.folders.iter().cloned());
         v
     }

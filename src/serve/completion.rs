@@ -501,6 +501,46 @@ async fn pace(pacer: &mut Option<Pacer>, prompt_tokens: u32) {
     }
 }
 
+/// What one engine event means for the response.
+enum Step {
+    /// A token, released (paced) and ready to show.
+    Token(TokenOut),
+    /// The run ended with these stats.
+    Done(Box<RunStats>),
+    /// The run failed.
+    Failed(ApiError),
+    /// Nothing to show (load progress).
+    Nothing,
+}
+
+/// Turns the next engine event (`None`: the channel closed) into a step, waiting for a paced
+/// token's release time.
+async fn step(ev: Option<Event>, pacer: &mut Option<Pacer>) -> Step {
+    match ev {
+        Some(Event::Token {
+            text,
+            piece,
+            prob,
+            top,
+            prompt_tokens,
+            ..
+        }) => {
+            pace(pacer, prompt_tokens).await;
+            Step::Token(TokenOut { text, piece, prob, top })
+        }
+        Some(Event::Done {
+            result: JobResult::Generated { stats },
+            ..
+        }) => Step::Done(Box::new(stats)),
+        Some(Event::Done { result, .. }) => {
+            Step::Failed(ApiError::server(format!("unexpected engine result: {result:?}")))
+        }
+        Some(Event::Error { message, .. }) => Step::Failed(engine_error(message)),
+        Some(Event::Progress { .. } | Event::Ready { .. }) => Step::Nothing,
+        None => Step::Failed(ApiError::server("the engine ended the request without an answer")),
+    }
+}
+
 /// Reads the job to its end: the tokens and the run's stats.
 async fn collect(
     first: Event,
@@ -510,28 +550,11 @@ async fn collect(
     let mut tokens = Vec::new();
     let mut next = Some(first);
     loop {
-        match next {
-            Some(Event::Token {
-                text,
-                piece,
-                prob,
-                top,
-                prompt_tokens,
-                ..
-            }) => {
-                pace(pacer, prompt_tokens).await;
-                tokens.push(TokenOut { text, piece, prob, top });
-            }
-            Some(Event::Done {
-                result: JobResult::Generated { stats },
-                ..
-            }) => return Ok((tokens, stats)),
-            Some(Event::Done { result, .. }) => {
-                return Err(ApiError::server(format!("unexpected engine result: {result:?}")))
-            }
-            Some(Event::Error { message, .. }) => return Err(engine_error(message)),
-            Some(Event::Progress { .. } | Event::Ready { .. }) => {}
-            None => return Err(ApiError::server("the engine ended the request without an answer")),
+        match step(next, pacer).await {
+            Step::Token(t) => tokens.push(t),
+            Step::Done(stats) => return Ok((tokens, *stats)),
+            Step::Failed(e) => return Err(e),
+            Step::Nothing => {}
         }
         next = rx.recv().await;
     }
@@ -634,45 +657,23 @@ impl Streamer {
         }
         let mut next = Some(first);
         loop {
-            match next {
-                Some(Event::Token {
-                    text,
-                    piece,
-                    prob,
-                    top,
-                    prompt_tokens,
-                    ..
-                }) => {
-                    pace(&mut self.pacer, prompt_tokens).await;
-                    let t = TokenOut { text, piece, prob, top };
+            match step(next, &mut self.pacer).await {
+                Step::Token(t) => {
                     let chunk = self.delta(&t.text, Some(&t), None);
                     self.sent_text.push_str(&t.text);
                     if !self.send(&chunk).await {
                         return;
                     }
                 }
-                Some(Event::Done {
-                    result: JobResult::Generated { stats },
-                    ..
-                }) => {
+                Step::Done(stats) => {
                     self.finish(&stats).await;
                     return;
                 }
-                Some(Event::Done { result, .. }) => {
-                    self.fail(ApiError::server(format!("unexpected engine result: {result:?}")))
-                        .await;
+                Step::Failed(e) => {
+                    self.fail(e).await;
                     return;
                 }
-                Some(Event::Error { message, .. }) => {
-                    self.fail(engine_error(message)).await;
-                    return;
-                }
-                Some(Event::Progress { .. } | Event::Ready { .. }) => {}
-                None => {
-                    self.fail(ApiError::server("the engine ended the request without an answer"))
-                        .await;
-                    return;
-                }
+                Step::Nothing => {}
             }
             next = rx.recv().await;
         }

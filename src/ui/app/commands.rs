@@ -302,7 +302,7 @@ impl App {
         let name = dir
             .file_name()
             .map_or_else(|| "adapter".to_string(), |n| n.to_string_lossy().into_owned());
-        let out = crate::adapters::registry::adapters_dir().join(format!("{name}.gguf"));
+        let out = self.rt.registry.adapters_dir().join(format!("{name}.gguf"));
         let result = crate::gguf::read(&model).map_err(|e| e.to_string()).and_then(|base| {
             crate::adapters::peft::import(&dir, &base, &out, crate::adapters::peft::OutType::F16)
                 .map_err(|e| e.to_string())

@@ -778,7 +778,7 @@ impl App {
             LabTab::Quality => "quality",
             LabTab::Prompts => "prompts",
         };
-        let dir = crate::paths::exports_dir().join(format!("{name}-{stamp}"));
+        let dir = self.rt.exports_dir.join(format!("{name}-{stamp}"));
         let mut files: Vec<(PathBuf, &'static str)> = Vec::new();
         let payload: Result<ExportPayload, String> = match tab {
             LabTab::Compare => match &self.rt.lab.divergence {

@@ -136,6 +136,8 @@ pub struct Runtime {
     pub pending: Vec<Command>,
     /// Models folder.
     pub models_dir: PathBuf,
+    /// Where lab exports go.
+    pub exports_dir: PathBuf,
     /// The adapter registry (folders, notes, static pins).
     pub registry: crate::adapters::registry::Registry,
     /// Registry entries checked against each lane's model, by model path.
@@ -152,26 +154,59 @@ pub struct App {
     pub rt: Runtime,
 }
 
+/// Where the window finds and keeps files. The window takes them from the environment
+/// ([`Folders::from_env`]); tests pass their own, so they never change the process's environment.
+#[derive(Debug, Clone)]
+pub struct Folders {
+    /// Installed models (`models/`).
+    pub models: PathBuf,
+    /// The project's adapter folder (`adapters/`): scanned first, PEFT imports written here.
+    pub adapters: PathBuf,
+    /// The adapter registry file.
+    pub registry: PathBuf,
+    /// Where lab exports go.
+    pub exports: PathBuf,
+}
+
+impl Folders {
+    /// The folders named by `NANOLAB_MODELS`, `NANOLAB_ADAPTERS`, `NANOLAB_REGISTRY` and
+    /// `NANOLAB_EXPORTS`, else the defaults.
+    pub fn from_env() -> Self {
+        Self {
+            models: crate::models::models_dir(),
+            adapters: crate::adapters::registry::adapters_dir(),
+            registry: crate::adapters::registry::registry_path(),
+            exports: crate::paths::exports_dir(),
+        }
+    }
+}
+
 impl App {
-    /// Builds the app from saved state at `state_path` (None: start fresh and never save).
+    /// Builds the app from saved state at `state_path` (None: start fresh and never save), with
+    /// the folders from the environment.
     pub fn new(state_path: Option<PathBuf>, engine_exe: Option<PathBuf>) -> Self {
+        Self::with_folders(state_path, engine_exe, Folders::from_env())
+    }
+
+    /// Builds the app with the given folders.
+    pub fn with_folders(state_path: Option<PathBuf>, engine_exe: Option<PathBuf>, folders: Folders) -> Self {
         let (state, problem) = match &state_path {
             Some(p) => state::load(p),
             None => (State::default(), None),
         };
         // A state file that could not be moved aside must not be saved over.
         let state_path = state_path.filter(|_| !problem.as_ref().is_some_and(state::StateError::blocks_saving));
-        let models_dir = crate::models::models_dir();
+        let models_dir = folders.models.clone();
         let (profiles, profile_errors) = crate::sim::profile::all();
         let profile_problem = (!profile_errors.is_empty()).then(|| {
             let v: Vec<String> = profile_errors.iter().map(ToString::to_string).collect();
             format!("device profiles skipped: {}", v.join("; "))
         });
-        let reg_path = crate::adapters::registry::registry_path();
+        let reg_path = folders.registry.clone();
         let (registry, reg_problem) = match crate::adapters::registry::Registry::load(reg_path.clone()) {
-            Ok(r) => (r, None),
+            Ok(r) => (r.with_adapters_dir(folders.adapters.clone()), None),
             Err(e) => (
-                crate::adapters::registry::Registry::empty(reg_path),
+                crate::adapters::registry::Registry::empty(reg_path).with_adapters_dir(folders.adapters.clone()),
                 Some(format!(
                     "{e}; the adapter registry starts empty and will not be saved over it"
                 )),
@@ -201,6 +236,7 @@ impl App {
                 state_path,
                 pending: Vec::new(),
                 models_dir,
+                exports_dir: folders.exports,
                 registry,
                 adapter_entries: HashMap::new(),
                 lab: lab::LabRuntime::default(),
