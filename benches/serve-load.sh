@@ -47,22 +47,28 @@ run_llama_server() {
 for r in $(seq "$ROUNDS"); do
   if ((r % 2)); then run_nanolab; run_llama_server; else run_llama_server; run_nanolab; fi
 done
-printf '%s\n' "${results[@]}" | python3 -c '
+out=target/serve-load-$(date +%Y%m%d-%H%M%S).txt
+printf '%s\n' "${results[@]}" > "$out"
+echo "raw results: $out"
+python3 - "$out" <<'PY'
 import json, statistics as st, sys
 rows = {}
-for line in sys.stdin:
+for line in open(sys.argv[1]):
     name, js = line.split(" ", 1)
     rows.setdefault(name, []).append(json.loads(js))
 print("| server | answered | errors | latency p50 s | latency p95 s | TTFT p50 s | aggregate tok/s |")
 print("|---|---:|---:|---:|---:|---:|---:|")
 for name, rs in rows.items():
     m = lambda k: st.mean(r[k] for r in rs)
-    print(f"| {name} | {sum(r[\"answered\"] for r in rs)}/{sum(r[\"requests\"] for r in rs)} | {sum(r[\"errors\"] for r in rs)} | "
-          f"{m(\"latency_p50_s\"):.2f} | {m(\"latency_p95_s\"):.2f} | {m(\"ttft_p50_s\"):.2f} | {m(\"aggregate_tokens_per_sec\"):.1f} |")
+    answered = sum(r["answered"] for r in rs)
+    asked = sum(r["requests"] for r in rs)
+    errors = sum(r["errors"] for r in rs)
+    print(f"| {name} | {answered}/{asked} | {errors} | {m('latency_p50_s'):.2f} | {m('latency_p95_s'):.2f} | "
+          f"{m('ttft_p50_s'):.2f} | {m('aggregate_tokens_per_sec'):.1f} |")
     for r in rs:
         for e in r["first_errors"]:
             print(f"  {name} error: {e}")
 a = st.mean(r["aggregate_tokens_per_sec"] for r in rows["nanolab"])
 b = st.mean(r["aggregate_tokens_per_sec"] for r in rows["llama-server"])
 print(f"\nnanolab / llama-server aggregate tok/s: {a / b:.3f}")
-'
+PY

@@ -420,3 +420,104 @@ fn registry_lists_checks_pins_and_notes() {
             .contains("n_embd 2048")
     );
 }
+
+#[test]
+fn a_static_pin_applies_to_run_eval_diverge_and_bench_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("registry.json");
+    let demo = demo_model();
+    let caps = caps_adapter();
+    let (demo_s, caps_s) = (demo.to_str().unwrap(), caps.to_str().unwrap());
+    let (ok, _, err) = nanolab(&["adapters", "pin", caps_s, "--model", demo_s], &registry);
+    assert!(ok, "{err}");
+    let prompt = "The capital of France is";
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", "-m", demo_s, "-p", prompt, "-n", "16", "--json"];
+        args.extend_from_slice(extra);
+        let (ok, out, err) = nanolab(&args, &registry);
+        assert!(ok, "{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["text"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let pinned = run(&[]);
+    let base = run(&["--no-static"]);
+    assert_eq!(
+        pinned,
+        run(&["--no-static", "-a", caps_s]),
+        "the pin is the caps adapter at scale 1"
+    );
+    assert_ne!(pinned, base);
+
+    // diverge: lane A (the bare model name) generates with its pin.
+    let diverge = |extra: &[&str]| {
+        let mut args = vec![
+            "diverge", "--a", demo_s, "--b", demo_s, "-p", prompt, "-n", "16", "--json",
+        ];
+        args.extend_from_slice(extra);
+        let (ok, out, err) = nanolab(&args, &registry);
+        assert!(ok, "{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["detail"]["text"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(diverge(&[]), pinned);
+    assert_eq!(diverge(&["--no-static"]), base);
+
+    // eval prompts: the demo set scores 1/3 with the caps pin, 2/3 without (tests/eval.rs).
+    let set = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/eval/prompts-demo.jsonl");
+    let score = |extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "prompts",
+            "--set",
+            set.to_str().unwrap(),
+            "-l",
+            demo_s,
+            "--temp",
+            "0",
+            "--seeds",
+            "1",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let (ok, out, err) = nanolab(&args, &registry);
+        assert!(ok, "{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["rows"][0]["pass_rate"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!((score(&[]) - 1.0 / 3.0).abs() < 1e-9);
+    assert!((score(&["--no-static"]) - 2.0 / 3.0).abs() < 1e-9);
+
+    // bench: the nanolab rows run with the pin, and say so.
+    let bench = |extra: &[&str]| {
+        let mut args = vec![
+            "bench",
+            "-m",
+            demo_s,
+            "-p",
+            "16",
+            "-n",
+            "4",
+            "-r",
+            "1",
+            "--no-baseline",
+            "-o",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        let (ok, _, err) = nanolab(&args, &registry);
+        assert!(ok, "{err}");
+        err
+    };
+    let err = bench(&[]);
+    assert!(
+        err.contains("static adapter: ") && err.contains("smollm2-caps.gguf"),
+        "{err}"
+    );
+    assert!(err.contains("include 1 static adapter"), "{err}");
+    assert!(!bench(&["--no-static"]).contains("static adapter"));
+}

@@ -6,5 +6,7 @@ pub mod merge;
 pub mod peft;
 pub mod peft_files;
 pub mod registry;
+pub mod stack;
 
 pub use compat::{check, validate_adapter_file, CompatError, CompatReport};
+pub use stack::lane_stack;

@@ -64,6 +64,9 @@ pub struct BenchArgs {
     /// Write a chart of decode tok/s by adapter rank (needs --adapter-ranks) to this PNG file.
     #[arg(long)]
     pub png: Option<PathBuf>,
+    /// Do not apply the adapters pinned to a model as static in the registry.
+    #[arg(long)]
+    pub no_static: bool,
 }
 
 /// One result row, named as llama-bench names its fields where they overlap.
@@ -212,6 +215,16 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
             .min(8)
     });
     let n_ctx = args.n_prompt.max(args.n_gen) + 64;
+    // Static pins are part of every nanolab lane on this model, so the benchmark runs with them
+    // (the llama-cpp-2 baseline cannot: --no-static compares like with like).
+    let pins = super::run::StaticPins::load(args.no_static);
+    let pinned = pins.apply(&args.model, &[]);
+    if !pinned.is_empty() {
+        eprintln!(
+            "note: the nanolab rows include {} static adapter(s); the baseline has none",
+            pinned.len()
+        );
+    }
     let spec = |lane: LaneId, adapters: Vec<AdapterSpec>| LaneSpec {
         lane,
         model: ModelSpec {
@@ -220,7 +233,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         },
         n_ctx,
         threads: Some(threads),
-        adapters,
+        adapters: pinned.iter().cloned().chain(adapters).collect(),
     };
     let mut client = EngineClient::new(None);
     let baseline = if args.no_baseline {

@@ -7,7 +7,7 @@ use clap::Args;
 
 use super::eval::{call, checked_lane};
 use super::output::OutputArgs;
-use super::run::PromptArgs;
+use super::run::{PromptArgs, StaticPins};
 use crate::engine::EngineClient;
 use crate::eval::divergence::CsvRow;
 use crate::eval::RunManifest;
@@ -43,6 +43,9 @@ pub struct DivergeArgs {
     /// Output options (CSV: one row per token).
     #[command(flatten)]
     pub output: OutputArgs,
+    /// Do not apply the adapters pinned to a model as static in the registry.
+    #[arg(long)]
+    pub no_static: bool,
 }
 
 /// A 6-step colour scale for KL, as ANSI background codes (none … strong).
@@ -72,9 +75,10 @@ pub fn diverge(args: &DivergeArgs) -> anyhow::Result<()> {
         crate::engine::llama_build(),
         crate::engine::cpu_features(),
     );
+    let pins = StaticPins::load(args.no_static);
     let specs = [
-        checked_lane(0, &args.a, args.ctx, None, &mut manifest)?,
-        checked_lane(1, &args.b, args.ctx, None, &mut manifest)?,
+        checked_lane(0, &args.a, args.ctx, None, &pins, &mut manifest)?,
+        checked_lane(1, &args.b, args.ctx, None, &pins, &mut manifest)?,
     ];
     let mut client = EngineClient::new(None);
     let job = client.next_job();

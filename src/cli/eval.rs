@@ -7,7 +7,7 @@ use anyhow::bail;
 use clap::{Args, Subcommand};
 
 use super::output::OutputArgs;
-use super::run::parse_adapter_arg;
+use super::run::{parse_adapter_arg, StaticPins};
 use crate::engine::EngineClient;
 use crate::eval::chart::{self, LanePoint};
 use crate::eval::prompts::{self, PromptRun, PromptSet};
@@ -61,6 +61,9 @@ pub struct QualityArgs {
     /// Output options.
     #[command(flatten)]
     pub output: OutputArgs,
+    /// Do not apply the adapters pinned to a model as static in the registry.
+    #[arg(long)]
+    pub no_static: bool,
 }
 
 fn lane(id: LaneId, path: &Path, adapters: &[AdapterSpec], n_ctx: u32, threads: Option<u32>) -> LaneSpec {
@@ -151,12 +154,27 @@ fn quality(args: &QualityArgs, with_reference: bool) -> anyhow::Result<()> {
     }
     let mut client = EngineClient::new(None);
     let mut rows = Vec::new();
-    let ref_lane = reference
-        .as_ref()
-        .map(|r| lane(1, r, &args.reference_adapters, args.ctx, args.threads));
+    let pins = StaticPins::load(args.no_static);
+    let stack = |model: &Path, user: &[AdapterSpec], manifest: &mut RunManifest| -> anyhow::Result<Vec<AdapterSpec>> {
+        let adapters = pins.apply(model, user);
+        for a in &adapters[..adapters.len() - user.len()] {
+            manifest.add_file(&a.path, "static adapter")?;
+        }
+        Ok(adapters)
+    };
+    let ref_lane = match reference.as_ref() {
+        Some(r) => Some(lane(
+            1,
+            r,
+            &stack(r, &args.reference_adapters, &mut manifest)?,
+            args.ctx,
+            args.threads,
+        )),
+        None => None,
+    };
     for (i, m) in args.model.iter().enumerate() {
         eprintln!("{}", m.display());
-        let spec = lane(0, m, &args.adapters, args.ctx, args.threads);
+        let spec = lane(0, m, &stack(m, &args.adapters, &mut manifest)?, args.ctx, args.threads);
         let job = client.next_job();
         let result = call(
             &mut client,
@@ -258,6 +276,9 @@ pub struct PromptsArgs {
     /// Output options.
     #[command(flatten)]
     pub output: OutputArgs,
+    /// Do not apply the adapters pinned to a model as static in the registry.
+    #[arg(long)]
+    pub no_static: bool,
 }
 
 /// Parses `MODEL[+ADAPTER[:SCALE]]...`.
@@ -275,9 +296,11 @@ pub fn checked_lane(
     arg: &str,
     n_ctx: u32,
     threads: Option<u32>,
+    pins: &StaticPins,
     manifest: &mut RunManifest,
 ) -> anyhow::Result<LaneSpec> {
-    let (model, adapters) = parse_lane(arg).map_err(anyhow::Error::msg)?;
+    let (model, user) = parse_lane(arg).map_err(anyhow::Error::msg)?;
+    let adapters = pins.apply(&model, &user);
     let header = validate_model_file(&model).map_err(anyhow::Error::msg)?;
     manifest.add_file(&model, "model")?;
     for a in &adapters {
@@ -319,8 +342,9 @@ fn prompt_set(args: &PromptsArgs) -> anyhow::Result<()> {
     );
     manifest.add_file(&args.set, "prompt set")?;
     let mut lanes = Vec::new();
+    let pins = StaticPins::load(args.no_static);
     for (i, l) in args.lanes.iter().enumerate() {
-        let spec = checked_lane(i as LaneId, l, args.ctx, args.threads, &mut manifest)?;
+        let spec = checked_lane(i as LaneId, l, args.ctx, args.threads, &pins, &mut manifest)?;
         let mut label = lane_label(&spec.model.path, &spec.adapters);
         if lanes.iter().any(|(l, _): &(String, LaneSpec)| *l == label) {
             label = format!("{label}#{}", i + 1);

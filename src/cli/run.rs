@@ -117,20 +117,7 @@ pub fn parse_adapter_arg(s: &str) -> Result<AdapterSpec, String> {
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     // Fail fast on bad files, before an engine process starts.
     let model_header = validate_model_file(&args.model).map_err(anyhow::Error::msg)?;
-    let mut adapters = Vec::new();
-    if !args.no_static {
-        // The registry only adds static pins here: one that cannot be read must not stop a run.
-        match crate::adapters::registry::Registry::load(crate::adapters::registry::registry_path()) {
-            Ok(reg) => {
-                for path in reg.static_for(&args.model) {
-                    eprintln!("static adapter: {} (--no-static to skip)", path.display());
-                    adapters.push(AdapterSpec { path, scale: 1.0 });
-                }
-            }
-            Err(e) => eprintln!("warning: {e}; adapters pinned there as static are not applied"),
-        }
-    }
-    adapters.extend(args.adapters.iter().cloned());
+    let adapters = StaticPins::load(args.no_static).apply(&args.model, &args.adapters);
     for a in &adapters {
         crate::adapters::validate_adapter_file(&a.path, &model_header).map_err(anyhow::Error::msg)?;
     }
@@ -195,6 +182,41 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         }
         Event::Error { message, .. } => bail!(message),
         other => bail!("unexpected engine reply: {other:?}"),
+    }
+}
+
+/// The registry's static pins as the headless commands apply them (`--no-static` skips them).
+/// A registry that cannot be read must not stop a command: it is warned about once and its
+/// pins are not applied.
+pub struct StaticPins {
+    registry: Option<crate::adapters::registry::Registry>,
+}
+
+impl StaticPins {
+    /// Reads the registry unless `no_static`.
+    pub fn load(no_static: bool) -> Self {
+        if no_static {
+            return Self { registry: None };
+        }
+        match crate::adapters::registry::Registry::load(crate::adapters::registry::registry_path()) {
+            Ok(reg) => Self { registry: Some(reg) },
+            Err(e) => {
+                eprintln!("warning: {e}; adapters pinned there as static are not applied");
+                Self { registry: None }
+            }
+        }
+    }
+
+    /// The stack for a lane on `model`: its static pins (each named on stderr), then `user`.
+    pub fn apply(&self, model: &std::path::Path, user: &[AdapterSpec]) -> Vec<AdapterSpec> {
+        let Some(reg) = &self.registry else {
+            return user.to_vec();
+        };
+        let stack = crate::adapters::lane_stack(reg, model, user, true);
+        for a in &stack[..stack.len() - user.len()] {
+            eprintln!("static adapter: {} (--no-static to skip)", a.path.display());
+        }
+        stack
     }
 }
 

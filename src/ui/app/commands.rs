@@ -398,6 +398,15 @@ impl App {
     pub fn lane_spec(&self, lane_index: usize, engine_lane: LaneId) -> Option<LaneSpec> {
         let lane = self.state.lanes.get(lane_index)?;
         let model = lane.model.clone()?;
+        let user: Vec<AdapterSpec> = lane
+            .adapters
+            .iter()
+            .filter(|a| a.enabled)
+            .map(|a| AdapterSpec {
+                path: a.path.clone(),
+                scale: a.scale,
+            })
+            .collect();
         let n_ctx = if self.state.same_settings {
             self.state.lanes.first().unwrap_or(lane).n_ctx
         } else {
@@ -411,17 +420,7 @@ impl App {
             },
             n_ctx,
             threads: None,
-            adapters: self
-                .rt
-                .registry
-                .static_for(&model)
-                .into_iter()
-                .map(|path| AdapterSpec { path, scale: 1.0 })
-                .chain(lane.adapters.iter().filter(|a| a.enabled).map(|a| AdapterSpec {
-                    path: a.path.clone(),
-                    scale: a.scale,
-                }))
-                .collect(),
+            adapters: crate::adapters::lane_stack(&self.rt.registry, &model, &user, true),
         })
     }
 
