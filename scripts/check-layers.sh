@@ -8,10 +8,19 @@
 # A file belongs to its top-level module: src/foo.rs and src/foo/** are `foo`; src/main.rs is `main`.
 # Edges come from every `crate::foo` path (`use crate::{foo, bar}` too, and `super::` chains that climb
 # out of a module) in code; comments, doc comments and string literals are ignored.
+# Also checks that ARCHITECTURE.md has a line for every file of src/.
 # Prints each offending file:line and exits 1 on a violation; prints the layers on success.
 # Needs only python3. Usage: scripts/check-layers.sh [SRC_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# ARCHITECTURE.md keeps a line for every file of src/.
+if [[ -z "${1:-}" ]]; then
+  missing=$(find src -name '*.rs' | sort | while read -r f; do grep -qF "\`$f\`" ARCHITECTURE.md || echo "  $f"; done)
+  if [[ -n "$missing" ]]; then
+    printf 'check-layers: ARCHITECTURE.md has no line for:\n%s\n' "$missing" >&2
+    exit 1
+  fi
+fi
 exec python3 - "${1:-src}" <<'PY'
 import os
 import re
