@@ -530,3 +530,66 @@ fn a_simulated_device_paces_the_stream_and_keeps_its_temperature_across_requests
     assert_eq!(st, 400);
     assert!(assert_error(&v, Some("nanolab.device")).contains("pixel-9-pro"), "{v}");
 }
+
+#[test]
+fn lanes_from_a_lanes_file_are_served_under_their_names() {
+    let caps = common::caps_adapter();
+    let lanes_dir = tempfile::tempdir().unwrap();
+    let lanes = lanes_dir.path().join("lanes.json");
+    std::fs::write(
+        &lanes,
+        json!([
+            {"name": "lane-1", "model": common::demo_model()},
+            {"name": "lane-2", "model": common::demo_model(), "adapters": [{"path": caps, "scale": 0.5}]},
+        ])
+        .to_string(),
+    )
+    .unwrap();
+    let s = Server::start(&["--lanes-file", lanes.to_str().unwrap()]);
+    let (_, models) = get(&s, "/v1/models", None);
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&"lane-1") && ids.contains(&"lane-2"), "{ids:?}");
+    let text = |model: &str| {
+        let (st, v) = post(
+            &s,
+            "/v1/completions",
+            &json!({"model": model, "prompt": "The capital of France is", "temperature": 0, "max_tokens": 16}),
+        );
+        assert_eq!(st, 200, "{v}");
+        v["choices"][0]["text"].as_str().unwrap().to_string()
+    };
+    // A lane is its stack: the same text as naming that stack, and as `nanolab run`.
+    assert_eq!(text("lane-2"), text(&format!("{MODEL}+smollm2-caps:0.5")));
+    assert_eq!(text("lane-1"), text(MODEL));
+    let (st, v) = post(
+        &s,
+        "/v1/completions",
+        &json!({"model": "lane-2", "prompt": "a", "lora": [{"id": 0, "scale": 1.0}]}),
+    );
+    assert_eq!(st, 400, "{v}");
+
+    // A lanes file naming an adapter that does not fit is refused at start, with the reason.
+    let misfit = lanes_dir.path().join("misfit.gguf");
+    common::write_lora(&misfit, 64, 2);
+    std::fs::write(
+        &lanes,
+        json!([{"name": "lane-1", "model": common::demo_model(), "adapters": [{"path": misfit, "scale": 1.0}]}])
+            .to_string(),
+    )
+    .unwrap();
+    let out = Command::new(common::exe())
+        .args(["serve", "--port", "0", "--lanes-file", lanes.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("misfit.gguf"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -225,6 +225,60 @@ fn a_lane_waiting_for_the_engine_says_queued_not_running() {
 }
 
 #[test]
+fn serve_lanes_serves_each_lane_under_its_name_until_stopped() {
+    let mut h = two_lanes(None);
+    h.get_by_label("Serve lanes").click();
+    h.run_steps(2);
+    step_until(&mut h, Duration::from_secs(60), "the server's address", |a| {
+        a.rt.serving.as_ref().is_some_and(|s| s.url.is_some())
+    });
+    let url = h.state().rt.serving.as_ref().unwrap().url.clone().unwrap();
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    h.get_by_label(&format!("serving at {url}/v1"));
+    let agent = ureq::Agent::new_with_config(ureq::Agent::config_builder().http_status_as_error(false).build());
+    let models: serde_json::Value = serde_json::from_str(
+        &agent
+            .get(format!("{url}/v1/models"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap(),
+    )
+    .unwrap();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&"lane-1") && ids.contains(&"lane-2"), "{ids:?}");
+    let body = serde_json::json!({"model": "lane-2", "messages": [{"role": "user", "content": "Hi"}], "temperature": 0, "max_tokens": 8});
+    let mut resp = agent
+        .post(format!("{url}/v1/chat/completions"))
+        .header("Content-Type", "application/json")
+        .send(body.to_string())
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let v: serde_json::Value = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+    assert!(
+        !v["choices"][0]["message"]["content"].as_str().unwrap().is_empty(),
+        "{v}"
+    );
+    h.get_by_label("Stop serving").click();
+    h.run_steps(2);
+    assert!(h.state().rt.serving.is_none());
+    let addr = url.trim_start_matches("http://").to_string();
+    assert!(
+        common::wait_for(Duration::from_secs(5), || std::net::TcpStream::connect(&addr)
+            .is_err()
+            .then_some(()))
+        .is_some(),
+        "still listening after Stop serving"
+    );
+}
+
+#[test]
 fn esc_stops_running_lanes() {
     let mut h = loaded_app(None);
     start_long_run(&mut h);

@@ -40,12 +40,24 @@ pub struct ServeArgs {
     /// Do not apply the adapters pinned to a model as static in the registry.
     #[arg(long)]
     pub no_static: bool,
+    /// JSON list of lanes to serve under their own names:
+    /// `[{"name": "lane-1", "model": FILE, "adapters": [{"path": FILE, "scale": 1.0}]}]`.
+    #[arg(long)]
+    pub lanes_file: Option<PathBuf>,
 }
 
 /// Runs the server; an exposed address without a key exits with status 2.
 pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+    let lanes = match &args.lanes_file {
+        Some(f) => {
+            let text = std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+            serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: not a lanes file: {e}", f.display()))?
+        }
+        None => Vec::new(),
+    };
     let config = ServeConfig {
         models: args.models.clone(),
+        lanes,
         host: args.host,
         port: args.port,
         api_key: args.api_key.clone(),

@@ -53,6 +53,19 @@ pub struct LaneSpec {
     pub adapters: Vec<AdapterSpec>,
 }
 
+/// A lane served under its own name by `nanolab serve --lanes-file` (the window's "Serve
+/// lanes" writes these): a base model with a fixed stack of adapter files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaneAlias {
+    /// The name requests use as `model` (`lane-1`).
+    pub name: String,
+    /// The base model file.
+    pub model: PathBuf,
+    /// Its adapters with their scales, in order.
+    #[serde(default)]
+    pub adapters: Vec<AdapterSpec>,
+}
+
 /// Sampling settings. A temperature of 0 is greedy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]

@@ -183,6 +183,16 @@ fn adapters_for(
     model: &str,
     lora: Option<&[super::openai::LoraScale]>,
 ) -> Result<(usize, Vec<AdapterSpec>), ApiError> {
+    if let Some((index, adapters)) = state.library.alias(model) {
+        if lora.is_some() {
+            return Err(ApiError::invalid(
+                Some("lora"),
+                format!("{model:?} is a served lane with its own stack; lora does not apply to it"),
+            ));
+        }
+        // The lane's stack as the window resolved it (static pins included).
+        return Ok((index, adapters));
+    }
     let name = parse_model_name(model)?;
     let (index, base) = state.library.model(&name.base)?;
     let mut stack: Vec<AdapterSpec> = Vec::new();

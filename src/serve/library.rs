@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::adapters::registry::Registry;
 use crate::gguf::GgufFile;
-use crate::protocol::AdapterSpec;
+use crate::protocol::{AdapterSpec, LaneAlias};
 
 use super::openai::ApiError;
 
@@ -33,11 +33,20 @@ pub struct AdapterFile {
     pub path: PathBuf,
 }
 
+/// A lane alias resolved: the base model's index and its checked stack.
+#[derive(Debug, Clone)]
+struct Alias {
+    name: String,
+    base: usize,
+    adapters: Vec<AdapterSpec>,
+}
+
 /// The models and adapter folders, read at start (models) and on each lookup (adapters, so
-/// files added while the server runs are found).
+/// files added while the server runs are found), and the lane aliases.
 pub struct Library {
     models: Vec<BaseModel>,
     registry: Registry,
+    aliases: Vec<Alias>,
 }
 
 /// A parsed model name.
@@ -115,10 +124,17 @@ fn stem(path: &Path) -> String {
 }
 
 impl Library {
-    /// Reads and checks every model file; a file that is not a usable model is an error.
-    pub fn open(model_files: &[PathBuf], registry: Registry) -> anyhow::Result<Self> {
+    /// Reads and checks every model file and every lane alias (its model joins the served
+    /// models, its adapters must fit it); a file that is not usable is an error.
+    pub fn open(model_files: &[PathBuf], lanes: &[LaneAlias], registry: Registry) -> anyhow::Result<Self> {
         let mut models: Vec<BaseModel> = Vec::new();
-        for path in model_files {
+        let mut files: Vec<PathBuf> = model_files.to_vec();
+        for l in lanes {
+            if !files.contains(&l.model) {
+                files.push(l.model.clone());
+            }
+        }
+        for path in &files {
             let header = crate::gguf::validate_model_file(path).map_err(anyhow::Error::msg)?;
             let id = stem(path);
             if models.iter().any(|m| m.id == id) {
@@ -131,7 +147,42 @@ impl Library {
                 created: mtime_secs(path),
             });
         }
-        Ok(Self { models, registry })
+        let mut aliases: Vec<Alias> = Vec::new();
+        for l in lanes {
+            check_name(&l.name, "lane").map_err(|e| anyhow::anyhow!(e.message))?;
+            if models.iter().any(|m| m.id == l.name) || aliases.iter().any(|a| a.name == l.name) {
+                anyhow::bail!("the lane name {:?} is used twice", l.name);
+            }
+            let base = models.iter().position(|m| m.path == l.model).unwrap_or_default();
+            for a in &l.adapters {
+                crate::adapters::validate_adapter_file(&a.path, &models[base].header).map_err(anyhow::Error::msg)?;
+            }
+            aliases.push(Alias {
+                name: l.name.clone(),
+                base,
+                adapters: l.adapters.clone(),
+            });
+        }
+        Ok(Self {
+            models,
+            registry,
+            aliases,
+        })
+    }
+
+    /// Lane aliases: name, base model and stack, in the order given.
+    pub fn aliases(&self) -> impl Iterator<Item = (&str, &BaseModel, &[AdapterSpec])> {
+        self.aliases
+            .iter()
+            .map(|a| (a.name.as_str(), &self.models[a.base], a.adapters.as_slice()))
+    }
+
+    /// A lane alias by name: its base model's index and its stack.
+    pub fn alias(&self, name: &str) -> Option<(usize, Vec<AdapterSpec>)> {
+        self.aliases
+            .iter()
+            .find(|a| a.name == name)
+            .map(|a| (a.base, a.adapters.clone()))
     }
 
     /// The base models, in the order given.

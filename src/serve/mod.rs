@@ -21,8 +21,10 @@ use crate::adapters::registry::{registry_path, Registry};
 /// How `nanolab serve` was asked to run.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
-    /// Model files; empty = every model in the models folder.
+    /// Model files; empty (and no lanes) = every model in the models folder.
     pub models: Vec<PathBuf>,
+    /// Lanes served under their own names (`lane-1`: a model with a fixed adapter stack).
+    pub lanes: Vec<crate::protocol::LaneAlias>,
     /// Address to bind.
     pub host: IpAddr,
     /// Port (0 = any free one; the chosen one is printed).
@@ -62,7 +64,7 @@ pub fn check_exposure(config: &ServeConfig) -> Result<(), ServeError> {
 /// Runs the server until SIGINT or SIGTERM; in-flight requests finish first.
 pub fn run(config: ServeConfig) -> anyhow::Result<()> {
     check_exposure(&config)?;
-    let models = if config.models.is_empty() {
+    let models = if config.models.is_empty() && config.lanes.is_empty() {
         let dir = crate::models::models_dir();
         let found: Vec<PathBuf> = crate::models::list_installed(&dir)
             .into_iter()
@@ -82,7 +84,7 @@ pub fn run(config: ServeConfig) -> anyhow::Result<()> {
         eprintln!("warning: {e}; serving the adapters folders without the registry's pins");
         Registry::empty(registry_path())
     });
-    let library = library::Library::open(&models, registry)?;
+    let library = library::Library::open(&models, &config.lanes, registry)?;
     let devices = Arc::new(pacing::Devices::load());
     if let Some(d) = &config.device {
         devices.check(d).map_err(|e| anyhow::anyhow!(e.message))?;
@@ -113,6 +115,9 @@ pub fn run(config: ServeConfig) -> anyhow::Result<()> {
         let local = listener.local_addr()?;
         for m in state.library.models() {
             eprintln!("serving {} ({})", m.id, m.path.display());
+        }
+        for (name, base, adapters) in state.library.aliases() {
+            eprintln!("serving {name} ({} with {} adapters)", base.id, adapters.len());
         }
         println!("listening on http://{local}");
         std::io::Write::flush(&mut std::io::stdout())?;

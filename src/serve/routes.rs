@@ -130,6 +130,16 @@ async fn models(State(state): State<Shared>) -> Json<Value> {
             }));
         }
     }
+    for (name, base, adapters) in state.library.aliases() {
+        data.push(json!({
+            "id": name,
+            "object": "model",
+            "created": base.created,
+            "owned_by": "nanolab",
+            "parent": base.id,
+            "adapters": adapters,
+        }));
+    }
     Json(json!({"object": "list", "data": data}))
 }
 

@@ -71,6 +71,10 @@ pub enum Command {
     DismissError(LaneId),
     /// Hide the window-wide banner.
     DismissBanner,
+    /// Serve the lanes over the OpenAI API (`nanolab serve` on 127.0.0.1), each as `lane-N`.
+    ServeLanes,
+    /// Stop serving the lanes.
+    StopServing,
     /// Set the reference lane for diffs.
     SetReference(Option<LaneId>),
     /// A lab action.
@@ -176,6 +180,8 @@ impl App {
                 }
             }
             Command::DismissBanner => self.rt.banner = None,
+            Command::ServeLanes => self.serve_lanes(),
+            Command::StopServing => self.rt.serving = None,
             Command::SetReference(r) => {
                 self.state.reference_lane = r;
                 self.recompute_diffs();
@@ -422,6 +428,26 @@ impl App {
             threads: None,
             adapters: crate::adapters::lane_stack(&self.rt.registry, &model, &user, true),
         })
+    }
+
+    fn serve_lanes(&mut self) {
+        let lanes: Vec<crate::protocol::LaneAlias> = (0..self.state.lanes.len())
+            .filter_map(|i| {
+                self.lane_spec(i, 0).map(|spec| crate::protocol::LaneAlias {
+                    name: format!("lane-{}", i + 1),
+                    model: spec.model.path,
+                    adapters: spec.adapters,
+                })
+            })
+            .collect();
+        if lanes.is_empty() {
+            self.rt.banner = Some("give a lane a model before serving the lanes".into());
+            return;
+        }
+        match super::serving::Serving::start(self.rt.engine.exe(), lanes) {
+            Ok(s) => self.rt.serving = Some(s),
+            Err(e) => self.rt.banner = Some(e),
+        }
     }
 
     fn run_all(&mut self) {

@@ -23,6 +23,15 @@ impl App {
         self.poll_fetch();
         self.poll_merge();
         self.poll_lab();
+        if let Some(serving) = &mut self.rt.serving {
+            if let Some(ended) = serving.poll() {
+                self.rt.banner = Some(ended);
+                self.rt.serving = None;
+            } else if serving.url.is_none() {
+                // Starting: look again soon for the address it prints.
+                ctx.request_repaint_after(std::time::Duration::from_millis(100));
+            }
+        }
         self.sample_memory();
         self.handle_input(ctx);
         if changed {

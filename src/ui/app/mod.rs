@@ -3,6 +3,7 @@
 mod commands;
 pub mod lab;
 mod logic;
+pub mod serving;
 mod ui;
 
 use std::collections::HashMap;
@@ -144,6 +145,8 @@ pub struct Runtime {
     pub adapter_entries: HashMap<PathBuf, Vec<crate::adapters::registry::Entry>>,
     /// The lab's jobs and results.
     pub lab: lab::LabRuntime,
+    /// The lanes served over the OpenAI API, while "Serve lanes" is on.
+    pub serving: Option<serving::Serving>,
 }
 
 /// The nanolab window.
@@ -240,6 +243,7 @@ impl App {
                 registry,
                 adapter_entries: HashMap::new(),
                 lab: lab::LabRuntime::default(),
+                serving: None,
             },
         }
     }

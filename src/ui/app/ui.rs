@@ -98,6 +98,8 @@ impl App {
             {
                 self.state.dark = !self.state.dark;
             }
+            ui.separator();
+            self.serving_ui(ui);
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                 let engine = match self.rt.engine.pid() {
                     Some(pid) => format!("engine pid {pid}"),
@@ -115,5 +117,38 @@ impl App {
                 ));
             });
         });
+    }
+
+    fn serving_ui(&mut self, ui: &mut egui::Ui) {
+        match &self.rt.serving {
+            None => {
+                if ui
+                    .button("Serve lanes")
+                    .on_hover_text(
+                        "Serve the lanes over the OpenAI API on 127.0.0.1 (lane-1, lane-2, … with their stacks), \
+                         for apps and tools to call; a separate engine runs the requests",
+                    )
+                    .clicked()
+                {
+                    self.rt.pending.push(Command::ServeLanes);
+                }
+            }
+            Some(s) => {
+                if ui.button("Stop serving").clicked() {
+                    self.rt.pending.push(Command::StopServing);
+                }
+                match &s.url {
+                    Some(url) => {
+                        ui.label(format!("serving at {url}/v1")).on_hover_text(format!(
+                            "Models: {}. Served by its own engine: requests do not appear in these lanes or graphs",
+                            s.names.join(", ")
+                        ));
+                    }
+                    None => {
+                        ui.weak("starting the server…");
+                    }
+                }
+            }
+        }
     }
 }

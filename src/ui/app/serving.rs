@@ -1,0 +1,105 @@
+//! "Serve lanes": the window's lanes served over the OpenAI API by a `nanolab serve` child on
+//! 127.0.0.1, each under its own name (`lane-1`, …) with its stack as the window resolves it
+//! (static pins included). The child has its own engine, so served requests do not slow or
+//! show in the window's lanes; it ends with the window.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+
+use crate::process::StderrTail;
+use crate::protocol::LaneAlias;
+
+enum Line {
+    Listening(String),
+    Ended,
+}
+
+/// A running `nanolab serve` child serving the lanes.
+pub struct Serving {
+    child: Child,
+    lines: Receiver<Line>,
+    stderr: StderrTail,
+    lanes_file: PathBuf,
+    /// `http://127.0.0.1:PORT` once the server listens.
+    pub url: Option<String>,
+    /// The served names.
+    pub names: Vec<String>,
+}
+
+impl Serving {
+    /// Writes the lanes file and starts `exe serve` on a free loopback port.
+    pub fn start(exe: &Path, lanes: Vec<LaneAlias>) -> Result<Self, String> {
+        let lanes_file = std::env::temp_dir().join(format!("nanolab-serve-lanes-{}.json", std::process::id()));
+        let json = serde_json::to_vec_pretty(&lanes).map_err(|e| e.to_string())?;
+        crate::paths::write_atomic(&lanes_file, &json).map_err(|e| format!("{}: {e}", lanes_file.display()))?;
+        let mut child = Command::new(exe)
+            .args(["serve", "--host", "127.0.0.1", "--port", "0", "--lanes-file"])
+            .arg(&lanes_file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("could not start {} serve: {e}", exe.display()))?;
+        let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("no pipes to the serve process".into());
+        };
+        let stderr = StderrTail::spawn("serve-stderr", err, false).map_err(|e| e.to_string())?;
+        let (tx, lines) = mpsc::sync_channel(4);
+        std::thread::Builder::new()
+            .name("serve-watch".into())
+            .spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    if let Some(url) = line.strip_prefix("listening on ") {
+                        let _ = tx.send(Line::Listening(url.trim().to_string()));
+                    }
+                }
+                let _ = tx.send(Line::Ended);
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            child,
+            lines,
+            stderr,
+            lanes_file,
+            url: None,
+            names: lanes.into_iter().map(|l| l.name).collect(),
+        })
+    }
+
+    /// Reads what the child said; an error message once it has ended.
+    pub fn poll(&mut self) -> Option<String> {
+        while let Ok(line) = self.lines.try_recv() {
+            match line {
+                Line::Listening(url) => self.url = Some(url),
+                Line::Ended => {
+                    let status = self
+                        .child
+                        .wait()
+                        .map_or_else(|e| e.to_string(), crate::process::describe_exit);
+                    let last = self.stderr.last_line();
+                    return Some(format!(
+                        "serving lanes stopped: {status}{}",
+                        if last.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({last})")
+                        }
+                    ));
+                }
+            }
+        }
+        None
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.lanes_file);
+    }
+}
