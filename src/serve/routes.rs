@@ -73,7 +73,29 @@ pub fn router(state: Shared) -> Router {
         .merge(guarded)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(middleware::from_fn(refuse_declared_oversize))
         .with_state(state)
+}
+
+/// Answers 413 at once when the declared length is over the limit, before reading any of the
+/// body (a chunked body without a length is cut off at the limit while it is read).
+async fn refuse_declared_oversize(req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match declared {
+        Some(n) if n > BODY_LIMIT_BYTES as u64 => ApiError {
+            status: 413,
+            message: format!("the request body is {n} bytes, larger than {BODY_LIMIT_BYTES} bytes"),
+            kind: "invalid_request_error",
+            param: None,
+            code: None,
+        }
+        .into_response(),
+        _ => next.run(req).await,
+    }
 }
 
 /// Compares without stopping at the first difference, so timing tells nothing about the key.
