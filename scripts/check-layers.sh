@@ -2,6 +2,8 @@
 # Checks that the module graph of src/ is one-way (no dependency cycles between top-level modules)
 # and that the layer rules hold:
 #   * `ui` and `cli` never import each other (the binary, src/main.rs, is the only place with both);
+#   * `ui`, `serve` and `lab` sit side by side: `ui` and `serve` never import each other, and `lab`
+#     (the headless workflows both front ends drive) imports none of `ui`, `serve`, `cli`;
 #   * `gguf`, `metrics`, `paths`, `protocol` and `process` are leaves: they import only each other;
 #   * only `engine` names `llama_cpp_2` / `llama_cpp_sys_2`;
 #   * nothing below `ui` names `egui` / `eframe` (or an `egui_*` crate).
@@ -29,6 +31,7 @@ import sys
 SRC = sys.argv[1]
 LEAVES = {"gguf", "metrics", "paths", "protocol", "process"}
 LLAMA_OK = {"engine"}
+SIBLINGS = {("ui", "serve"), ("serve", "ui"), ("lab", "ui"), ("lab", "serve"), ("lab", "cli"), ("serve", "cli")}
 EGUI_OK = {"ui", "main"}
 
 
@@ -193,6 +196,9 @@ for (a, b), where in sorted(edges.items()):
     if {a, b} == {"ui", "cli"}:
         for w in where:
             violations.append(f"{w}: `{a}` imports `{b}` (ui and cli are siblings; only main.rs sees both)")
+    if (a, b) in SIBLINGS:
+        for w in where:
+            violations.append(f"{w}: `{a}` imports `{b}` (`{a}` must not depend on the front end `{b}`)")
     if a in LEAVES and b not in LEAVES:
         for w in where:
             violations.append(f"{w}: `{a}` imports `{b}` (`{a}` is a leaf: it may use only {', '.join(sorted(LEAVES))})")

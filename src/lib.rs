@@ -8,6 +8,7 @@ pub mod cli;
 pub mod engine;
 pub mod eval;
 pub mod gguf;
+pub mod lab;
 pub mod metrics;
 pub mod models;
 pub mod paths;

@@ -156,7 +156,7 @@ fn quality_of_lanes_and_of_a_fresh_ladder() {
     // Lane 2 (caps adapter) against lane 1 (base).
     h.get_by_label("Measure lanes").click();
     step_until(&mut h, Duration::from_secs(120), "lane quality", |a| {
-        a.rt.lab.quality.len() == 1 && a.rt.lab.eval_current.is_none()
+        a.rt.lab.quality.len() == 1 && a.rt.lab.quality_job.is_none()
     });
     let row = h.state().rt.lab.quality[0].clone();
     assert!(row.label().contains("smollm2-caps"), "{}", row.label());
@@ -181,7 +181,7 @@ fn quality_of_lanes_and_of_a_fresh_ladder() {
     h.run_steps(2);
     h.get_by_label("Make ladder").click();
     step_until(&mut h, Duration::from_secs(120), "ladder made and measured", |a| {
-        !a.rt.lab.made.is_empty() && a.rt.lab.quality.len() == 1 && a.rt.lab.eval_current.is_none()
+        !a.rt.lab.made.is_empty() && a.rt.lab.quality.len() == 1 && a.rt.lab.quality_job.is_none()
     });
     let made = models.path().join("SmolLM2-135M-Instruct.Q8_0.gguf");
     assert!(made.is_file());
@@ -246,20 +246,20 @@ fn killing_the_quantizer_shows_in_the_lab_and_a_rerun_works() {
     h.run_steps(2);
     h.get_by_label("Make ladder").click();
     step_until(&mut h, Duration::from_secs(30), "quantizing", |a| {
-        a.rt.lab.quant_progress.0 > 0.0
+        a.rt.lab.ladder.as_ref().is_some_and(|l| l.progress().fraction > 0.0)
     });
     let pid = h
         .state()
         .rt
         .lab
-        .quant
+        .ladder
         .as_ref()
-        .and_then(|q| q.pid())
+        .and_then(|l| l.pid())
         .expect("worker running");
     // SAFETY: kill(2) on the quantizer child the window started.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     step_until(&mut h, Duration::from_secs(30), "the lab says so", |a| {
-        a.rt.lab.quant.is_none()
+        a.rt.lab.ladder.is_none()
     });
     let msg = h.state().rt.lab.message.clone().unwrap_or_default();
     assert!(msg.contains("F16") && msg.contains("signal 9"), "{msg}");

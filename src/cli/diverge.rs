@@ -9,8 +9,8 @@ use super::eval::{call, checked_lane};
 use super::output::OutputArgs;
 use super::run::{PromptArgs, StaticPins};
 use crate::engine::EngineClient;
-use crate::eval::divergence::CsvRow;
 use crate::eval::RunManifest;
+use crate::lab::bundle::Results;
 use crate::protocol::*;
 
 /// `diverge` arguments.
@@ -96,10 +96,12 @@ pub fn diverge(args: &DivergeArgs) -> anyhow::Result<()> {
     let JobResult::Divergence { result } = result else {
         bail!("unexpected engine reply: {result:?}");
     };
-    let rows: Vec<CsvRow> = result.tokens.iter().map(CsvRow::from).collect();
     let text = report_text(&result, std::io::stdout().is_terminal());
-    args.output
-        .emit(&rows, &text, serde_json::to_value(&result)?, &manifest, &|_| Ok(()))
+    let results = Results::Divergence {
+        result,
+        lanes: (args.a.clone(), args.b.clone()),
+    };
+    args.output.emit(&results, &text, &manifest)
 }
 
 /// The human report: the text (coloured by KL on a terminal, otherwise marked where the top-1

@@ -9,12 +9,15 @@ use clap::{Args, Subcommand};
 use super::output::OutputArgs;
 use super::run::{parse_adapter_arg, StaticPins};
 use crate::engine::EngineClient;
-use crate::eval::chart::{self, LanePoint};
-use crate::eval::prompts::{self, PromptRun, PromptSet};
-use crate::eval::table::{ladder_points, quality_table, QualityRow};
+use crate::eval::prompts::PromptSet;
+use crate::eval::table::quality_table;
 use crate::eval::texts::{read_text, DEFAULT_TEXT};
 use crate::eval::RunManifest;
 use crate::gguf::validate_model_file;
+use crate::lab::bundle::Results;
+use crate::lab::prompts::{scorecard_table, PromptSampling, PromptSetJob};
+use crate::lab::quality::{adapters_label, QualityItem, QualityJob, QualitySettings};
+use crate::lab::{self, Job};
 use crate::protocol::*;
 
 /// `eval` subcommands.
@@ -79,13 +82,6 @@ fn lane(id: LaneId, path: &Path, adapters: &[AdapterSpec], n_ctx: u32, threads: 
     }
 }
 
-fn adapters_label(a: &[AdapterSpec]) -> String {
-    a.iter()
-        .map(|a| format!("{}:{}", a.path.display(), a.scale))
-        .collect::<Vec<_>>()
-        .join(";")
-}
-
 /// Sends a request and waits for its result, showing progress on stderr.
 pub fn call(client: &mut EngineClient, req: &Request) -> anyhow::Result<JobResult> {
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -122,9 +118,8 @@ fn quality(args: &QualityArgs, with_reference: bool) -> anyhow::Result<()> {
         (false, None) => None,
     };
     let text = read_text(args.text.as_deref()).map_err(anyhow::Error::msg)?;
-    let mut headers = Vec::new();
     for m in args.model.iter().chain(reference.iter()) {
-        headers.push(validate_model_file(m).map_err(anyhow::Error::msg)?);
+        validate_model_file(m).map_err(anyhow::Error::msg)?;
     }
     let mut manifest = RunManifest::new(
         if with_reference { "eval kld" } else { "eval ppl" },
@@ -152,101 +147,66 @@ fn quality(args: &QualityArgs, with_reference: bool) -> anyhow::Result<()> {
             bytes: DEFAULT_TEXT.len() as u64,
         }),
     }
-    let mut client = EngineClient::new(None);
-    let mut rows = Vec::new();
     let pins = StaticPins::load(args.no_static);
-    let stack = |model: &Path, user: &[AdapterSpec], manifest: &mut RunManifest| -> anyhow::Result<Vec<AdapterSpec>> {
+    let mut stack = |model: &Path, user: &[AdapterSpec]| -> anyhow::Result<Vec<AdapterSpec>> {
         let adapters = pins.apply(model, user);
         for a in &adapters[..adapters.len() - user.len()] {
             manifest.add_file(&a.path, "static adapter")?;
         }
         Ok(adapters)
     };
-    let ref_lane = match reference.as_ref() {
-        Some(r) => Some(lane(
-            1,
-            r,
-            &stack(r, &args.reference_adapters, &mut manifest)?,
-            args.ctx,
-            args.threads,
-        )),
+    let reference = match reference.as_ref() {
+        Some(r) => Some(lane(1, r, &stack(r, &args.reference_adapters)?, args.ctx, args.threads)),
         None => None,
     };
-    for (i, m) in args.model.iter().enumerate() {
-        eprintln!("{}", m.display());
-        let spec = lane(0, m, &stack(m, &args.adapters, &mut manifest)?, args.ctx, args.threads);
-        let job = client.next_job();
-        let result = call(
-            &mut client,
-            &Request::Eval {
-                job,
-                lane: spec.clone(),
-                reference: ref_lane.clone(),
-                text: text.clone(),
-                n_ctx: args.ctx,
-                max_chunks: args.chunks,
-            },
-        )?;
-        let JobResult::Eval {
-            ppl,
-            kld,
-            eval_tokens_per_sec,
-            ..
-        } = result
-        else {
-            bail!("unexpected engine reply: {result:?}");
-        };
-        let mut avg_ts = 0.0;
-        if args.tg > 0 {
-            let job = client.next_job();
-            let bench_lane = LaneSpec {
-                n_ctx: args.ctx.max(args.tg + 16),
-                ..spec.clone()
-            };
-            if let JobResult::Bench { tg_tokens_per_sec, .. } = call(
-                &mut client,
-                &Request::Bench {
-                    job,
-                    lane: bench_lane,
-                    n_prompt: 0,
-                    n_gen: args.tg,
-                    seed: 1,
-                },
-            )? {
-                avg_ts = tg_tokens_per_sec;
-            }
-        }
-        // Free this model before the next rung loads.
-        let job = client.next_job();
-        call(&mut client, &Request::UnloadModel { job, path: m.clone() })?;
-        rows.push(QualityRow::new(
-            m,
-            &headers[i],
-            &adapters_label(&args.adapters),
-            &ppl,
-            kld.as_deref(),
-            eval_tokens_per_sec,
-            avg_ts,
-        ));
+    let mut items = Vec::new();
+    for m in &args.model {
+        let spec = lane(0, m, &stack(m, &args.adapters)?, args.ctx, args.threads);
+        // The column names the user's adapters; static pins are in the manifest.
+        items.push(QualityItem {
+            test: spec,
+            adapters_label: adapters_label(&args.adapters),
+        });
     }
-    let text_table = quality_table(&rows);
-    let points = ladder_points(&rows);
-    let title = match &reference {
-        Some(r) => format!(
-            "quality vs {}",
-            r.file_name()
-                .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
-        ),
-        None => "perplexity".to_string(),
+    let title = reference
+        .as_ref()
+        .map(|r| format!("quality vs {}", file_name(&r.model.path)));
+    let settings = QualitySettings {
+        text,
+        n_ctx: args.ctx,
+        max_chunks: args.chunks,
+        tg: args.tg,
+        keep_loaded: Vec::new(),
     };
-    args.output
-        .emit(&rows, &text_table, serde_json::Value::Null, &manifest, &|dir| {
-            if with_reference {
-                chart::write_ladder(&dir.join("ladder.png"), &title, &points)?;
-                chart::write_ladder(&dir.join("ladder.svg"), &title, &points)?;
-            }
-            Ok(())
-        })
+    let mut job = QualityJob::new(items, reference, settings);
+    run_job(&mut job)?;
+    let text_table = quality_table(&job.rows);
+    let results = Results::Quality {
+        rows: job.rows,
+        ladder_title: title,
+    };
+    args.output.emit(&results, &text_table, &manifest)
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+}
+
+/// Drives a lab job to its end on a new engine, showing its progress on stderr when that is a
+/// terminal.
+pub fn run_job(job: &mut dyn Job) -> anyhow::Result<()> {
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut client = EngineClient::new(None);
+    let result = lab::run_to_end(&mut client, job, &mut |p| {
+        if tty {
+            eprint!("\r{}/{} {:3.0}% {:<60}", p.done, p.total, p.fraction * 100.0, p.label);
+        }
+    });
+    if tty {
+        eprint!("\r{:80}\r", "");
+    }
+    Ok(result?)
 }
 
 /// `eval prompts` arguments.
@@ -351,94 +311,16 @@ fn prompt_set(args: &PromptsArgs) -> anyhow::Result<()> {
         }
         lanes.push((label, spec));
     }
-    let mut client = EngineClient::new(None);
-    let mut runs: Vec<PromptRun> = Vec::new();
-    let total = lanes.len() * set.cases.len() * args.seeds.len();
-    let mut done = 0;
-    for (label, spec) in &lanes {
-        for (ci, case) in set.cases.iter().enumerate() {
-            for &seed in &args.seeds {
-                done += 1;
-                if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-                    eprint!("\r{done}/{total} {label} {}{:20}", case.id, "");
-                }
-                let prompt = case.to_prompt();
-                let job = client.next_job();
-                let result = call(
-                    &mut client,
-                    &Request::Generate {
-                        job,
-                        lane: spec.clone(),
-                        prompt,
-                        sampling: Sampling {
-                            temperature: args.temp,
-                            seed,
-                            max_tokens: case.max_tokens.unwrap_or(args.max_tokens),
-                            ..Sampling::default()
-                        },
-                        top_n: 0,
-                    },
-                )
-                .map_err(|e| anyhow::anyhow!("{label}, prompt {}: {e}", case.id))?;
-                let JobResult::Generated { stats } = result else {
-                    bail!("unexpected engine reply: {result:?}");
-                };
-                runs.push(PromptRun {
-                    lane: label.clone(),
-                    prompt_id: case.id.clone(),
-                    seed,
-                    passed: set.check(ci, &stats.text),
-                    ttft_ms: stats.ttft_ms,
-                    decode_tokens_per_sec: stats.decode_tokens_per_sec,
-                    n_gen: stats.generated_tokens,
-                    same_as_reference: false,
-                    similarity_to_reference: 0.0,
-                    tags: case.tags.join(";"),
-                    text: stats.text,
-                });
-            }
-        }
-    }
-    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        eprintln!();
-    }
-    prompts::compare_to_reference(&mut runs, &lanes[0].0);
-    let cards = prompts::scorecards(&runs);
-    let mut table = String::from(
-        "| lane | runs | pass rate | TTFT ms mean / p95 | decode tok/s mean / p95 (sd over seeds) | tokens | same as ref | similarity | pass by tag |\n|---|---:|---:|---:|---:|---:|---:|---:|---|\n",
-    );
-    for c in &cards {
-        table.push_str(&format!(
-            "| {} | {} | {:.0} % ± {:.0} | {:.1} / {:.1} | {:.1} / {:.1} (± {:.1}) | {:.1} | {:.0} % | {:.2} | {} |\n",
-            c.lane,
-            c.runs,
-            c.pass_rate * 100.0,
-            c.pass_rate_sd * 100.0,
-            c.ttft_ms_mean,
-            c.ttft_ms_p95,
-            c.decode_tps_mean,
-            c.decode_tps_p95,
-            c.decode_tps_sd,
-            c.n_gen_mean,
-            c.agreement * 100.0,
-            c.similarity,
-            c.pass_by_tag
-        ));
-    }
-    let points: Vec<LanePoint> = cards
-        .iter()
-        .map(|c| LanePoint {
-            label: c.lane.clone(),
-            ttft_ms_mean: c.ttft_ms_mean,
-            ttft_ms_p95: c.ttft_ms_p95,
-            decode_tps_mean: c.decode_tps_mean,
-        })
-        .collect();
-    args.output
-        .emit(&cards, &table, serde_json::json!({ "runs": runs }), &manifest, &|dir| {
-            let runs_csv = crate::eval::export::csv_string(&runs)?;
-            crate::eval::export::write_file(&dir.join("runs.csv"), runs_csv.as_bytes())?;
-            chart::write_lanes(&dir.join("lanes.png"), "prompt set: latency per lane", &points)?;
-            chart::write_lanes(&dir.join("lanes.svg"), "prompt set: latency per lane", &points)
-        })
+    let sampling = PromptSampling {
+        temperature: args.temp,
+        max_tokens: args.max_tokens,
+    };
+    let mut job = PromptSetJob::new(set, lanes, &args.seeds, sampling);
+    run_job(&mut job)?;
+    let table = scorecard_table(&job.scorecards);
+    let results = Results::Prompts {
+        cards: job.scorecards,
+        runs: job.runs,
+    };
+    args.output.emit(&results, &table, &manifest)
 }

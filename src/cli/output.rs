@@ -1,13 +1,12 @@
 //! Shared output options of the evaluation commands: a table on stdout as text, JSON or CSV,
 //! and with `--out DIR` every format at once plus charts and the run manifest.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Args;
-use serde::Serialize;
 
-use crate::eval::export;
 use crate::eval::RunManifest;
+use crate::lab::bundle::Results;
 
 /// `--json`, `--csv`, `--out`.
 #[derive(Debug, Args, Clone)]
@@ -24,29 +23,18 @@ pub struct OutputArgs {
 }
 
 impl OutputArgs {
-    /// Prints `rows` in the chosen format (`text` is the human table) and writes `--out` files.
-    /// `extra` is added to the JSON (per-token detail, scorecards' runs…).
-    pub fn emit<T: Serialize>(
-        &self,
-        rows: &[T],
-        text: &str,
-        extra: serde_json::Value,
-        manifest: &RunManifest,
-        charts: &dyn Fn(&Path) -> Result<(), export::ExportError>,
-    ) -> anyhow::Result<()> {
-        let json = serde_json::json!({ "rows": rows, "detail": extra, "manifest": manifest });
+    /// Prints `results` in the chosen format (`text` is the human table) and writes the whole
+    /// bundle to `--out`.
+    pub fn emit(&self, results: &Results, text: &str, manifest: &RunManifest) -> anyhow::Result<()> {
         if self.json {
-            println!("{}", export::json_string(&json)?);
+            println!("{}", results.json(manifest)?);
         } else if self.csv {
-            print!("{}", export::csv_string(rows)?);
+            print!("{}", results.csv()?);
         } else {
             print!("{text}");
         }
         if let Some(dir) = &self.out {
-            export::write_file(&dir.join("results.json"), export::json_string(&json)?.as_bytes())?;
-            export::write_file(&dir.join("results.csv"), export::csv_string(rows)?.as_bytes())?;
-            export::write_file(&dir.join("manifest.json"), export::json_string(manifest)?.as_bytes())?;
-            charts(dir)?;
+            results.write(dir, manifest)?;
             eprintln!("wrote {}", dir.display());
         }
         Ok(())

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::quant::{QuantOutcome, QuantType, QuantizeJob, QuantizeRequest};
+use crate::lab::ladder::{Existing, Ladder, LadderSpec};
+use crate::quant::{QuantOutcome, QuantType};
 
 /// `quantize` arguments.
 #[derive(Debug, Args)]
@@ -45,44 +46,50 @@ pub fn quantize(args: &QuantizeArgs) -> anyhow::Result<()> {
             .parent()
             .map_or_else(|| PathBuf::from("."), std::path::Path::to_path_buf)
     });
-    let mut outcomes: Vec<QuantOutcome> = Vec::new();
-    for qtype in types {
-        let output = dir.join(qtype.output_name(&args.model));
-        let job = QuantizeJob::start(QuantizeRequest {
-            input: args.model.clone(),
-            output,
-            qtype,
-            allow_requantize: args.allow_requantize,
-            overwrite: args.overwrite,
-            threads: args.threads,
+    let mut ladder = Ladder::start(LadderSpec {
+        input: args.model.clone(),
+        out_dir: dir,
+        levels: types,
+        allow_requantize: args.allow_requantize,
+        existing: if args.overwrite {
+            Existing::Overwrite
+        } else {
+            Existing::Refuse
+        },
+        threads: args.threads,
+        exe: None,
+    })
+    .map_err(anyhow::Error::msg)?;
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (mut last_pct, mut reported) = (-1i32, 0);
+    ladder
+        .wait(&mut |p, made| {
+            // One line per level made, as it is made.
+            for o in &made[reported..] {
+                eprintln!(
+                    "{}{}: {} ({:.1} MiB, {:.2} bits/weight, {:.1} s){:20}",
+                    if tty { "\r" } else { "" },
+                    o.quant_type,
+                    o.output.display(),
+                    o.bytes as f64 / 1048576.0,
+                    o.bits_per_weight,
+                    o.seconds,
+                    ""
+                );
+                last_pct = -1;
+            }
+            reported = made.len();
+            let pct = (p.fraction * 100.0) as i32;
+            if tty && pct != last_pct && p.done < p.total {
+                last_pct = pct;
+                eprint!("\r{pct:3}% {:<48}", p.label);
+                let _ = std::io::stderr().flush();
+            }
         })
         .map_err(anyhow::Error::msg)?;
-        let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-        let mut last_pct = -1i32;
-        let outcome = job
-            .wait(&mut |fraction, tensor| {
-                let pct = (fraction * 100.0) as i32;
-                if tty && pct != last_pct {
-                    last_pct = pct;
-                    eprint!("\r{}: {pct:3}% {tensor:<40}", qtype.name);
-                    let _ = std::io::stderr().flush();
-                }
-            })
-            .map_err(|e| anyhow::anyhow!("{}: {e}", qtype.name))?;
-        eprintln!(
-            "{}{}: {} ({:.1} MiB, {:.2} bits/weight, {:.1} s){:20}",
-            if tty { "\r" } else { "" },
-            qtype.name,
-            outcome.output.display(),
-            outcome.bytes as f64 / 1048576.0,
-            outcome.bits_per_weight,
-            outcome.seconds,
-            ""
-        );
-        outcomes.push(outcome);
-    }
+    let outcomes: &[QuantOutcome] = &ladder.made;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&outcomes)?);
+        println!("{}", serde_json::to_string_pretty(outcomes)?);
     }
     Ok(())
 }

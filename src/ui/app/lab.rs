@@ -1,17 +1,22 @@
-//! The lab's runtime: token-level comparison of two lanes, the quantization ladder with its
-//! quality table, and prompt-set runs. Jobs go to the engine (or, for quantization, to a worker
-//! process) and results land here; the lab panel only draws this and emits [`LabCommand`]s.
+//! The lab in the window: the lanes and settings it starts [`crate::lab`]'s jobs with, the
+//! token-level comparison of two lanes and the quantization ladder. Requests go to the engine
+//! (or, for quantization, to a worker process) as the jobs hand them out, events go back to the
+//! jobs as frames drain them; the lab panel only draws this and emits [`LabCommand`]s.
 
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver};
 
 use super::{App, JobKind};
-use crate::eval::prompts::{self, PromptRun, PromptSet, Scorecard};
+use crate::eval::prompts::{PromptRun, PromptSet, Scorecard};
 use crate::eval::table::QualityRow;
-use crate::eval::{chart, export, RunManifest};
-use crate::protocol::{DivergenceResult, Event, JobId, JobResult, LaneId, LaneSpec, ModelSpec, Request, Sampling};
-use crate::quant::{QuantEvent, QuantOutcome, QuantType, QuantizeJob, QuantizeRequest};
+use crate::eval::RunManifest;
+use crate::lab::bundle::Results;
+use crate::lab::ladder::{Existing, Ladder, LadderSpec};
+use crate::lab::prompts::{PromptSampling, PromptSetJob};
+use crate::lab::quality::{QualityItem, QualityJob, QualitySettings};
+use crate::lab::{Job, Progress};
+use crate::protocol::{DivergenceResult, Event, JobId, JobResult, LaneId, LaneSpec, ModelSpec, Request};
+use crate::quant::{QuantOutcome, QuantType};
 use crate::ui::state::LabTab;
 
 /// Engine lane ids the lab uses, far above the window's lanes, so lab runs never touch a
@@ -59,35 +64,6 @@ pub enum LabCommand {
     SelectToken(Option<usize>),
 }
 
-/// One queued quality evaluation.
-#[derive(Debug, Clone)]
-pub struct EvalItem {
-    /// Model file of the tested lane.
-    pub model: PathBuf,
-    /// Adapters label.
-    pub adapters: String,
-    /// The tested lane.
-    pub test: LaneSpec,
-    /// The reference lane.
-    pub reference: LaneSpec,
-}
-
-/// A prompt set being run.
-pub struct PromptSetRun {
-    /// The set.
-    pub set: PromptSet,
-    /// Lanes: label and spec.
-    pub lanes: Vec<(String, LaneSpec)>,
-    /// Remaining (lane, case, seed).
-    pub queue: VecDeque<(usize, usize, u32)>,
-    /// Running.
-    pub current: Option<(JobId, usize, usize, u32)>,
-    /// Runs in all.
-    pub total: usize,
-    /// Sampling base.
-    pub temperature: f32,
-}
-
 /// The lab's runtime state.
 #[derive(Default)]
 pub struct LabRuntime {
@@ -99,24 +75,16 @@ pub struct LabRuntime {
     pub diverge_job: Option<JobId>,
     /// Token selected in the comparison.
     pub selected_token: Option<usize>,
-    /// Quantization running.
-    pub quant: Option<QuantizeJob>,
-    /// Levels still to make.
-    pub quant_queue: VecDeque<QuantType>,
-    /// Progress of the running level: fraction and tensor.
-    pub quant_progress: (f32, String),
-    /// Files made.
+    /// The ladder being made.
+    pub ladder: Option<Ladder>,
+    /// The levels of the last ladder made.
     pub made: Vec<QuantOutcome>,
-    /// Evaluations to run.
-    pub eval_queue: VecDeque<EvalItem>,
-    /// The evaluation running.
-    pub eval_current: Option<(JobId, EvalItem)>,
-    /// Its progress.
-    pub eval_progress: (f32, String),
-    /// The quality table.
+    /// The quality table being measured.
+    pub quality_job: Option<QualityJob>,
+    /// The last quality table measured.
     pub quality: Vec<QualityRow>,
     /// A prompt set running.
-    pub prompt_run: Option<PromptSetRun>,
+    pub prompt_job: Option<PromptSetJob>,
     /// Prompt-set runs done.
     pub runs: Vec<PromptRun>,
     /// Their scorecards.
@@ -131,10 +99,30 @@ impl LabRuntime {
     /// Whether the lab has work in flight.
     pub fn busy(&self) -> bool {
         self.diverge_job.is_some()
-            || self.quant.is_some()
-            || self.eval_current.is_some()
-            || self.prompt_run.is_some()
+            || self.ladder.is_some()
+            || self.quality_job.is_some()
+            || self.prompt_job.is_some()
             || self.export_rx.is_some()
+    }
+
+    /// The quality rows to show: those of the measurement running, else the last one.
+    pub fn quality_rows(&self) -> &[QualityRow] {
+        self.quality_job.as_ref().map_or(&self.quality, |j| &j.rows)
+    }
+
+    /// The levels to show: those of the ladder being made, else the last one's.
+    pub fn made(&self) -> &[QuantOutcome] {
+        self.ladder.as_ref().map_or(&self.made, |l| &l.made)
+    }
+
+    /// Where the quality measurement running is.
+    pub fn quality_progress(&self) -> Option<&Progress> {
+        self.quality_job.as_ref().map(Job::progress)
+    }
+
+    /// Where the prompt set running is.
+    pub fn prompt_progress(&self) -> Option<&Progress> {
+        self.prompt_job.as_ref().map(Job::progress)
     }
 }
 
@@ -264,109 +252,61 @@ impl App {
     }
 
     fn lab_make_ladder(&mut self) {
-        if self.rt.lab.quant.is_some() {
+        if self.rt.lab.ladder.is_some() {
             return;
         }
         let Some(reference) = self.state.lab.reference.clone() else {
             self.rt.lab.message = Some("choose a reference model first".into());
             return;
         };
-        let mut levels = VecDeque::new();
-        for name in &self.state.lab.levels {
-            match QuantType::parse(name) {
-                Ok(q) => levels.push_back(q),
-                Err(e) => {
-                    self.rt.lab.message = Some(e);
-                    return;
-                }
+        let levels = match self.state.lab.levels.iter().map(|n| QuantType::parse(n)).collect() {
+            Ok(l) => l,
+            Err(e) => {
+                self.rt.lab.message = Some(e);
+                return;
             }
+        };
+        let spec = LadderSpec {
+            input: reference,
+            out_dir: self.rt.models_dir.clone(),
+            levels,
+            allow_requantize: self.state.lab.allow_requantize,
+            existing: Existing::Reuse,
+            threads: None,
+            exe: Some(self.rt.engine.exe().to_path_buf()),
+        };
+        match Ladder::start(spec) {
+            Ok(ladder) => {
+                self.rt.lab.made.clear();
+                self.rt.lab.ladder = Some(ladder);
+                self.poll_ladder();
+            }
+            Err(e) => self.rt.lab.message = Some(e),
         }
-        if levels.is_empty() {
-            self.rt.lab.message = Some("tick at least one level".into());
-            return;
-        }
-        if !reference.is_file() {
-            self.rt.lab.message = Some(format!("{} does not exist", reference.display()));
-            return;
-        }
-        self.rt.lab.quant_queue = levels;
-        self.rt.lab.made.clear();
-        self.lab_next_quant();
     }
 
-    /// Starts the next queued level; when none are left, queues their evaluation.
-    fn lab_next_quant(&mut self) {
-        let Some(reference) = self.state.lab.reference.clone() else {
+    /// Moves the ladder on; once every level is made, measures them against the reference.
+    fn poll_ladder(&mut self) {
+        let Some(ladder) = self.rt.lab.ladder.as_mut() else {
             return;
         };
-        while let Some(q) = self.rt.lab.quant_queue.pop_front() {
-            let output = self.rt.models_dir.join(q.output_name(&reference));
-            if output.exists() {
-                // Already made: reuse it (the table shows it like the others).
-                if let Ok(h) = crate::gguf::read(&output) {
-                    self.rt.lab.made.push(QuantOutcome {
-                        input: reference.clone(),
-                        input_type: String::new(),
-                        output: output.clone(),
-                        quant_type: q.name.to_string(),
-                        bytes: h.file_bytes,
-                        bits_per_weight: crate::gguf::Summary::of(&h).bits_per_weight,
-                        seconds: 0.0,
-                    });
-                    continue;
-                }
-            }
-            let request = QuantizeRequest {
-                input: reference.clone(),
-                output,
-                qtype: q,
-                allow_requantize: self.state.lab.allow_requantize,
-                overwrite: true,
-                threads: None,
-            };
-            match QuantizeJob::start_with_exe(request, Some(self.rt.engine.exe().to_path_buf())) {
-                Ok(job) => {
-                    self.rt.lab.quant_progress = (0.0, format!("{}: starting", q.name));
-                    self.rt.lab.quant = Some(job);
-                    return;
-                }
-                Err(e) => {
-                    self.rt.lab.message = Some(format!("{}: {e}", q.name));
-                    self.rt.lab.quant_queue.clear();
-                    return;
-                }
-            }
+        let result = ladder.poll();
+        if !ladder.finished() {
+            return;
+        }
+        if let Some(ladder) = self.rt.lab.ladder.take() {
+            self.rt.lab.made = ladder.made;
         }
         self.rt.installed = crate::models::list_installed(&self.rt.models_dir);
-        if !self.rt.lab.made.is_empty() {
-            self.lab_evaluate_ladder();
+        match result {
+            Ok(()) => self.lab_evaluate_ladder(),
+            Err(e) => self.rt.lab.message = Some(e),
         }
     }
 
-    /// Polls the quantization worker (called every frame).
+    /// Polls the quantization workers and the export (called every frame).
     pub fn poll_lab(&mut self) {
-        let events = self.rt.lab.quant.as_mut().map(QuantizeJob::poll).unwrap_or_default();
-        for ev in events {
-            match ev {
-                QuantEvent::Progress { fraction, tensor } => {
-                    let name = self.rt.lab.quant.as_ref().map_or("", |q| q.request().qtype.name);
-                    self.rt.lab.quant_progress = (fraction, format!("{name}: {tensor}"));
-                }
-                QuantEvent::Finished(r) => {
-                    let name = self.rt.lab.quant.take().map_or("", |q| q.request().qtype.name);
-                    match r {
-                        Ok(o) => {
-                            self.rt.lab.made.push(o);
-                            self.lab_next_quant();
-                        }
-                        Err(e) => {
-                            self.rt.lab.message = Some(format!("{name}: {e}"));
-                            self.rt.lab.quant_queue.clear();
-                        }
-                    }
-                }
-            }
-        }
+        self.poll_ladder();
         if let Some(rx) = &self.rt.lab.export_rx {
             if let Ok(r) = rx.try_recv() {
                 self.rt.lab.export_rx = None;
@@ -378,7 +318,7 @@ impl App {
         }
     }
 
-    fn eval_lane_spec(&self, id: LaneId, model: &Path, adapters: Vec<crate::protocol::AdapterSpec>) -> LaneSpec {
+    fn eval_lane_spec(&self, id: LaneId, model: &Path) -> LaneSpec {
         LaneSpec {
             lane: id,
             model: ModelSpec {
@@ -387,7 +327,7 @@ impl App {
             },
             n_ctx: self.state.lab.n_ctx.max(16),
             threads: None,
-            adapters,
+            adapters: Vec::new(),
         }
     }
 
@@ -396,113 +336,66 @@ impl App {
             self.rt.lab.message = Some("choose a reference model first".into());
             return;
         };
-        let ref_spec = self.eval_lane_spec(EVAL_REF, &reference, Vec::new());
-        let models: Vec<PathBuf> = self.rt.lab.made.iter().map(|m| m.output.clone()).collect();
-        if models.is_empty() {
+        let items: Vec<QualityItem> = self
+            .rt
+            .lab
+            .made
+            .iter()
+            .map(|m| QualityItem::new(self.eval_lane_spec(EVAL_TEST, &m.output)))
+            .collect();
+        if items.is_empty() {
             self.rt.lab.message = Some("make the ladder first".into());
             return;
         }
-        self.rt.lab.quality.clear();
-        for m in models {
-            let test = self.eval_lane_spec(EVAL_TEST, &m, Vec::new());
-            self.rt.lab.eval_queue.push_back(EvalItem {
-                model: m,
-                adapters: String::new(),
-                test,
-                reference: ref_spec.clone(),
-            });
-        }
-        self.lab_next_eval();
+        let reference = self.eval_lane_spec(EVAL_REF, &reference);
+        self.lab_measure(items, reference);
     }
 
     fn lab_evaluate_lanes(&mut self) {
+        let n_ctx = self.state.lab.n_ctx.max(16);
         let reference = self.state.reference_lane.and_then(|r| self.lane_index(r)).unwrap_or(0);
         let Some(ref_spec) = self.lane_spec(reference, EVAL_REF) else {
             self.rt.lab.message = Some("the reference lane needs a model".into());
             return;
         };
-        let ref_spec = LaneSpec {
-            n_ctx: self.state.lab.n_ctx.max(16),
-            ..ref_spec
-        };
-        self.rt.lab.quality.clear();
-        for i in 0..self.state.lanes.len() {
-            if i == reference {
-                continue;
-            }
-            let Some(spec) = self.lane_spec(i, EVAL_TEST) else {
-                continue;
-            };
-            let adapters = spec
-                .adapters
-                .iter()
-                .map(|a| format!("{}:{}", a.path.display(), a.scale))
-                .collect::<Vec<_>>()
-                .join(";");
-            self.rt.lab.eval_queue.push_back(EvalItem {
-                model: spec.model.path.clone(),
-                adapters,
-                test: LaneSpec {
-                    n_ctx: self.state.lab.n_ctx.max(16),
-                    ..spec
-                },
-                reference: ref_spec.clone(),
-            });
-        }
-        if self.rt.lab.eval_queue.is_empty() {
+        let items: Vec<QualityItem> = (0..self.state.lanes.len())
+            .filter(|&i| i != reference)
+            .filter_map(|i| self.lane_spec(i, EVAL_TEST))
+            .map(|spec| QualityItem::new(LaneSpec { n_ctx, ..spec }))
+            .collect();
+        if items.is_empty() {
             self.rt.lab.message = Some("add a second lane to compare with the reference lane".into());
+            return;
         }
-        self.lab_next_eval();
+        self.lab_measure(items, LaneSpec { n_ctx, ..ref_spec });
     }
 
-    fn lab_text(&mut self) -> Option<String> {
-        match crate::eval::texts::read_text(self.state.lab.text.as_deref()) {
-            Ok(t) => Some(t),
+    /// Starts measuring `items` against `reference` over the lab's text.
+    fn lab_measure(&mut self, items: Vec<QualityItem>, reference: LaneSpec) {
+        if self.rt.lab.quality_job.is_some() {
+            return;
+        }
+        let text = match crate::eval::texts::read_text(self.state.lab.text.as_deref()) {
+            Ok(t) => t,
             Err(e) => {
                 self.rt.lab.message = Some(e);
-                None
+                return;
             }
-        }
-    }
-
-    fn lab_next_eval(&mut self) {
-        if self.rt.lab.eval_current.is_some() {
-            return;
-        }
-        let Some(item) = self.rt.lab.eval_queue.pop_front() else {
-            // Done: give back the contexts, and the reference unless a lane uses it.
-            self.lab_release(&[EVAL_TEST, EVAL_REF]);
-            if let Some(r) = self.state.lab.reference.clone() {
-                if !self.state.lanes.iter().any(|l| l.model.as_ref() == Some(&r)) {
-                    let job = self.rt.engine.next_job();
-                    self.housekeeping(&Request::UnloadModel { job, path: r });
-                }
-            }
-            return;
         };
-        let Some(text) = self.lab_text() else {
-            self.rt.lab.eval_queue.clear();
-            return;
-        };
-        let job = self.rt.engine.next_job();
-        let req = Request::Eval {
-            job,
-            lane: item.test.clone(),
-            reference: Some(item.reference.clone()),
+        let settings = QualitySettings {
             text,
             n_ctx: self.state.lab.n_ctx.max(16),
             max_chunks: self.state.lab.chunks,
+            tg: 0,
+            keep_loaded: self.state.lanes.iter().filter_map(|l| l.model.clone()).collect(),
         };
-        self.rt.lab.eval_progress = (0.0, format!("{}: starting", file_label(&item.model)));
-        if let Some(job) = self.lab_send(&req, LabJob::Eval) {
-            self.rt.lab.eval_current = Some((job, item));
-        } else {
-            self.rt.lab.eval_queue.clear();
-        }
+        self.rt.lab.quality.clear();
+        self.rt.lab.quality_job = Some(QualityJob::new(items, Some(reference), settings));
+        self.lab_pump(LabJob::Eval);
     }
 
     fn lab_run_prompts(&mut self) {
-        if self.rt.lab.prompt_run.is_some() {
+        if self.rt.lab.prompt_job.is_some() {
             return;
         }
         let Some(path) = self.state.lab.prompt_set.clone() else {
@@ -519,24 +412,12 @@ impl App {
                 return;
             }
         };
-        let seeds: Result<Vec<u32>, _> = self
-            .state
-            .lab
-            .seeds
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::parse::<u32>)
-            .collect();
-        let seeds = match seeds {
-            Ok(s) if !s.is_empty() => s,
-            _ => {
-                self.rt.lab.message = Some(format!(
-                    "seeds must be whole numbers separated by commas, not {:?}",
-                    self.state.lab.seeds
-                ));
-                return;
-            }
+        let Some(seeds) = self.lab_seeds() else {
+            self.rt.lab.message = Some(format!(
+                "seeds must be whole numbers separated by commas, not {:?}",
+                self.state.lab.seeds
+            ));
+            return;
         };
         // The reference lane first: agreement is measured against it.
         let mut order: Vec<usize> = (0..self.state.lanes.len()).collect();
@@ -554,62 +435,76 @@ impl App {
             self.rt.lab.message = Some("load a model in a lane first".into());
             return;
         }
-        let mut queue = VecDeque::new();
-        for li in 0..lanes.len() {
-            for ci in 0..set.cases.len() {
-                for &s in &seeds {
-                    queue.push_back((li, ci, s));
-                }
-            }
-        }
         self.rt.lab.runs.clear();
         self.rt.lab.scorecards.clear();
-        let total = queue.len();
-        self.rt.lab.prompt_run = Some(PromptSetRun {
-            set,
-            lanes,
-            queue,
-            current: None,
-            total,
+        let sampling = PromptSampling {
             temperature: self.state.lab.temperature,
-        });
-        self.lab_next_prompt();
+            max_tokens: 64,
+        };
+        self.rt.lab.prompt_job = Some(PromptSetJob::new(set, lanes, &seeds, sampling));
+        self.lab_pump(LabJob::Prompt);
     }
 
-    fn lab_next_prompt(&mut self) {
-        let Some(run) = self.rt.lab.prompt_run.as_mut() else {
+    /// The seeds field parsed; `None` unless it is a non-empty list of whole numbers.
+    fn lab_seeds(&self) -> Option<Vec<u32>> {
+        let seeds: Vec<u32> = self
+            .state
+            .lab
+            .seeds
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::parse::<u32>)
+            .collect::<Result<_, _>>()
+            .ok()?;
+        (!seeds.is_empty()).then_some(seeds)
+    }
+
+    fn lab_job_mut(&mut self, kind: LabJob) -> Option<&mut dyn Job> {
+        match kind {
+            LabJob::Eval => self.rt.lab.quality_job.as_mut().map(|j| j as &mut dyn Job),
+            LabJob::Prompt => self.rt.lab.prompt_job.as_mut().map(|j| j as &mut dyn Job),
+            LabJob::Diverge => None,
+        }
+    }
+
+    /// Sends the job's next request, or ends the job when it has none left.
+    fn lab_pump(&mut self, kind: LabJob) {
+        let id = self.rt.engine.next_job();
+        let Some(job) = self.lab_job_mut(kind) else {
             return;
         };
-        let Some((li, ci, seed)) = run.queue.pop_front() else {
-            prompts::compare_to_reference(&mut self.rt.lab.runs, &run.lanes[0].0);
-            self.rt.lab.scorecards = prompts::scorecards(&self.rt.lab.runs);
-            let lanes: Vec<LaneId> = run.lanes.iter().map(|(_, spec)| spec.lane).collect();
-            self.rt.lab.prompt_run = None;
-            self.lab_release(&lanes);
-            return;
+        let next = job.next_request(id);
+        let finished = job.finished();
+        // A request the engine could not take ends the job (lab_send said why).
+        let ended = match next {
+            Some(req) => self.lab_send(&req, kind).is_none(),
+            None => finished,
         };
-        let case = &run.set.cases[ci];
-        let prompt = case.to_prompt();
-        let job = self.rt.engine.next_job();
-        let req = Request::Generate {
-            job,
-            lane: run.lanes[li].1.clone(),
-            prompt,
-            sampling: Sampling {
-                temperature: run.temperature,
-                seed,
-                max_tokens: case.max_tokens.unwrap_or(64),
-                ..Sampling::default()
-            },
-            top_n: 0,
+        if ended {
+            self.lab_end(kind);
+        }
+    }
+
+    /// Keeps a finished job's results and gives back what it held in the engine.
+    fn lab_end(&mut self, kind: LabJob) {
+        let engine = &self.rt.engine;
+        let releases = match kind {
+            LabJob::Eval => self.rt.lab.quality_job.take().map(|j| {
+                let r = j.release(&mut || engine.next_job());
+                self.rt.lab.quality = j.rows;
+                r
+            }),
+            LabJob::Prompt => self.rt.lab.prompt_job.take().map(|j| {
+                let r = j.release(&mut || engine.next_job());
+                self.rt.lab.runs = j.runs;
+                self.rt.lab.scorecards = j.scorecards;
+                r
+            }),
+            LabJob::Diverge => None,
         };
-        match self.lab_send(&req, LabJob::Prompt) {
-            Some(job) => {
-                if let Some(run) = self.rt.lab.prompt_run.as_mut() {
-                    run.current = Some((job, li, ci, seed));
-                }
-            }
-            None => self.rt.lab.prompt_run = None,
+        for req in releases.unwrap_or_default() {
+            self.housekeeping(&req);
         }
     }
 
@@ -622,14 +517,15 @@ impl App {
     }
 
     fn lab_cancel(&mut self) {
-        if let Some(q) = self.rt.lab.quant.as_mut() {
-            q.cancel();
+        if let Some(mut ladder) = self.rt.lab.ladder.take() {
+            ladder.cancel();
+            self.rt.lab.made = ladder.made;
         }
-        self.rt.lab.quant = None;
-        self.rt.lab.quant_queue.clear();
-        self.rt.lab.eval_queue.clear();
-        if let Some(run) = self.rt.lab.prompt_run.as_mut() {
-            run.queue.clear();
+        for kind in [LabJob::Eval, LabJob::Prompt] {
+            if let Some(job) = self.lab_job_mut(kind) {
+                job.cancel();
+            }
+            self.lab_pump(kind);
         }
         let lab_jobs: Vec<JobId> = self
             .rt
@@ -646,122 +542,29 @@ impl App {
 
     /// Applies an engine event of a lab job.
     pub fn apply_lab_event(&mut self, kind: LabJob, ev: Event) {
-        match (kind, ev) {
-            (LabJob::Eval, Event::Progress { fraction, stage, .. }) => {
-                let name = self
-                    .rt
-                    .lab
-                    .eval_current
-                    .as_ref()
-                    .map_or_else(String::new, |(_, i)| file_label(&i.model));
-                self.rt.lab.eval_progress = (fraction, format!("{name}: {stage}"));
+        if kind != LabJob::Diverge {
+            let terminal = ev.is_terminal();
+            if let Some(Err(f)) = self.lab_job_mut(kind).map(|j| j.on_event(ev)) {
+                self.rt.lab.message = Some(f.message);
             }
-            (
-                LabJob::Diverge,
-                Event::Done {
-                    result: JobResult::Divergence { result },
-                    ..
-                },
-            ) => {
+            if terminal {
+                self.lab_pump(kind);
+            }
+            return;
+        }
+        match ev {
+            Event::Done {
+                result: JobResult::Divergence { result },
+                ..
+            } => {
                 self.rt.lab.diverge_job = None;
                 self.rt.lab.divergence = Some(result);
                 self.lab_release(&[DIVERGE_A, DIVERGE_B]);
             }
-            (LabJob::Diverge, Event::Error { message, .. }) => {
+            Event::Error { message, .. } => {
                 self.rt.lab.diverge_job = None;
                 self.rt.lab.message = Some(message);
                 self.lab_release(&[DIVERGE_A, DIVERGE_B]);
-            }
-            (
-                LabJob::Eval,
-                Event::Done {
-                    result:
-                        JobResult::Eval {
-                            ppl,
-                            kld,
-                            eval_tokens_per_sec,
-                            ..
-                        },
-                    ..
-                },
-            ) => {
-                if let Some((_, item)) = self.rt.lab.eval_current.take() {
-                    match crate::gguf::read(&item.model) {
-                        Ok(h) => self.rt.lab.quality.push(QualityRow::new(
-                            &item.model,
-                            &h,
-                            &item.adapters,
-                            &ppl,
-                            kld.as_deref(),
-                            eval_tokens_per_sec,
-                            0.0,
-                        )),
-                        Err(e) => self.rt.lab.message = Some(e.to_string()),
-                    }
-                    // Free the tested model unless a lane or the reference uses it.
-                    let in_use = self
-                        .state
-                        .lanes
-                        .iter()
-                        .any(|l| l.model.as_deref() == Some(item.model.as_path()))
-                        || item.model == item.reference.model.path;
-                    if !in_use {
-                        let job = self.rt.engine.next_job();
-                        self.housekeeping(&Request::UnloadModel {
-                            job,
-                            path: item.model.clone(),
-                        });
-                    }
-                }
-                self.lab_next_eval();
-            }
-            (LabJob::Eval, Event::Error { message, cancelled, .. }) => {
-                let name = self
-                    .rt
-                    .lab
-                    .eval_current
-                    .take()
-                    .map_or_else(String::new, |(_, i)| file_label(&i.model));
-                self.rt.lab.message = Some(if cancelled {
-                    "stopped".into()
-                } else {
-                    format!("{name}: {message}")
-                });
-                self.rt.lab.eval_queue.clear();
-                self.lab_release(&[EVAL_TEST, EVAL_REF]);
-            }
-            (
-                LabJob::Prompt,
-                Event::Done {
-                    result: JobResult::Generated { stats },
-                    ..
-                },
-            ) => {
-                if let Some(run) = self.rt.lab.prompt_run.as_mut() {
-                    if let Some((_, li, ci, seed)) = run.current.take() {
-                        self.rt.lab.runs.push(PromptRun {
-                            lane: run.lanes[li].0.clone(),
-                            prompt_id: run.set.cases[ci].id.clone(),
-                            seed,
-                            passed: run.set.check(ci, &stats.text),
-                            ttft_ms: stats.ttft_ms,
-                            decode_tokens_per_sec: stats.decode_tokens_per_sec,
-                            n_gen: stats.generated_tokens,
-                            same_as_reference: false,
-                            similarity_to_reference: 0.0,
-                            tags: run.set.cases[ci].tags.join(";"),
-                            text: stats.text,
-                        });
-                    }
-                }
-                self.lab_next_prompt();
-            }
-            (LabJob::Prompt, Event::Error { message, cancelled, .. }) => {
-                self.rt.lab.message = Some(if cancelled { "stopped".into() } else { message });
-                if let Some(run) = self.rt.lab.prompt_run.take() {
-                    let lanes: Vec<LaneId> = run.lanes.iter().map(|(_, spec)| spec.lane).collect();
-                    self.lab_release(&lanes);
-                }
             }
             _ => {}
         }
@@ -780,7 +583,7 @@ impl App {
         };
         let dir = self.rt.exports_dir.join(format!("{name}-{stamp}"));
         let mut files: Vec<(PathBuf, &'static str)> = Vec::new();
-        let payload: Result<ExportPayload, String> = match tab {
+        let results: Result<Results, String> = match tab {
             LabTab::Compare => match &self.rt.lab.divergence {
                 Some(d) => {
                     if let Some((a, b)) = self.compare_lanes() {
@@ -790,10 +593,10 @@ impl App {
                             }
                         }
                     }
-                    Ok(ExportPayload::Divergence(
-                        d.clone(),
-                        self.rt.lab.divergence_lanes.clone(),
-                    ))
+                    Ok(Results::Divergence {
+                        result: d.clone(),
+                        lanes: self.rt.lab.divergence_lanes.clone(),
+                    })
                 }
                 None => Err("compare two lanes first".into()),
             },
@@ -811,7 +614,10 @@ impl App {
                     if let Some(r) = &self.state.lab.reference {
                         files.push((r.clone(), "reference"));
                     }
-                    Ok(ExportPayload::Quality(self.rt.lab.quality.clone()))
+                    Ok(Results::Quality {
+                        rows: self.rt.lab.quality.clone(),
+                        ladder_title: Some("quality vs reference".into()),
+                    })
                 }
             }
             LabTab::Prompts => {
@@ -826,15 +632,15 @@ impl App {
                             files.extend(spec_files(&spec));
                         }
                     }
-                    Ok(ExportPayload::Prompts(
-                        self.rt.lab.scorecards.clone(),
-                        self.rt.lab.runs.clone(),
-                    ))
+                    Ok(Results::Prompts {
+                        cards: self.rt.lab.scorecards.clone(),
+                        runs: self.rt.lab.runs.clone(),
+                    })
                 }
             }
         };
-        let payload = match payload {
-            Ok(p) => p,
+        let results = match results {
+            Ok(r) => r,
             Err(e) => {
                 self.rt.lab.message = Some(e);
                 return;
@@ -845,13 +651,7 @@ impl App {
             "text": self.state.lab.text, "temperature": self.state.lab.temperature,
             "prompt": self.state.prompt, "chat_mode": self.state.chat_mode,
         });
-        let seeds: Vec<u32> = self
-            .state
-            .lab
-            .seeds
-            .split(',')
-            .filter_map(|s| s.trim().parse().ok())
-            .collect();
+        let seeds = self.lab_seeds().unwrap_or_default();
         let kind = format!("window {name}");
         let (tx, rx) = mpsc::channel();
         let spawned = std::thread::Builder::new().name("lab-export".into()).spawn(move || {
@@ -869,7 +669,7 @@ impl App {
                     return;
                 }
             }
-            let _ = tx.send(payload.write(&dir, &manifest).map(|()| dir).map_err(|e| e.to_string()));
+            let _ = tx.send(results.write(&dir, &manifest).map(|()| dir).map_err(|e| e.to_string()));
         });
         match spawned {
             Ok(_) => self.rt.lab.export_rx = Some(rx),
@@ -883,70 +683,4 @@ fn spec_files(spec: &LaneSpec) -> Vec<(PathBuf, &'static str)> {
     std::iter::once((spec.model.path.clone(), "model"))
         .chain(spec.adapters.iter().map(|a| (a.path.clone(), "adapter")))
         .collect()
-}
-
-/// What an export writes.
-enum ExportPayload {
-    Divergence(DivergenceResult, (String, String)),
-    Quality(Vec<QualityRow>),
-    Prompts(Vec<Scorecard>, Vec<PromptRun>),
-}
-
-impl ExportPayload {
-    fn write(&self, dir: &Path, manifest: &RunManifest) -> Result<(), export::ExportError> {
-        let json = |v: serde_json::Value| export::json_string(&v);
-        match self {
-            ExportPayload::Divergence(d, (a, b)) => {
-                let rows: Vec<serde_json::Value> = d
-                    .tokens
-                    .iter()
-                    .map(|t| {
-                        serde_json::json!({"index": t.index, "token_id": t.token_id, "piece": t.piece, "kl": t.kl,
-                        "top1_agree": t.top1_agree, "p_a": t.p_a, "p_b": t.p_b})
-                    })
-                    .collect();
-                let csv_rows: Vec<crate::eval::divergence::CsvRow> =
-                    d.tokens.iter().map(crate::eval::divergence::CsvRow::from).collect();
-                export::write_file(&dir.join("results.csv"), export::csv_string(&csv_rows)?.as_bytes())?;
-                export::write_file(
-                    &dir.join("results.json"),
-                    json(
-                        serde_json::json!({"lane_a": a, "lane_b": b, "rows": rows, "detail": d, "manifest": manifest}),
-                    )?
-                    .as_bytes(),
-                )?;
-            }
-            ExportPayload::Quality(rows) => {
-                export::write_file(&dir.join("results.csv"), export::csv_string(rows)?.as_bytes())?;
-                export::write_file(
-                    &dir.join("results.json"),
-                    json(serde_json::json!({"rows": rows, "manifest": manifest}))?.as_bytes(),
-                )?;
-                let points = crate::eval::table::ladder_points(rows);
-                chart::write_ladder(&dir.join("ladder.png"), "quality vs reference", &points)?;
-                chart::write_ladder(&dir.join("ladder.svg"), "quality vs reference", &points)?;
-            }
-            ExportPayload::Prompts(cards, runs) => {
-                export::write_file(&dir.join("results.csv"), export::csv_string(cards)?.as_bytes())?;
-                export::write_file(&dir.join("runs.csv"), export::csv_string(runs)?.as_bytes())?;
-                export::write_file(
-                    &dir.join("results.json"),
-                    json(serde_json::json!({"rows": cards, "detail": {"runs": runs}, "manifest": manifest}))?
-                        .as_bytes(),
-                )?;
-                let points: Vec<chart::LanePoint> = cards
-                    .iter()
-                    .map(|c| chart::LanePoint {
-                        label: c.lane.clone(),
-                        ttft_ms_mean: c.ttft_ms_mean,
-                        ttft_ms_p95: c.ttft_ms_p95,
-                        decode_tps_mean: c.decode_tps_mean,
-                    })
-                    .collect();
-                chart::write_lanes(&dir.join("lanes.png"), "prompt set: latency per lane", &points)?;
-                chart::write_lanes(&dir.join("lanes.svg"), "prompt set: latency per lane", &points)?;
-            }
-        }
-        export::write_file(&dir.join("manifest.json"), export::json_string(manifest)?.as_bytes())
-    }
 }

@@ -5,6 +5,8 @@ use egui::{Color32, RichText};
 use egui_plot::{Plot, PlotPoints, Points, Text};
 
 use crate::eval::table::QualityRow;
+use crate::lab::ladder::Ladder;
+use crate::lab::Progress;
 use crate::protocol::{DivergenceResult, LaneId, TokenDivergence, TopToken};
 use crate::quant::types::is_reference_grade;
 use crate::quant::QUANT_TYPES;
@@ -325,7 +327,8 @@ fn quality_ui(ui: &mut egui::Ui, state: &mut State, rt: &Runtime, cmds: &mut Vec
         }
     });
     ui.horizontal(|ui| {
-        let quantizing = rt.lab.quant.is_some();
+        let ladder = rt.lab.ladder.as_ref().map(Ladder::progress);
+        let quantizing = ladder.is_some();
         if ui
             .add_enabled(!quantizing, egui::Button::new("Make ladder"))
             .on_hover_text("Quantize the reference to each ticked level into the models folder (llama.cpp's quantizer, in a separate process), then measure each against the reference")
@@ -333,14 +336,14 @@ fn quality_ui(ui: &mut egui::Ui, state: &mut State, rt: &Runtime, cmds: &mut Vec
         {
             cmds.push(Command::Lab(LabCommand::MakeLadder));
         }
-        if quantizing {
-            ui.add(egui::ProgressBar::new(rt.lab.quant_progress.0).text(rt.lab.quant_progress.1.clone()).desired_width(260.0));
+        if let Some(p) = ladder {
+            ui.add(step_bar(p).desired_width(260.0));
             if ui.small_button("Cancel").clicked() {
                 cmds.push(Command::Lab(LabCommand::Cancel));
             }
         }
     });
-    for m in &rt.lab.made {
+    for m in rt.lab.made() {
         ui.weak(format!(
             "{}: {} ({:.1} MiB, {:.2} bpw{})",
             m.quant_type,
@@ -384,7 +387,8 @@ fn quality_ui(ui: &mut egui::Ui, state: &mut State, rt: &Runtime, cmds: &mut Vec
         }
     });
     ui.horizontal(|ui| {
-        let evaluating = rt.lab.eval_current.is_some();
+        let progress = rt.lab.quality_progress();
+        let evaluating = progress.is_some();
         if ui
             .add_enabled(
                 !evaluating && !rt.lab.made.is_empty(),
@@ -402,17 +406,14 @@ fn quality_ui(ui: &mut egui::Ui, state: &mut State, rt: &Runtime, cmds: &mut Vec
         {
             cmds.push(Command::Lab(LabCommand::EvaluateLanes));
         }
-        if evaluating {
-            ui.add(
-                egui::ProgressBar::new(rt.lab.eval_progress.0)
-                    .text(rt.lab.eval_progress.1.clone())
-                    .desired_width(300.0),
-            );
+        if let Some(p) = progress {
+            ui.add(step_bar(p).desired_width(300.0));
             if ui.small_button("Stop").clicked() {
                 cmds.push(Command::Lab(LabCommand::Cancel));
             }
         }
-        if !rt.lab.quality.is_empty()
+        if !evaluating
+            && !rt.lab.quality.is_empty()
             && ui
                 .small_button("Export")
                 .on_hover_text("CSV, JSON, ladder chart (PNG, SVG) and a run manifest to the exports folder")
@@ -421,9 +422,9 @@ fn quality_ui(ui: &mut egui::Ui, state: &mut State, rt: &Runtime, cmds: &mut Vec
             cmds.push(Command::Lab(LabCommand::Export(LabTab::Quality)));
         }
     });
-    if !rt.lab.quality.is_empty() {
-        quality_table_ui(ui, &rt.lab.quality);
-        ladder_plot(ui, &rt.lab.quality);
+    if !rt.lab.quality_rows().is_empty() {
+        quality_table_ui(ui, rt.lab.quality_rows());
+        ladder_plot(ui, rt.lab.quality_rows());
     }
 }
 
@@ -508,7 +509,8 @@ fn prompts_ui(ui: &mut egui::Ui, state: &mut State, rt: &Runtime, cmds: &mut Vec
         );
     });
     ui.horizontal(|ui| {
-        let running = rt.lab.prompt_run.is_some();
+        let progress = rt.lab.prompt_progress();
+        let running = progress.is_some();
         if ui
             .add_enabled(
                 !running && state.lab.prompt_set.is_some(),
@@ -519,11 +521,10 @@ fn prompts_ui(ui: &mut egui::Ui, state: &mut State, rt: &Runtime, cmds: &mut Vec
         {
             cmds.push(Command::Lab(LabCommand::RunPrompts));
         }
-        if let Some(run) = &rt.lab.prompt_run {
-            let done = run.total - run.queue.len();
+        if let Some(p) = progress {
             ui.add(
-                egui::ProgressBar::new(done as f32 / run.total.max(1) as f32)
-                    .text(format!("{done}/{} runs", run.total))
+                egui::ProgressBar::new(p.done as f32 / p.total.max(1) as f32)
+                    .text(format!("{}/{} runs", p.done, p.total))
                     .desired_width(220.0),
             );
             if ui.small_button("Stop").clicked() {
@@ -593,4 +594,14 @@ fn prompts_ui(ui: &mut egui::Ui, state: &mut State, rt: &Runtime, cmds: &mut Vec
                 }
             });
         });
+}
+
+/// A job's progress: its steps, the current one's own fraction and what it is doing.
+fn step_bar(p: &Progress) -> egui::ProgressBar {
+    egui::ProgressBar::new((p.done as f32 + p.fraction) / p.total.max(1) as f32).text(format!(
+        "{}/{} {}",
+        (p.done + 1).min(p.total),
+        p.total,
+        p.label
+    ))
 }

@@ -1,0 +1,96 @@
+//! The export bundle every lab result is written as, from the CLI (`--out DIR`, and the JSON or
+//! CSV it prints) and from the window (Export): `results.json` (`rows`, `detail`, `manifest`),
+//! `results.csv` (the rows), `manifest.json`, and per kind `runs.csv` and charts (PNG and SVG).
+
+use std::path::Path;
+
+use crate::eval::divergence::CsvRow;
+use crate::eval::export::{self, ExportError};
+use crate::eval::prompts::{PromptRun, Scorecard};
+use crate::eval::table::{ladder_points, QualityRow};
+use crate::eval::{chart, RunManifest};
+use crate::protocol::DivergenceResult;
+
+/// A finished lab result.
+#[derive(Debug, Clone)]
+pub enum Results {
+    /// The quality table; `ladder_title` draws the ladder chart (KLD against a reference).
+    Quality {
+        /// One row per model.
+        rows: Vec<QualityRow>,
+        /// The chart's title, when there is a chart to draw.
+        ladder_title: Option<String>,
+    },
+    /// A prompt set's scorecards and every run behind them.
+    Prompts {
+        /// One per lane.
+        cards: Vec<Scorecard>,
+        /// Every run.
+        runs: Vec<PromptRun>,
+    },
+    /// Two lanes compared token by token.
+    Divergence {
+        /// The comparison.
+        result: DivergenceResult,
+        /// Labels of lanes A and B.
+        lanes: (String, String),
+    },
+}
+
+impl Results {
+    /// `results.json`: the rows, the detail behind them and the manifest.
+    pub fn json(&self, manifest: &RunManifest) -> Result<String, ExportError> {
+        let (rows, detail) = match self {
+            Results::Quality { rows, .. } => (serde_json::to_value(rows)?, serde_json::Value::Null),
+            Results::Prompts { cards, runs } => (serde_json::to_value(cards)?, serde_json::json!({ "runs": runs })),
+            Results::Divergence { result, lanes } => {
+                let mut detail = serde_json::to_value(result)?;
+                if let Some(o) = detail.as_object_mut() {
+                    o.insert("lane_a".into(), lanes.0.clone().into());
+                    o.insert("lane_b".into(), lanes.1.clone().into());
+                }
+                (serde_json::to_value(divergence_rows(result))?, detail)
+            }
+        };
+        export::json_string(&serde_json::json!({ "rows": rows, "detail": detail, "manifest": manifest }))
+    }
+
+    /// `results.csv`: one line per row.
+    pub fn csv(&self) -> Result<String, ExportError> {
+        match self {
+            Results::Quality { rows, .. } => export::csv_string(rows),
+            Results::Prompts { cards, .. } => export::csv_string(cards),
+            Results::Divergence { result, .. } => export::csv_string(&divergence_rows(result)),
+        }
+    }
+
+    /// Writes the whole bundle into `dir` (made if missing), each file atomically.
+    pub fn write(&self, dir: &Path, manifest: &RunManifest) -> Result<(), ExportError> {
+        export::write_file(&dir.join("results.json"), self.json(manifest)?.as_bytes())?;
+        export::write_file(&dir.join("results.csv"), self.csv()?.as_bytes())?;
+        export::write_file(&dir.join("manifest.json"), export::json_string(manifest)?.as_bytes())?;
+        match self {
+            Results::Quality {
+                rows,
+                ladder_title: Some(title),
+            } => {
+                let points = ladder_points(rows);
+                chart::write_ladder(&dir.join("ladder.png"), title, &points)?;
+                chart::write_ladder(&dir.join("ladder.svg"), title, &points)?;
+            }
+            Results::Prompts { cards, runs } => {
+                export::write_file(&dir.join("runs.csv"), export::csv_string(runs)?.as_bytes())?;
+                let points = super::prompts::lane_points(cards);
+                let title = "prompt set: latency per lane";
+                chart::write_lanes(&dir.join("lanes.png"), title, &points)?;
+                chart::write_lanes(&dir.join("lanes.svg"), title, &points)?;
+            }
+            Results::Quality { ladder_title: None, .. } | Results::Divergence { .. } => {}
+        }
+        Ok(())
+    }
+}
+
+fn divergence_rows(result: &DivergenceResult) -> Vec<CsvRow> {
+    result.tokens.iter().map(CsvRow::from).collect()
+}
