@@ -174,20 +174,6 @@ pub struct Scorecard {
     pub pass_by_tag: String,
 }
 
-fn mean_sd(v: &[f64]) -> (f64, f64) {
-    if v.is_empty() {
-        return (0.0, 0.0);
-    }
-    let n = v.len() as f64;
-    let m = v.iter().sum::<f64>() / n;
-    let sd = if v.len() > 1 {
-        (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
-    } else {
-        0.0
-    };
-    (m, sd)
-}
-
 /// Fills `same_as_reference` and `similarity_to_reference` from the reference lane's runs.
 pub fn compare_to_reference(runs: &mut [PromptRun], reference: &str) {
     let reference_text: std::collections::HashMap<(String, u32), String> = runs
@@ -263,18 +249,18 @@ pub fn scorecards(runs: &[PromptRun]) -> Vec<Scorecard> {
                 .filter(|t| *t > 0.0)
                 .collect();
             let n = mine.len().max(1) as f64;
-            let (pass_rate, pass_rate_sd) = mean_sd(&pass);
+            let (pass_rate, pass_rate_sd) = metrics::mean_sd(&pass);
             Scorecard {
                 lane: lane.to_string(),
                 runs: mine.len(),
                 seeds: seeds.len(),
                 pass_rate,
                 pass_rate_sd,
-                ttft_ms_mean: mean_sd(&ttft).0,
+                ttft_ms_mean: metrics::mean_sd(&ttft).0,
                 ttft_ms_p95: metrics::percentile(&ttft, 0.95),
-                decode_tps_mean: mean_sd(&tps).0,
+                decode_tps_mean: metrics::mean_sd(&tps).0,
                 decode_tps_p95: metrics::percentile(&tps, 0.95),
-                decode_tps_sd: mean_sd(&tps_by_seed).1,
+                decode_tps_sd: metrics::mean_sd(&tps_by_seed).1,
                 n_gen_mean: mine.iter().map(|r| f64::from(r.n_gen)).sum::<f64>() / n,
                 agreement: mine.iter().filter(|r| r.same_as_reference).count() as f64 / n,
                 similarity: mine.iter().map(|r| r.similarity_to_reference).sum::<f64>() / n,

@@ -46,8 +46,8 @@ impl Results {
             Results::Divergence { result, lanes } => {
                 let mut detail = serde_json::to_value(result)?;
                 if let Some(o) = detail.as_object_mut() {
-                    o.insert("lane_a".into(), lanes.0.clone().into());
-                    o.insert("lane_b".into(), lanes.1.clone().into());
+                    o.insert("label_a".into(), lanes.0.clone().into());
+                    o.insert("label_b".into(), lanes.1.clone().into());
                 }
                 (serde_json::to_value(divergence_rows(result))?, detail)
             }

@@ -10,7 +10,7 @@ mod quantize;
 mod reports;
 
 pub use quantize::WorkerLine;
-pub use reports::{DivergenceSummary, KldReport, PplReport};
+pub use reports::{DivergenceResult, DivergenceSummary, KldReport, PplReport, TokenDivergence};
 
 /// Bumped whenever a message changes shape; parent and child must agree.
 pub const PROTOCOL_VERSION: u32 = 2;
@@ -476,48 +476,6 @@ pub enum JobResult {
         /// The status.
         status: EngineStatus,
     },
-}
-
-/// One generated position compared between two lanes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TokenDivergence {
-    /// Index in the generated text (0 = first generated token).
-    pub index: usize,
-    /// Lane A's token.
-    pub token_id: i32,
-    /// Its text.
-    pub piece: String,
-    /// KL(A || B) at this position, nats.
-    pub kl: f64,
-    /// Both lanes put the same token first.
-    pub top1_agree: bool,
-    /// Probability of A's token under A.
-    pub p_a: f32,
-    /// Probability of A's token under B.
-    pub p_b: f32,
-    /// A's most likely tokens.
-    pub top_a: Vec<TopToken>,
-    /// B's most likely tokens.
-    pub top_b: Vec<TopToken>,
-}
-
-/// Token-level divergence between two lanes over lane A's output.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DivergenceResult {
-    /// Lane A.
-    pub lane_a: LaneId,
-    /// Lane B.
-    pub lane_b: LaneId,
-    /// Lane A's output (what both read).
-    pub text: String,
-    /// Prompt tokens before it.
-    pub prompt_tokens: usize,
-    /// One entry per generated token.
-    pub tokens: Vec<TokenDivergence>,
-    /// Totals.
-    pub summary: DivergenceSummary,
-    /// Indices into `tokens` of the largest KL, largest first (up to 10).
-    pub most_divergent: Vec<usize>,
 }
 
 /// Events from the engine to the parent.

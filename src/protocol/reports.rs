@@ -1,7 +1,9 @@
-//! Reports that travel on the wire: what the engine's evaluation jobs end with. The
+//! Reports that travel on the wire: what the engine's evaluation and comparison jobs end with. The
 //! accumulators that produce them live in `eval`.
 
 use serde::{Deserialize, Serialize};
+
+use super::{LaneId, TopToken};
 
 /// Perplexity of one model over a text.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -117,4 +119,46 @@ pub struct DivergenceSummary {
     pub p_b_mean: f64,
     /// First position where B would not have picked A's token greedily (None: never).
     pub first_disagreement: Option<usize>,
+}
+
+/// One generated position compared between two lanes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenDivergence {
+    /// Index in the generated text (0 = first generated token).
+    pub index: usize,
+    /// Lane A's token.
+    pub token_id: i32,
+    /// Its text.
+    pub piece: String,
+    /// KL(A || B) at this position, nats.
+    pub kl: f64,
+    /// Both lanes put the same token first.
+    pub top1_agree: bool,
+    /// Probability of A's token under A.
+    pub p_a: f32,
+    /// Probability of A's token under B.
+    pub p_b: f32,
+    /// A's most likely tokens.
+    pub top_a: Vec<TopToken>,
+    /// B's most likely tokens.
+    pub top_b: Vec<TopToken>,
+}
+
+/// Token-level divergence between two lanes over lane A's output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DivergenceResult {
+    /// Lane A.
+    pub lane_a: LaneId,
+    /// Lane B.
+    pub lane_b: LaneId,
+    /// Lane A's output (what both read).
+    pub text: String,
+    /// Prompt tokens before it.
+    pub prompt_tokens: usize,
+    /// One entry per generated token.
+    pub tokens: Vec<TokenDivergence>,
+    /// Totals.
+    pub summary: DivergenceSummary,
+    /// Indices into `tokens` of the largest KL, largest first (up to 10).
+    pub most_divergent: Vec<usize>,
 }

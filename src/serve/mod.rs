@@ -3,6 +3,7 @@
 //! (`BASE+ADAPTER[:SCALE]…`) or by llama-server's `lora` field; a simulated device can pace the
 //! stream. A front end like `ui` and `cli`: it drives the engine through [`dispatch`].
 
+mod answer;
 pub mod completion;
 pub mod dispatch;
 pub mod library;

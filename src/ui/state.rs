@@ -11,6 +11,9 @@ use crate::protocol::{LaneId, RunStats, Sampling, TopToken};
 pub const STATE_VERSION: u32 = 1;
 
 /// One adapter row on a lane.
+/// Most lanes side by side: beyond four, each column is too narrow to read.
+pub const MAX_LANES: usize = 4;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AdapterRow {
     /// File.

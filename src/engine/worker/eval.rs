@@ -10,6 +10,32 @@ use crate::eval::logprobs;
 use crate::eval::quality::{self, KldAccumulator, PplAccumulator};
 use crate::protocol::*;
 
+/// What a `Request::Eval` asks for.
+pub(super) struct EvalArgs<'a> {
+    pub job: JobId,
+    /// The lane under test.
+    pub spec: &'a LaneSpec,
+    pub reference: Option<&'a LaneSpec>,
+    pub text: &'a str,
+    /// Tokens per chunk.
+    pub n_ctx: u32,
+    pub max_chunks: Option<u32>,
+}
+
+/// What a `Request::Diverge` asks for.
+pub(super) struct DivergeArgs<'a> {
+    pub job: JobId,
+    /// Lane A (generates).
+    pub a: &'a LaneSpec,
+    /// Lane B (reads A's output).
+    pub b: &'a LaneSpec,
+    pub prompt: &'a Prompt,
+    /// Lane A's sampling.
+    pub sampling: &'a Sampling,
+    /// Alternatives per position.
+    pub top_n: u32,
+}
+
 /// Forwards events and remembers the token ids a generation produced.
 struct CaptureTokens<'a> {
     inner: &'a mut dyn EventSink,
@@ -89,17 +115,15 @@ impl Worker {
     }
 
     /// Perplexity (and with a reference, KLD and friends) of `spec` over `text`.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn eval(
-        &mut self,
-        job: JobId,
-        spec: &LaneSpec,
-        reference: Option<&LaneSpec>,
-        text: &str,
-        n_ctx: u32,
-        max_chunks: Option<u32>,
-        sink: &mut dyn EventSink,
-    ) -> JobResultOr<JobResult> {
+    pub(super) fn eval(&mut self, args: EvalArgs<'_>, sink: &mut dyn EventSink) -> JobResultOr<JobResult> {
+        let EvalArgs {
+            job,
+            spec,
+            reference,
+            text,
+            n_ctx,
+            max_chunks,
+        } = args;
         let n_ctx = n_ctx as usize;
         if reference.is_some_and(|r| r.lane == spec.lane) {
             return Err("the reference must be another lane".to_string().into());
@@ -182,17 +206,15 @@ impl Worker {
     }
 
     /// Lane A generates; both lanes then read prompt + A's output and are compared per token.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn diverge(
-        &mut self,
-        job: JobId,
-        a: &LaneSpec,
-        b: &LaneSpec,
-        prompt: &Prompt,
-        sampling: &Sampling,
-        top_n: u32,
-        sink: &mut dyn EventSink,
-    ) -> JobResultOr<JobResult> {
+    pub(super) fn diverge(&mut self, args: DivergeArgs<'_>, sink: &mut dyn EventSink) -> JobResultOr<JobResult> {
+        let DivergeArgs {
+            job,
+            a,
+            b,
+            prompt,
+            sampling,
+            top_n,
+        } = args;
         let top_n = top_n.clamp(1, 10) as usize;
         let mut capture = CaptureTokens {
             inner: sink,

@@ -109,7 +109,7 @@ impl App {
     fn apply(&mut self, c: Command) {
         match c {
             Command::AddLane => {
-                if self.state.lanes.len() < 4 {
+                if self.state.lanes.len() < crate::ui::state::MAX_LANES {
                     let template = self.state.lanes.last().cloned();
                     self.state.add_lane(template.as_ref());
                 }
@@ -125,7 +125,7 @@ impl App {
                 self.recompute_diffs();
             }
             Command::DuplicateLane(id) => {
-                if self.state.lanes.len() < 4 {
+                if self.state.lanes.len() < crate::ui::state::MAX_LANES {
                     if let Some(pos) = self.state.lanes.iter().position(|l| l.id == id) {
                         let template = self.state.lanes[pos].clone();
                         let new_id = self.state.add_lane(Some(&template));

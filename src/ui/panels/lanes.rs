@@ -39,7 +39,14 @@ pub fn lanes_ui(
                 let r = egui::Frame::group(ui.style())
                     .show(ui, |ui| {
                         ui.set_min_height(ui.available_height());
-                        lane_ui(ui, i, n_lanes, lane, same && i > 0, reference, references[i], rt, cmds);
+                        let place = LanePlace {
+                            index: i,
+                            n_lanes,
+                            settings_from_first: same && i > 0,
+                            reference,
+                            overhead_reference: references[i],
+                        };
+                        lane_ui(ui, place, lane, rt, cmds);
                     })
                     .response
                     .rect;
@@ -50,18 +57,29 @@ pub fn lanes_ui(
     rects
 }
 
-#[allow(clippy::too_many_arguments)]
-fn lane_ui(
-    ui: &mut egui::Ui,
+/// Where a lane sits among the others, for drawing it.
+struct LanePlace {
+    /// Its position, from 0.
     index: usize,
+    /// Lanes in all.
     n_lanes: usize,
-    lane: &mut LaneState,
+    /// Its sampling follows lane 1's.
     settings_from_first: bool,
+    /// The reference lane.
     reference: Option<LaneId>,
+    /// The lane (number from 1) and decode tok/s the overhead of this lane's adapters is
+    /// measured against.
     overhead_reference: Option<(usize, f64)>,
-    rt: &Runtime,
-    cmds: &mut Vec<Command>,
-) {
+}
+
+fn lane_ui(ui: &mut egui::Ui, place: LanePlace, lane: &mut LaneState, rt: &Runtime, cmds: &mut Vec<Command>) {
+    let LanePlace {
+        index,
+        n_lanes,
+        settings_from_first,
+        reference,
+        overhead_reference,
+    } = place;
     let id = lane.id;
     ui.horizontal(|ui| {
         ui.strong(format!("Lane {}", index + 1));
@@ -77,7 +95,10 @@ fn lane_ui(
                 cmds.push(Command::RemoveLane(id));
             }
             if ui
-                .add_enabled(n_lanes < 4, egui::Button::new("Duplicate").small())
+                .add_enabled(
+                    n_lanes < crate::ui::state::MAX_LANES,
+                    egui::Button::new("Duplicate").small(),
+                )
                 .on_hover_text("Add a copy of this lane next to it")
                 .clicked()
             {

@@ -35,7 +35,10 @@ pub fn prompt_ui(ui: &mut egui::Ui, state: &mut State, busy: bool, cmds: &mut Ve
         }
         ui.separator();
         if ui
-            .add_enabled(state.lanes.len() < 4, egui::Button::new("Add lane"))
+            .add_enabled(
+                state.lanes.len() < crate::ui::state::MAX_LANES,
+                egui::Button::new("Add lane"),
+            )
             .on_hover_text("Add a lane with the last lane's settings (up to 4)")
             .clicked()
         {
