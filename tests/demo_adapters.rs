@@ -45,6 +45,7 @@ fn answer(c: &mut EngineClient, stack: &[(&str, f32)], prompt: &str) -> String {
                 },
                 sampling: greedy(48),
                 top_n: 0,
+                exclusive: false,
             },
             |_| {},
         )

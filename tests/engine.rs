@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use nanolab::engine::EngineClient;
 use nanolab::protocol::*;
 
 #[test]
@@ -175,6 +176,7 @@ fn cancel_ends_the_job_marked_cancelled() {
             ..greedy(1500)
         },
         top_n: 0,
+        exclusive: false,
     })
     .unwrap();
     let mut tokens = 0;
@@ -211,6 +213,7 @@ fn killed_engine_is_reported_and_restarted() {
         },
         sampling: greedy(1500),
         top_n: 0,
+        exclusive: false,
     })
     .unwrap();
     let pid = c.pid().expect("engine running");
@@ -275,6 +278,7 @@ fn chat_mode_uses_the_template() {
                 },
                 sampling: greedy(16),
                 top_n: 0,
+                exclusive: false,
             },
             |_| {},
         )
@@ -283,4 +287,144 @@ fn chat_mode_uses_the_template() {
     assert!(s.text.contains("Paris"), "{}", s.text);
     // The template adds role markers, so the prompt is longer than the bare question.
     assert!(s.prompt_tokens > 10);
+}
+
+/// Sends every generation at once and reads events until each has ended: the events in the
+/// order they arrived, and each run's stats in the order sent.
+fn send_together(
+    c: &mut EngineClient,
+    lanes: &[LaneSpec],
+    prompt: &str,
+    max_tokens: u32,
+    exclusive: bool,
+) -> (Vec<Event>, Vec<RunStats>) {
+    let jobs: Vec<JobId> = lanes
+        .iter()
+        .map(|spec| {
+            let job = c.next_job();
+            c.send(&Request::Generate {
+                job,
+                lane: spec.clone(),
+                prompt: Prompt::Raw { text: prompt.into() },
+                sampling: greedy(max_tokens),
+                top_n: 0,
+                exclusive,
+            })
+            .unwrap();
+            job
+        })
+        .collect();
+    let mut events = Vec::new();
+    let mut ends = std::collections::HashMap::new();
+    wait_for(Duration::from_secs(120), || {
+        let ev = c.events().recv_timeout(Duration::from_millis(100)).ok()?;
+        if ev.is_terminal() {
+            ends.insert(ev.job().unwrap(), stats(&ev));
+        }
+        events.push(ev);
+        (ends.len() == jobs.len()).then_some(())
+    })
+    .expect("every generation ended");
+    (events, jobs.iter().map(|j| ends[j].clone()).collect())
+}
+
+/// Positions (in arrival order) of a lane's first and last token events.
+fn token_span(events: &[Event], of: LaneId) -> (usize, usize) {
+    let at: Vec<usize> = events
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| matches!(e, Event::Token { lane, .. } if *lane == of).then_some(i))
+        .collect();
+    (*at.first().expect("lane streamed"), *at.last().expect("lane streamed"))
+}
+
+#[test]
+fn lanes_stream_together_with_the_same_greedy_text_as_alone() {
+    let model = demo_model();
+    let caps = AdapterSpec {
+        path: caps_adapter(),
+        scale: 1.0,
+    };
+    let mut c = client();
+    let prompt = "Write a list of fruits:\n1.";
+    let lanes = [
+        lane(1, &model, 512, vec![]),
+        lane(2, &model, 512, vec![caps]),
+        lane(3, &model, 512, vec![]),
+    ];
+    let alone: Vec<String> = lanes
+        .iter()
+        .map(|l| stats(&generate(&mut c, l.clone(), prompt, greedy(40)).1).text)
+        .collect();
+    assert_ne!(alone[0], alone[1], "the adapter should change the text");
+
+    let (events, together) = send_together(&mut c, &lanes, prompt, 40, false);
+    for (i, s) in together.iter().enumerate() {
+        assert_eq!(s.text, alone[i], "lane {} changed when run beside the others", i + 1);
+        assert_eq!(s.lanes_together, 3, "lane {}", i + 1);
+        assert!(s.generated_tokens > 1);
+        // Its own decode calls are faster than the tokens arrived, with two lanes taking turns.
+        assert!(
+            s.decode_tokens_per_sec > s.seen_decode_tokens_per_sec,
+            "own {} tok/s, seen {} tok/s",
+            s.decode_tokens_per_sec,
+            s.seen_decode_tokens_per_sec
+        );
+    }
+    let spans: Vec<(usize, usize)> = (1..=3).map(|l| token_span(&events, l)).collect();
+    for (i, s) in spans.iter().enumerate().skip(1) {
+        assert!(
+            s.0 < spans[0].1,
+            "lane {} began only after lane 1 had ended: {spans:?}",
+            i + 1
+        );
+    }
+
+    // One lane at a time: each waits for the one before it, and says it ran alone.
+    let (events, alone_again) = send_together(&mut c, &lanes, prompt, 40, true);
+    let spans: Vec<(usize, usize)> = (1..=3).map(|l| token_span(&events, l)).collect();
+    assert!(spans[0].1 < spans[1].0 && spans[1].1 < spans[2].0, "{spans:?}");
+    for (i, s) in alone_again.iter().enumerate() {
+        assert_eq!(s.text, alone[i]);
+        assert_eq!(s.lanes_together, 1);
+    }
+    // The last one waited for the two before it, and its time to first token says so.
+    assert!(alone_again[2].ttft_ms > alone_again[0].decode_ms + alone_again[1].decode_ms);
+}
+
+#[test]
+fn status_is_answered_while_lanes_generate() {
+    let model = demo_model();
+    let mut c = client();
+    let job = c.next_job();
+    c.send(&Request::Generate {
+        job,
+        lane: lane(1, &model, 2048, vec![]),
+        prompt: Prompt::Raw {
+            text: "1, 2, 3, 4, 5, 6,".into(),
+        },
+        sampling: Sampling {
+            stop: vec![],
+            ..greedy(400)
+        },
+        top_n: 0,
+        exclusive: false,
+    })
+    .unwrap();
+    let status_job = c.next_job();
+    let mut sent_status = false;
+    let mut order = Vec::new();
+    wait_for(Duration::from_secs(120), || {
+        let ev = c.events().recv_timeout(Duration::from_millis(100)).ok()?;
+        if matches!(ev, Event::Token { .. }) && !sent_status {
+            c.send(&Request::Status { job: status_job }).unwrap();
+            sent_status = true;
+        }
+        if ev.is_terminal() {
+            order.push(ev.job().unwrap());
+        }
+        (order.len() == 2).then_some(())
+    })
+    .expect("both ended");
+    assert_eq!(order, vec![status_job, job], "status waited for the generation");
 }

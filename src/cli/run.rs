@@ -149,6 +149,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             stop: args.stop.clone(),
         },
         top_n: args.top_n,
+        exclusive: false,
     };
     let mut tokens = Vec::new();
     let stream = !args.json;

@@ -189,6 +189,7 @@ fn measure(model: &std::path::Path, adapters: &[PathBuf]) -> anyhow::Result<(f64
             ..Sampling::default()
         },
         top_n: 0,
+        exclusive: false,
     };
     match client.call(&req, |_| {})? {
         Event::Done {

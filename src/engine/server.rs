@@ -61,9 +61,7 @@ pub fn run() -> anyhow::Result<()> {
     let worker = std::thread::Builder::new().name("llama-engine".into()).spawn(move || {
         let mut worker = Worker::new(worker_cancel);
         let mut sink = StdoutSink::default();
-        while let Ok(req) = rx.recv() {
-            worker.handle(req, &mut sink);
-        }
+        worker.run(&rx, &mut sink);
     })?;
 
     let stdin = std::io::stdin().lock();

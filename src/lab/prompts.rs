@@ -110,6 +110,7 @@ impl Job for PromptSetJob {
                 ..Sampling::default()
             },
             top_n: 0,
+            exclusive: false,
         })
     }
 

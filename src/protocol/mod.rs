@@ -13,7 +13,7 @@ pub use quantize::WorkerLine;
 pub use reports::{DivergenceResult, DivergenceSummary, KldReport, PplReport, TokenDivergence};
 
 /// Bumped whenever a message changes shape; parent and child must agree.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Identifies one request and every event it causes.
 pub type JobId = u64;
@@ -183,6 +183,10 @@ pub enum Request {
         sampling: Sampling,
         /// How many alternatives to report per token (0-10).
         top_n: u32,
+        /// Run alone: wait until no other generation runs and start none beside it, so its
+        /// timings are undisturbed. Otherwise it steps in turn with every generation running.
+        #[serde(default)]
+        exclusive: bool,
     },
     /// Cancel a running job; it ends with its usual terminal event, marked cancelled.
     Cancel {
@@ -358,7 +362,8 @@ pub struct RunStats {
     pub lane: LaneInfo,
     /// Model load time in ms (0 when it was already loaded).
     pub load_ms: f64,
-    /// Time from the start of prompt processing to the first generated token, ms.
+    /// Time to the first generated token as the caller saw it, ms: from the engine taking the
+    /// request to the token, waiting for other lanes included, model load (`load_ms`) excluded.
     pub ttft_ms: f64,
     /// Prompt tokens.
     pub prompt_tokens: u32,
@@ -368,14 +373,23 @@ pub struct RunStats {
     pub prefill_tokens_per_sec: f64,
     /// Tokens generated.
     pub generated_tokens: u32,
-    /// Time from the first to the last generated token, ms.
+    /// Time this lane's own decode and sampling calls took for the tokens after the first, ms
+    /// (what llama-bench counts; steps of other lanes running beside it are not in it).
     pub decode_ms: f64,
     /// (generated_tokens - 1) / decode time.
     pub decode_tokens_per_sec: f64,
-    /// Median time between tokens, ms.
+    /// Median of this lane's own time per token after the first, ms.
     pub itl_p50_ms: f64,
-    /// 95th percentile time between tokens, ms.
+    /// 95th percentile of this lane's own time per token after the first, ms.
     pub itl_p95_ms: f64,
+    /// Decode rate as the tokens arrived: (generated_tokens - 1) over the time from the first
+    /// to the last token, other lanes' steps included. Equals `decode_tokens_per_sec` but for
+    /// overhead when the lane ran alone.
+    #[serde(default)]
+    pub seen_decode_tokens_per_sec: f64,
+    /// Most generations running at once while this one ran (1: it ran alone).
+    #[serde(default)]
+    pub lanes_together: u32,
     /// Peak resident memory of the engine process, bytes.
     pub peak_rss_bytes: u64,
     /// Resident memory of the engine process now, bytes.

@@ -61,6 +61,7 @@ pub(super) async fn respond(state: Shared, mut p: Prepared, kind: Kind) -> Respo
         prompt,
         sampling,
         top_n,
+        exclusive: false,
     });
     match state.dispatcher.submit(build, tx) {
         Ok(()) => {}

@@ -114,6 +114,9 @@ pub struct State {
     pub chat_mode: bool,
     /// Use the first lane's sampling settings everywhere.
     pub same_settings: bool,
+    /// "Run all" runs the lanes one after another (each lane's timings undisturbed) instead of
+    /// all at once.
+    pub one_lane_at_a_time: bool,
     /// Lane others are compared with.
     pub reference_lane: Option<LaneId>,
     /// Recently used model files, newest first.
@@ -203,6 +206,7 @@ impl Default for State {
             system: String::new(),
             chat_mode: true,
             same_settings: true,
+            one_lane_at_a_time: false,
             reference_lane: None,
             recent_files: Vec::new(),
             dark: true,

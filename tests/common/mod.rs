@@ -163,6 +163,7 @@ pub fn generate(c: &mut EngineClient, spec: LaneSpec, prompt: &str, sampling: Sa
                 prompt: Prompt::Raw { text: prompt.into() },
                 sampling,
                 top_n: 5,
+                exclusive: false,
             },
             |e| events.push(e.clone()),
         )

@@ -34,6 +34,7 @@ pub(super) fn through_the_stack(
             ..Sampling::default()
         },
         top_n: 5,
+        exclusive: true,
     };
     let rate_of = |arrivals: &[Instant]| match (arrivals.first(), arrivals.last()) {
         (Some(first), Some(last)) if arrivals.len() > 1 => {

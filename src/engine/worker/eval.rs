@@ -220,7 +220,16 @@ impl Worker {
             inner: sink,
             ids: Vec::new(),
         };
-        let stats = self.generate(job, a, prompt, sampling, 0, &mut capture)?;
+        let wanted = super::Wanted {
+            job,
+            spec: a.clone(),
+            prompt: prompt.clone(),
+            sampling: sampling.clone(),
+            top_n: 0,
+            exclusive: true,
+            received: Instant::now(),
+        };
+        let stats = self.generate(wanted, &mut capture)?;
         if stats.stop_reason == StopReason::Cancelled {
             return Err(cancelled());
         }

@@ -1,27 +1,95 @@
-//! Generation on the engine thread: a lane set up, its KV cleared, the prompt decoded, then
-//! token by token sampled, released as text (stop strings held back) and streamed.
+//! Generation on the engine thread as a state machine, so that lanes stream together:
+//! [`Worker::start_generation`] sets the lane up, clears its KV and decodes the prompt; each
+//! [`Worker::step_generation`] samples one token, streams it (stop strings held back) and
+//! decodes it. The scheduler (`schedule.rs`) steps every running generation in turn.
 
 use std::time::Instant;
 
 use super::*;
 
+/// What a `Generate` request asks for.
+pub(super) struct Wanted {
+    pub(super) job: JobId,
+    pub(super) spec: LaneSpec,
+    pub(super) prompt: Prompt,
+    pub(super) sampling: Sampling,
+    pub(super) top_n: u32,
+    pub(super) exclusive: bool,
+    /// When the engine took the request: time to first token counts from here.
+    pub(super) received: Instant,
+}
+
+impl Wanted {
+    /// The generation a request asks for; `None` for other requests.
+    pub(super) fn from_request(req: Request, received: Instant) -> Result<Self, Request> {
+        match req {
+            Request::Generate {
+                job,
+                lane,
+                prompt,
+                sampling,
+                top_n,
+                exclusive,
+            } => Ok(Self {
+                job,
+                spec: lane,
+                prompt,
+                sampling,
+                top_n,
+                exclusive,
+                received,
+            }),
+            other => Err(other),
+        }
+    }
+}
+
+/// One generation between its steps.
+pub(super) struct Generation {
+    pub(super) job: JobId,
+    pub(super) lane: LaneId,
+    pub(super) exclusive: bool,
+    /// Most generations running at once while this one ran; the scheduler raises it.
+    pub(super) lanes_together: u32,
+    model: Rc<LoadedModel>,
+    sampler: Sampler,
+    assembler: TextAssembler,
+    info: LaneInfo,
+    load_ms: f64,
+    received: Instant,
+    prompt_tokens: u32,
+    n_ctx: usize,
+    n_vocab: usize,
+    top_n: usize,
+    max_tokens: u32,
+    prefill_ms: f64,
+    /// Which row of the last decode's logits the next token is sampled from.
+    out_idx: usize,
+    step: u32,
+    first_token_at: Option<Instant>,
+    last_token_at: Option<Instant>,
+    ttft_ms: f64,
+    /// Time of this lane's decode of its last token: part of the next token's own time.
+    decode_pending_ms: f64,
+    own_itls_ms: Vec<f64>,
+    generated: u32,
+}
+
+fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
 impl Worker {
-    pub(super) fn generate(
-        &mut self,
-        job: JobId,
-        spec: &LaneSpec,
-        prompt: &Prompt,
-        sampling: &Sampling,
-        top_n: u32,
-        sink: &mut dyn EventSink,
-    ) -> JobResultOr<RunStats> {
-        let (info, load_ms) = self.setup_lane(job, spec, sink)?;
+    /// Sets the lane up and decodes the prompt; the generation then waits for its steps.
+    pub(super) fn start_generation(&mut self, w: Wanted, sink: &mut dyn EventSink) -> JobResultOr<Generation> {
+        let job = w.job;
+        let (info, load_ms) = self.setup_lane(job, &w.spec, sink)?;
         let lane = self
             .lanes
-            .get_mut(&spec.lane)
+            .get_mut(&w.spec.lane)
             .ok_or_else(|| JobError::from("lane missing".to_string()))?;
         let model = Rc::clone(&lane.model);
-        let tokens = prompt_tokens(&model.model, prompt)?;
+        let tokens = prompt_tokens(&model.model, &w.prompt)?;
         let n_ctx = lane.ctx.n_ctx() as usize;
         if tokens.is_empty() {
             return Err("the prompt is empty".to_string().into());
@@ -33,136 +101,186 @@ impl Worker {
             )
             .into());
         }
-        let n_vocab = usize::try_from(model.info.n_vocab).unwrap_or(0);
-        let mut sampler = Sampler::new(sampling, model.info.n_vocab)
+        let mut sampler = Sampler::new(&w.sampling, model.info.n_vocab)
             .ok_or_else(|| JobError::from("could not create a sampler".to_string()))?;
         for &t in &tokens {
             sampler.accept(t);
         }
-        let abort = lane.ctx.abort_flag();
-        self.cancel.attach(job, abort);
-        let lane = self
-            .lanes
-            .get_mut(&spec.lane)
-            .ok_or_else(|| JobError::from("lane missing".to_string()))?;
-
+        self.cancel.attach(job, lane.ctx.abort_flag());
         lane.ctx.clear();
         let t0 = Instant::now();
-        let cancelled_err = || JobError {
-            message: "cancelled".into(),
-            cancelled: true,
-        };
         let last_batch = match lane.ctx.decode(&tokens, 0, false) {
             Ok(n) => n,
-            Err(_) if self.cancel.is_cancelled(job) => return Err(cancelled_err()),
+            Err(_) if self.cancel.is_cancelled(job) => {
+                return Err(JobError {
+                    message: "cancelled".into(),
+                    cancelled: true,
+                })
+            }
             Err(e) => return Err(e.into()),
         };
-        let prefill_ms = t0.elapsed().as_secs_f64() * 1000.0;
+        let prefill_ms = ms_since(t0);
+        Ok(Generation {
+            job,
+            lane: w.spec.lane,
+            exclusive: w.exclusive,
+            lanes_together: 1,
+            n_vocab: usize::try_from(model.info.n_vocab).unwrap_or(0),
+            model,
+            sampler,
+            assembler: TextAssembler::new(&w.sampling.stop),
+            info,
+            load_ms,
+            received: w.received,
+            prompt_tokens: tokens.len() as u32,
+            n_ctx,
+            top_n: w.top_n.min(10) as usize,
+            max_tokens: w.sampling.max_tokens,
+            prefill_ms,
+            out_idx: last_batch.saturating_sub(1),
+            step: 0,
+            first_token_at: None,
+            last_token_at: None,
+            ttft_ms: 0.0,
+            decode_pending_ms: 0.0,
+            own_itls_ms: Vec::new(),
+            generated: 0,
+        })
+    }
 
-        let mut assembler = TextAssembler::new(&sampling.stop);
-        let mut out_idx = last_batch.saturating_sub(1);
-        let mut t_prev = t0;
-        let mut ttft_ms = 0.0;
-        let mut itls_ms = Vec::new();
-        let mut generated = 0u32;
-        let mut stop_reason = StopReason::MaxTokens;
-        let top_n = top_n.min(10) as usize;
-        for step in 0..sampling.max_tokens {
-            let n_pos = tokens.len() + step as usize;
-            if self.cancel.is_cancelled(job) {
-                stop_reason = StopReason::Cancelled;
-                break;
-            }
-            if n_pos >= n_ctx {
-                stop_reason = StopReason::ContextFull;
-                break;
-            }
-            let idx = i32::try_from(out_idx).unwrap_or(0);
-            let token = sampler.sample(&lane.ctx, idx);
-            let (prob, top) = match lane.ctx.logits(out_idx, n_vocab) {
-                Some(logits) => token_probs(logits, token, top_n, &model.model),
-                None => (0.0, Vec::new()),
-            };
-            let now = Instant::now();
-            let latency_ms = (now - t_prev).as_secs_f64() * 1000.0;
-            t_prev = now;
-            if step == 0 {
-                ttft_ms = latency_ms;
-            } else {
-                itls_ms.push(latency_ms);
-            }
-            if model.model.is_eog(token) {
-                stop_reason = StopReason::EndOfText;
-                break;
-            }
-            generated += 1;
-            let bytes = model.model.token_bytes(token);
-            let (released, stopped) = assembler.push(&bytes);
-            sink.send(Event::Token {
-                job,
-                lane: spec.lane,
-                text: released,
-                piece: String::from_utf8_lossy(&bytes).into_owned(),
-                token_id: token,
-                prob,
-                top,
-                latency_ms,
-                prompt_tokens: tokens.len() as u32,
-            });
-            if stopped {
-                stop_reason = StopReason::StopString;
-                break;
-            }
-            if step + 1 == sampling.max_tokens {
-                break;
-            }
-            match lane
-                .ctx
-                .decode(&[token], i32::try_from(n_pos).unwrap_or(i32::MAX), false)
-            {
-                Ok(_) => {}
-                Err(_) if self.cancel.is_cancelled(job) => {
-                    stop_reason = StopReason::Cancelled;
-                    break;
-                }
-                Err(e) => return Err(e.into()),
-            }
-            out_idx = 0;
+    /// One token: sampled, streamed and decoded. `Some` once the generation has ended.
+    pub(super) fn step_generation(
+        &mut self,
+        g: &mut Generation,
+        sink: &mut dyn EventSink,
+    ) -> Option<JobResultOr<RunStats>> {
+        let stop = |g: &mut Generation, sink: &mut dyn EventSink, why| Some(Ok(g.finish(why, sink)));
+        if self.cancel.is_cancelled(g.job) {
+            return stop(g, sink, StopReason::Cancelled);
         }
-        let tail = assembler.finish();
+        if g.step >= g.max_tokens {
+            return stop(g, sink, StopReason::MaxTokens);
+        }
+        let n_pos = g.prompt_tokens as usize + g.step as usize;
+        if n_pos >= g.n_ctx {
+            return stop(g, sink, StopReason::ContextFull);
+        }
+        let Some(lane) = self.lanes.get_mut(&g.lane) else {
+            return Some(Err("the lane was dropped while it generated".to_string().into()));
+        };
+        let started = Instant::now();
+        let idx = i32::try_from(g.out_idx).unwrap_or(0);
+        let token = g.sampler.sample(&lane.ctx, idx);
+        let (prob, top) = match lane.ctx.logits(g.out_idx, g.n_vocab) {
+            Some(logits) => token_probs(logits, token, g.top_n, &g.model.model),
+            None => (0.0, Vec::new()),
+        };
+        let now = Instant::now();
+        let latency_ms = match g.last_token_at {
+            Some(prev) => (now - prev).as_secs_f64() * 1000.0,
+            None => {
+                g.ttft_ms = (now - g.received).as_secs_f64() * 1000.0 - g.load_ms;
+                g.first_token_at = Some(now);
+                g.ttft_ms
+            }
+        };
+        if g.step > 0 {
+            g.own_itls_ms
+                .push(g.decode_pending_ms + (now - started).as_secs_f64() * 1000.0);
+        }
+        g.last_token_at = Some(now);
+        if g.model.model.is_eog(token) {
+            return stop(g, sink, StopReason::EndOfText);
+        }
+        g.generated += 1;
+        let bytes = g.model.model.token_bytes(token);
+        let (released, stopped) = g.assembler.push(&bytes);
+        sink.send(Event::Token {
+            job: g.job,
+            lane: g.lane,
+            text: released,
+            piece: String::from_utf8_lossy(&bytes).into_owned(),
+            token_id: token,
+            prob,
+            top,
+            latency_ms,
+            prompt_tokens: g.prompt_tokens,
+        });
+        if stopped {
+            return stop(g, sink, StopReason::StopString);
+        }
+        if g.step + 1 == g.max_tokens {
+            return stop(g, sink, StopReason::MaxTokens);
+        }
+        let t_decode = Instant::now();
+        match lane
+            .ctx
+            .decode(&[token], i32::try_from(n_pos).unwrap_or(i32::MAX), false)
+        {
+            Ok(_) => {}
+            Err(_) if self.cancel.is_cancelled(g.job) => return stop(g, sink, StopReason::Cancelled),
+            Err(e) => return Some(Err(e.into())),
+        }
+        g.decode_pending_ms = ms_since(t_decode);
+        g.out_idx = 0;
+        g.step += 1;
+        None
+    }
+
+    /// Runs a generation alone to its end (for [`Worker::handle`]).
+    pub(super) fn generate(&mut self, w: Wanted, sink: &mut dyn EventSink) -> JobResultOr<RunStats> {
+        let mut g = self.start_generation(w, sink)?;
+        loop {
+            if let Some(outcome) = self.step_generation(&mut g, sink) {
+                return outcome;
+            }
+        }
+    }
+}
+
+impl Generation {
+    /// Releases any held text and reports the run.
+    fn finish(&mut self, stop_reason: StopReason, sink: &mut dyn EventSink) -> RunStats {
+        let tail = self.assembler.finish();
         if !tail.is_empty() {
             sink.send(Event::Token {
-                job,
-                lane: spec.lane,
+                job: self.job,
+                lane: self.lane,
                 text: tail,
                 piece: String::new(),
                 token_id: -1,
                 prob: 0.0,
                 top: Vec::new(),
                 latency_ms: 0.0,
-                prompt_tokens: tokens.len() as u32,
+                prompt_tokens: self.prompt_tokens,
             });
         }
-        let decode_ms: f64 = itls_ms.iter().sum();
+        let decode_ms: f64 = self.own_itls_ms.iter().sum();
+        let intervals = self.own_itls_ms.len() as f64;
+        let seen_ms = match (self.first_token_at, self.last_token_at) {
+            (Some(a), Some(b)) => (b - a).as_secs_f64() * 1000.0,
+            _ => 0.0,
+        };
         let (rss_bytes, peak_rss_bytes) = metrics::rss_bytes();
-        let prompt_tokens = tokens.len() as u32;
-        Ok(RunStats {
-            lane: info,
-            load_ms,
-            ttft_ms,
-            prompt_tokens,
-            prefill_ms,
-            prefill_tokens_per_sec: rate(f64::from(prompt_tokens), prefill_ms),
-            generated_tokens: generated,
+        RunStats {
+            lane: self.info.clone(),
+            load_ms: self.load_ms,
+            ttft_ms: self.ttft_ms,
+            prompt_tokens: self.prompt_tokens,
+            prefill_ms: self.prefill_ms,
+            prefill_tokens_per_sec: rate(f64::from(self.prompt_tokens), self.prefill_ms),
+            generated_tokens: self.generated,
             decode_ms,
-            decode_tokens_per_sec: rate(itls_ms.len() as f64, decode_ms),
-            itl_p50_ms: metrics::percentile(&itls_ms, 0.5),
-            itl_p95_ms: metrics::percentile(&itls_ms, 0.95),
+            decode_tokens_per_sec: rate(intervals, decode_ms),
+            itl_p50_ms: metrics::percentile(&self.own_itls_ms, 0.5),
+            itl_p95_ms: metrics::percentile(&self.own_itls_ms, 0.95),
+            seen_decode_tokens_per_sec: rate(intervals, seen_ms),
+            lanes_together: self.lanes_together,
             peak_rss_bytes,
             rss_bytes,
-            text: assembler.text().to_string(),
+            text: self.assembler.text().to_string(),
             stop_reason,
-        })
+        }
     }
 }
 

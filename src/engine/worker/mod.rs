@@ -1,5 +1,6 @@
-//! The engine thread: owns every llama.cpp object (models, lanes' contexts, adapters) and runs
-//! one job at a time. Models are loaded once and shared by every lane that uses them.
+//! The engine thread: owns every llama.cpp object (models, lanes' contexts, adapters). Requests
+//! run in arrival order, except that generations on different lanes run together, a step of
+//! each in turn (`schedule.rs`). Models are loaded once and shared by every lane that uses them.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -18,6 +19,8 @@ use crate::protocol::*;
 mod eval;
 use eval::{DivergeArgs, EvalArgs};
 mod generate;
+use generate::Wanted;
+mod schedule;
 
 /// Where the engine thread sends its events.
 pub trait EventSink {
@@ -118,15 +121,10 @@ impl Worker {
                 self.lanes.remove(&lane);
                 Ok(JobResult::LaneDropped)
             }
-            Request::Generate {
-                lane,
-                prompt,
-                sampling,
-                top_n,
-                ..
-            } => self
-                .generate(job, &lane, &prompt, &sampling, top_n, sink)
-                .map(|stats| JobResult::Generated { stats }),
+            req @ Request::Generate { .. } => match Wanted::from_request(req, Instant::now()) {
+                Ok(w) => self.generate(w, sink).map(|stats| JobResult::Generated { stats }),
+                Err(_) => return,
+            },
             Request::Bench {
                 lane,
                 n_prompt,
@@ -176,6 +174,11 @@ impl Worker {
             Request::Status { .. } => Ok(JobResult::Status { status: self.status() }),
             Request::Cancel { .. } => return,
         };
+        self.end(job, outcome, sink);
+    }
+
+    /// Forgets a finished job's cancel flags and sends its one terminal event.
+    fn end(&self, job: JobId, outcome: JobResultOr<JobResult>, sink: &mut dyn EventSink) {
         self.cancel.finish(job);
         sink.send(match outcome {
             Ok(result) => Event::Done { job, result },

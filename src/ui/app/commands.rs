@@ -371,6 +371,7 @@ impl App {
             prompt: self.current_prompt(),
             sampling: self.lane_sampling(lane_index)?,
             top_n: 5,
+            exclusive: self.state.one_lane_at_a_time,
         })
     }
 

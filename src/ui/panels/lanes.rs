@@ -15,6 +15,7 @@ pub fn lanes_ui(
 ) -> Vec<(LaneId, egui::Rect)> {
     let n = state.lanes.len().max(1);
     let same = state.same_settings;
+    let one_at_a_time = state.one_lane_at_a_time;
     let reference = state.reference_lane;
     let mut rects = Vec::new();
     let n_lanes = state.lanes.len();
@@ -45,6 +46,7 @@ pub fn lanes_ui(
                             settings_from_first: same && i > 0,
                             reference,
                             overhead_reference: references[i],
+                            one_at_a_time,
                         };
                         lane_ui(ui, place, lane, rt, cmds);
                     })
@@ -70,6 +72,8 @@ struct LanePlace {
     /// The lane (number from 1) and decode tok/s the overhead of this lane's adapters is
     /// measured against.
     overhead_reference: Option<(usize, f64)>,
+    /// "Run all" runs lanes one after another.
+    one_at_a_time: bool,
 }
 
 fn lane_ui(ui: &mut egui::Ui, place: LanePlace, lane: &mut LaneState, rt: &Runtime, cmds: &mut Vec<Command>) {
@@ -79,6 +83,7 @@ fn lane_ui(ui: &mut egui::Ui, place: LanePlace, lane: &mut LaneState, rt: &Runti
         settings_from_first,
         reference,
         overhead_reference,
+        one_at_a_time,
     } = place;
     let id = lane.id;
     ui.horizontal(|ui| {
@@ -126,9 +131,16 @@ fn lane_ui(ui: &mut egui::Ui, place: LanePlace, lane: &mut LaneState, rt: &Runti
         .find(|(_, k)| **k == JobKind::Generate { lane: id })
         .map(|(j, _)| *j);
     let running = my_job.is_some();
-    // The engine takes jobs in the order they were sent: one with an older job still pending
-    // has not started yet.
-    let queued = my_job.is_some_and(|mine| lane.output.tokens.is_empty() && rt.jobs.keys().any(|j| *j < mine));
+    // One at a time, the engine runs generations in the order they were sent: one with an older
+    // generation still pending has not started yet. Otherwise they all run at once.
+    let queued = one_at_a_time
+        && my_job.is_some_and(|mine| {
+            lane.output.tokens.is_empty()
+                && rt
+                    .jobs
+                    .iter()
+                    .any(|(j, k)| *j < mine && matches!(k, JobKind::Generate { .. }))
+        });
     let statics = lane
         .model
         .as_deref()
@@ -428,7 +440,12 @@ fn stats_strip(
             ui.weak(k);
             ui.strong(v).on_hover_text(tip);
         };
-        item(ui, "TTFT", format!("{:.0} ms", s.ttft_ms), "Time to first token");
+        item(
+            ui,
+            "TTFT",
+            format!("{:.0} ms", s.ttft_ms),
+            "Time to first token as you saw it: from the engine taking the run to its first token, other lanes' turns included, model load not",
+        );
         item(
             ui,
             "prefill",
@@ -439,8 +456,16 @@ fn stats_strip(
             ui,
             "decode",
             format!("{:.1} tok/s", s.decode_tokens_per_sec),
-            "Generated tokens per second",
+            "Generated tokens per second from this lane's own decode calls (what llama-bench counts)",
         );
+        if s.lanes_together > 1 {
+            item(
+                ui,
+                "as seen",
+                format!("{:.1} tok/s with {} lanes", s.seen_decode_tokens_per_sec, s.lanes_together),
+                "Tokens per second as they arrived while lanes generated together, a step of each in turn",
+            );
+        }
         item(
             ui,
             "tokens",

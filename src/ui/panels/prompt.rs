@@ -14,6 +14,8 @@ pub fn prompt_ui(ui: &mut egui::Ui, state: &mut State, busy: bool, cmds: &mut Ve
         ui.separator();
         ui.checkbox(&mut state.same_settings, "Same settings in all lanes")
             .on_hover_text("Use the first lane's sampling settings and context length in every lane");
+        ui.checkbox(&mut state.one_lane_at_a_time, "One lane at a time")
+            .on_hover_text("Run all runs the lanes one after another, so each lane's timings are its own alone (exact timings); otherwise every lane streams at once, a step of each in turn");
         ui.separator();
         let ref_label = state
             .reference_lane

@@ -1,0 +1,98 @@
+//! The engine thread's loop. Requests are taken in arrival order; a generation starts as soon as
+//! its lane is free and steps in turn with every other running one (one token each), so all
+//! lanes stream together. Anything else waits until the generations before it have ended (it
+//! may change a lane they use), except `Status` and `Devices`, which only read. A generation
+//! marked `exclusive` runs alone: it waits for the others to end and none starts beside it.
+
+use std::collections::VecDeque;
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::time::Instant;
+
+use super::generate::{Generation, Wanted};
+use super::*;
+
+impl Worker {
+    /// Serves requests from `rx` until it closes and the last job has ended.
+    pub fn run(&mut self, rx: &Receiver<Request>, sink: &mut dyn EventSink) {
+        let mut queue: VecDeque<(Instant, Request)> = VecDeque::new();
+        let mut running: Vec<Generation> = Vec::new();
+        let mut open = true;
+        loop {
+            if open && running.is_empty() && queue.is_empty() {
+                match rx.recv() {
+                    Ok(req) => queue.push_back((Instant::now(), req)),
+                    Err(_) => open = false,
+                }
+            }
+            while open {
+                match rx.try_recv() {
+                    Ok(req) => queue.push_back((Instant::now(), req)),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => open = false,
+                }
+            }
+            if !open && queue.is_empty() && running.is_empty() {
+                return;
+            }
+            self.admit(&mut queue, &mut running, sink);
+            self.step_round(&mut running, sink);
+        }
+    }
+
+    /// Starts or handles what may go now, in order.
+    fn admit(
+        &mut self,
+        queue: &mut VecDeque<(Instant, Request)>,
+        running: &mut Vec<Generation>,
+        sink: &mut dyn EventSink,
+    ) {
+        let mut i = 0;
+        while i < queue.len() {
+            if running.iter().any(|g| g.exclusive) {
+                return;
+            }
+            let Some((_, req)) = queue.get(i) else { return };
+            match req {
+                Request::Generate { lane, exclusive, .. } => {
+                    if running.iter().any(|g| g.lane == lane.lane) {
+                        i += 1;
+                        continue;
+                    }
+                    if *exclusive && (i > 0 || !running.is_empty()) {
+                        return;
+                    }
+                }
+                Request::Status { .. } | Request::Devices { .. } => {}
+                _ if i == 0 && running.is_empty() => {}
+                _ => return,
+            }
+            let Some((received, req)) = queue.remove(i) else { return };
+            match Wanted::from_request(req, received) {
+                Ok(w) => {
+                    let job = w.job;
+                    match self.start_generation(w, sink) {
+                        Ok(g) => running.push(g),
+                        Err(e) => self.end(job, Err(e), sink),
+                    }
+                }
+                Err(req) => self.handle(req, sink),
+            }
+        }
+    }
+
+    /// One step of every running generation; those that end send their terminal event.
+    fn step_round(&mut self, running: &mut Vec<Generation>, sink: &mut dyn EventSink) {
+        let together = u32::try_from(running.len()).unwrap_or(u32::MAX);
+        let mut i = 0;
+        while let Some(g) = running.get_mut(i) {
+            g.lanes_together = g.lanes_together.max(together);
+            match self.step_generation(g, sink) {
+                None => i += 1,
+                Some(outcome) => {
+                    let g = running.remove(i);
+                    self.end(g.job, outcome.map(|stats| JobResult::Generated { stats }), sink);
+                }
+            }
+        }
+    }
+}
