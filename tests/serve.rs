@@ -605,3 +605,55 @@ fn lanes_from_a_lanes_file_are_served_under_their_names() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A streamed completion read to its end with ureq: when each text chunk arrived, and the text.
+fn timed_stream(s: &Server, body: &Value) -> (Vec<Instant>, String) {
+    let mut resp = agent()
+        .post(s.url("/v1/completions"))
+        .header("Content-Type", "application/json")
+        .send(body.to_string())
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut at = Vec::new();
+    let mut text = String::new();
+    for line in BufReader::new(resp.body_mut().as_reader()).lines() {
+        let line = line.unwrap();
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        if data == "[DONE]" {
+            break;
+        }
+        let v: Value = serde_json::from_str(data).unwrap();
+        let piece = v["choices"][0]["text"].as_str().unwrap_or("");
+        if !piece.is_empty() {
+            at.push(Instant::now());
+            text.push_str(piece);
+        }
+    }
+    (at, text)
+}
+
+#[test]
+fn with_parallel_requests_stream_together_and_answer_as_alone() {
+    let body = json!({"model": MODEL, "prompt": "Write a list of fruits:\n1.", "temperature": 0, "max_tokens": 48, "stream": true});
+    let mut alone = None;
+    for (parallel, together) in [("1", false), ("2", true)] {
+        let s = Server::start(&["--parallel", parallel]);
+        let want = alone.get_or_insert_with(|| timed_stream(&s, &body).1).clone();
+        assert!(!want.is_empty());
+        let (a, b) = std::thread::scope(|scope| {
+            let a = scope.spawn(|| timed_stream(&s, &body));
+            let b = scope.spawn(|| timed_stream(&s, &body));
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        assert_eq!(a.1, want, "--parallel {parallel}");
+        assert_eq!(b.1, want, "--parallel {parallel}");
+        let (a0, a1, b0, b1) = (a.0[0], *a.0.last().unwrap(), b.0[0], *b.0.last().unwrap());
+        let overlap = b0 < a1 && a0 < b1;
+        assert_eq!(
+            overlap, together,
+            "--parallel {parallel}: a {a0:?}..{a1:?}, b {b0:?}..{b1:?}"
+        );
+    }
+}

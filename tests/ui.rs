@@ -200,6 +200,10 @@ fn start_long_run(h: &mut Harness<'_, App>) {
         s.chat_mode = false;
         s.prompt = "1, 2, 3, 4, 5,".into();
         s.lanes[0].sampling.max_tokens = 1000;
+        // Tokens of an earlier run must not pass for this one's.
+        for l in &mut s.lanes {
+            l.output = Default::default();
+        }
     }
     h.run_steps(2);
     h.get_by_label("Run all").click();
@@ -209,11 +213,28 @@ fn start_long_run(h: &mut Harness<'_, App>) {
 }
 
 #[test]
-fn a_lane_waiting_for_the_engine_says_queued_not_running() {
+fn lanes_stream_at_once_and_one_at_a_time_says_queued() {
     let mut h = two_lanes(None);
+    // Lane 2 follows lane 1's settings: 1000 tokens too.
+    start_long_run(&mut h);
+    // Both lanes stream while lane 1 is still running.
+    step_until(&mut h, Duration::from_secs(30), "tokens in lane 2", |a| {
+        a.state.lanes[1].output.tokens.len() > 3
+    });
+    assert!(h.state().state.lanes[0].output.stats.is_none(), "lane 1 ended first");
+    assert!(
+        h.query_by_label_contains("queued").is_none(),
+        "a streaming lane says queued"
+    );
+    h.key_press(egui::Key::Escape);
+    step_until(&mut h, Duration::from_secs(30), "stopped", |a| a.rt.jobs.is_empty());
+
+    // One lane at a time: lane 2 waits its turn in the engine and says so.
+    h.get_by_label("One lane at a time").click();
+    h.run_steps(2);
+    assert!(h.state().state.one_lane_at_a_time);
     start_long_run(&mut h);
     h.run_steps(2);
-    // Lane 1 streams; lane 2 waits its turn in the engine and says so.
     assert!(h.state().state.lanes[1].output.tokens.is_empty());
     h.get_by_label("queued: waiting for the lanes before it");
     assert!(

@@ -37,6 +37,10 @@ pub struct ServeArgs {
     /// Requests queued or running at most; more are answered 503 with Retry-After.
     #[arg(long, default_value_t = 32)]
     pub queue: usize,
+    /// Generations that run together per model or lane, each in a context of its own (so N
+    /// times the KV memory); more wait their turn.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub parallel: u32,
     /// Do not apply the adapters pinned to a model as static in the registry.
     #[arg(long)]
     pub no_static: bool,
@@ -66,6 +70,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         threads: args.threads,
         gpu_layers: args.gpu_layers,
         queue: args.queue,
+        parallel: args.parallel,
         static_pins: !args.no_static,
     };
     if let Err(e) = check_exposure(&config) {

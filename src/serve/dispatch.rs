@@ -2,6 +2,8 @@
 //! the [`EngineClient`], takes submissions from a bounded queue, and routes each engine event to
 //! the request that caused it. A request whose client went away is cancelled in the engine.
 //! When the engine dies, every request in flight gets its error and the next one restarts it.
+//! Each served model or lane has `parallel` engine lanes (slots); a generation goes to the slot
+//! with the fewest jobs, so up to `parallel` of them run together in the engine.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,7 +14,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use tokio::sync::mpsc;
 
 use crate::engine::EngineClient;
-use crate::protocol::{Event, JobId, Request};
+use crate::protocol::{Event, JobId, LaneId, Request};
 
 /// How often the thread looks for clients that went away while their job waits in the engine.
 const DISCONNECT_POLL: Duration = Duration::from_millis(100);
@@ -46,14 +48,14 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     /// Starts the thread; it ends when every handle is dropped and its last job has ended.
-    pub fn start(capacity: usize) -> anyhow::Result<(Self, std::thread::JoinHandle<()>)> {
+    pub fn start(capacity: usize, parallel: u32) -> anyhow::Result<(Self, std::thread::JoinHandle<()>)> {
         let capacity = capacity.max(1);
         let (tx, rx) = crossbeam_channel::bounded(capacity);
         let in_flight = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&in_flight);
         let handle = std::thread::Builder::new()
             .name("serve-engine".into())
-            .spawn(move || run(rx, counter))?;
+            .spawn(move || run(rx, counter, LaneId::from(parallel.max(1))))?;
         Ok((
             Self {
                 tx,
@@ -93,9 +95,11 @@ impl Dispatcher {
 struct Active {
     events: mpsc::Sender<Event>,
     cancel_sent: bool,
+    /// The engine lane its generation runs on.
+    lane: Option<LaneId>,
 }
 
-fn run(rx: Receiver<Submission>, in_flight: Arc<AtomicUsize>) {
+fn run(rx: Receiver<Submission>, in_flight: Arc<AtomicUsize>, slots: LaneId) {
     let mut client = EngineClient::new(None);
     let (wake_tx, wake_rx) = crossbeam_channel::bounded::<()>(1);
     client.set_waker(Arc::new(move || {
@@ -107,7 +111,7 @@ fn run(rx: Receiver<Submission>, in_flight: Arc<AtomicUsize>) {
     while open || !jobs.is_empty() {
         crossbeam_channel::select! {
             recv(rx) -> msg => match msg {
-                Ok(sub) => start(&mut client, &mut jobs, &in_flight, sub),
+                Ok(sub) => start(&mut client, &mut jobs, &in_flight, slots, sub),
                 Err(_) => open = false,
             },
             recv(wake_rx) -> _ => {},
@@ -131,9 +135,25 @@ fn run(rx: Receiver<Submission>, in_flight: Arc<AtomicUsize>) {
     }
 }
 
-fn start(client: &mut EngineClient, jobs: &mut HashMap<JobId, Active>, in_flight: &AtomicUsize, sub: Submission) {
+fn start(
+    client: &mut EngineClient,
+    jobs: &mut HashMap<JobId, Active>,
+    in_flight: &AtomicUsize,
+    slots: LaneId,
+    sub: Submission,
+) {
     let job = client.next_job();
-    let req = (sub.build)(job);
+    let mut req = (sub.build)(job);
+    let mut lane = None;
+    if let Request::Generate { lane: spec, .. } = &mut req {
+        // Served model or lane `k` owns engine lanes k*slots .. k*slots+slots-1.
+        let first = spec.lane.saturating_mul(slots);
+        let busy = |l: LaneId| jobs.values().filter(|a| a.lane == Some(l)).count();
+        spec.lane = (first..first.saturating_add(slots))
+            .min_by_key(|&l| busy(l))
+            .unwrap_or(first);
+        lane = Some(spec.lane);
+    }
     match client.send(&req) {
         Ok(()) => {
             jobs.insert(
@@ -141,6 +161,7 @@ fn start(client: &mut EngineClient, jobs: &mut HashMap<JobId, Active>, in_flight
                 Active {
                     events: sub.events,
                     cancel_sent: false,
+                    lane,
                 },
             );
         }

@@ -42,6 +42,8 @@ pub struct ServeConfig {
     pub gpu_layers: Option<u32>,
     /// Requests queued or running at most; more get 503.
     pub queue: usize,
+    /// Generations that run together per model or lane (each its own engine lane).
+    pub parallel: u32,
     /// Apply the registry's static pins.
     pub static_pins: bool,
 }
@@ -90,7 +92,7 @@ pub fn run(config: ServeConfig) -> anyhow::Result<()> {
     if let Some(d) = &config.device {
         devices.check(d).map_err(|e| anyhow::anyhow!(e.message))?;
     }
-    let (dispatcher, engine_thread) = dispatch::Dispatcher::start(config.queue)?;
+    let (dispatcher, engine_thread) = dispatch::Dispatcher::start(config.queue, config.parallel)?;
     let state = Arc::new(routes::AppState {
         library,
         dispatcher,

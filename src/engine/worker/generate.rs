@@ -20,8 +20,8 @@ pub(super) struct Wanted {
 }
 
 impl Wanted {
-    /// The generation a request asks for; `None` for other requests.
-    pub(super) fn from_request(req: Request, received: Instant) -> Result<Self, Request> {
+    /// The generation a request asks for; other requests are handed back.
+    pub(super) fn from_request(req: Request, received: Instant) -> Result<Self, Box<Request>> {
         match req {
             Request::Generate {
                 job,
@@ -39,7 +39,7 @@ impl Wanted {
                 exclusive,
                 received,
             }),
-            other => Err(other),
+            other => Err(Box::new(other)),
         }
     }
 }

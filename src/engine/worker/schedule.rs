@@ -75,7 +75,7 @@ impl Worker {
                         Err(e) => self.end(job, Err(e), sink),
                     }
                 }
-                Err(req) => self.handle(req, sink),
+                Err(req) => self.handle(*req, sink),
             }
         }
     }
