@@ -71,3 +71,54 @@ fn bench_reports_llama_bench_fields_for_nanolab_and_the_baseline() {
     );
     assert!(notes[1].contains("LoRA rank 4"), "{notes:?}");
 }
+
+#[test]
+fn bench_parallel_reports_llama_batched_bench_rows() {
+    let demo = demo_model();
+    let run = |parallel: &str| {
+        Command::new(exe())
+            .args([
+                "bench",
+                "-m",
+                demo.to_str().unwrap(),
+                "-p",
+                "32",
+                "-n",
+                "8",
+                "--threads",
+                "2",
+            ])
+            .args(["--no-static", "-o", "json", "--parallel", parallel])
+            .output()
+            .unwrap()
+    };
+    let t0 = std::time::Instant::now();
+    let out = run("1,2,4");
+    let wall_s = t0.elapsed().as_secs_f64();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = v.as_array().unwrap();
+    let pls: Vec<u64> = rows.iter().map(|r| r["pl"].as_u64().unwrap()).collect();
+    assert_eq!(pls, [1, 2, 4]);
+    let mut timed_s = 0.0;
+    for r in rows {
+        // llama-batched-bench's JSON field names, each present.
+        for k in [
+            "pp", "tg", "pl", "n_kv", "t_pp", "speed_pp", "t_tg", "speed_tg", "t", "speed",
+        ] {
+            assert!(r.get(k).is_some(), "{k} missing in {r}");
+        }
+        let pl = r["pl"].as_u64().unwrap();
+        assert_eq!((r["pp"].as_u64(), r["tg"].as_u64()), (Some(32), Some(8)));
+        assert_eq!(r["n_kv"].as_u64(), Some(pl * 40), "prompts are not shared");
+        assert!(
+            r["t_pp"].as_f64().unwrap() > 0.0 && r["t_tg"].as_f64().unwrap() > 0.0,
+            "{r}"
+        );
+        timed_s += r["t"].as_f64().unwrap();
+    }
+    assert!(timed_s < wall_s, "{timed_s} s timed inside a {wall_s} s command");
+    let bad = run("0,2");
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("batch sizes of 1 or more"));
+}

@@ -206,6 +206,26 @@ pub enum Request {
         /// Seed for the random tokens.
         seed: u64,
     },
+    /// llama-batched-bench's test for one batch size: `n_parallel` sequences of `n_prompt`
+    /// random tokens decoded together, then `n_gen` steps of one token per sequence, each step
+    /// one decode (prompts not shared).
+    BatchedBench {
+        /// Job id.
+        job: JobId,
+        /// Model, threads and adapters (the lane id is used for the bench context; its n_ctx is
+        /// replaced by what the test needs).
+        lane: LaneSpec,
+        /// Prompt tokens per sequence.
+        n_prompt: u32,
+        /// Generated tokens per sequence.
+        n_gen: u32,
+        /// Sequences decoded together.
+        n_parallel: u32,
+        /// The largest `n_parallel` of the run: the context is sized for it once and kept.
+        max_parallel: u32,
+        /// Seed for the random tokens.
+        seed: u64,
+    },
     /// Perplexity of a lane over a text, and with a reference lane, KL divergence and token
     /// statistics against it (llama-perplexity's definitions), streamed chunk by chunk.
     Eval {
@@ -260,6 +280,7 @@ impl Request {
             | Request::DropLane { job, .. }
             | Request::Generate { job, .. }
             | Request::Bench { job, .. }
+            | Request::BatchedBench { job, .. }
             | Request::Eval { job, .. }
             | Request::Diverge { job, .. }
             | Request::Devices { job }
@@ -277,7 +298,9 @@ impl Request {
             Request::DropLane { lane, .. } => format!("dropping lane {lane}"),
             Request::Generate { lane, .. } => format!("generating on lane {}", lane.lane),
             Request::Cancel { job } => format!("cancelling job {job}"),
-            Request::Bench { lane, .. } => format!("benchmarking {}", lane.model.path.display()),
+            Request::Bench { lane, .. } | Request::BatchedBench { lane, .. } => {
+                format!("benchmarking {}", lane.model.path.display())
+            }
             Request::Eval { lane, .. } => format!("evaluating {}", lane.model.path.display()),
             Request::Diverge { lane_a, lane_b, .. } => {
                 format!("comparing lanes {} and {}", lane_a.lane, lane_b.lane)
@@ -286,6 +309,31 @@ impl Request {
             Request::Status { .. } => "reading status".to_string(),
         }
     }
+}
+
+/// One row of llama-batched-bench, with its field names and definitions (times in seconds).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchedRow {
+    /// Prompt tokens per sequence.
+    pub pp: u32,
+    /// Generated tokens per sequence.
+    pub tg: u32,
+    /// Sequences in parallel.
+    pub pl: u32,
+    /// KV cells used: pl * (pp + tg).
+    pub n_kv: u32,
+    /// Time to decode every prompt, s.
+    pub t_pp: f64,
+    /// pl * pp / t_pp.
+    pub speed_pp: f64,
+    /// Time of the tg steps, s.
+    pub t_tg: f64,
+    /// pl * tg / t_tg.
+    pub speed_tg: f64,
+    /// t_pp + t_tg.
+    pub t: f64,
+    /// (pl * pp + pl * tg) / t.
+    pub speed: f64,
 }
 
 /// One alternative token at a generation step.
@@ -468,6 +516,11 @@ pub enum JobResult {
         adapter_swap_ms: f64,
         /// Model load time in this job (0 if it was loaded).
         load_ms: f64,
+    },
+    /// One batched-bench row.
+    BatchedBench {
+        /// The measurement.
+        row: BatchedRow,
     },
     /// Quality over a text.
     Eval {

@@ -12,6 +12,7 @@ use crate::engine::EngineClient;
 use crate::metrics;
 use crate::protocol::*;
 
+mod batched;
 mod costs;
 use costs::{random_lora, rank_chart, swap_and_memory, through_the_stack};
 
@@ -70,6 +71,10 @@ pub struct BenchArgs {
     /// Do not apply the adapters pinned to a model as static in the registry.
     #[arg(long)]
     pub no_static: bool,
+    /// Instead of the tests above, llama-batched-bench's: for each batch size (comma-separated),
+    /// that many sequences of -p prompt and -n generated tokens decoded together.
+    #[arg(long, value_delimiter = ',')]
+    pub parallel: Vec<u32>,
 }
 
 /// One result row, named as llama-bench names its fields where they overlap.
@@ -173,6 +178,9 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         threads: Some(threads),
         adapters: pinned.iter().cloned().chain(adapters).collect(),
     };
+    if !args.parallel.is_empty() {
+        return batched::batched(&spec(1, vec![]), args.n_prompt, args.n_gen, &args.parallel, args.output);
+    }
     let mut client = EngineClient::new(None);
     let baseline = if args.no_baseline {
         None

@@ -9,6 +9,19 @@ use super::{log::clear_recent, reason, LlamaError, Model};
 /// Called by [`Context::decode_scored`] with a token index and the logits at it.
 pub type OnLogits<'a> = dyn FnMut(usize, &[f32]) -> Result<(), LlamaError> + 'a;
 
+/// A token of one sequence in a multi-sequence batch.
+#[derive(Debug, Clone, Copy)]
+pub struct SeqToken {
+    /// The token.
+    pub token: i32,
+    /// Its position in its sequence.
+    pub pos: i32,
+    /// The sequence (below the context's `n_seq`).
+    pub seq: i32,
+    /// Keep its logits.
+    pub logits: bool,
+}
+
 /// One lane's llama.cpp context. Must be dropped before its model.
 pub struct Context {
     ptr: NonNull<llama_cpp_sys_2::llama_context>,
@@ -26,8 +39,8 @@ unsafe extern "C" fn should_abort(data: *mut std::ffi::c_void) -> bool {
 }
 
 impl Context {
-    /// Creates a context of `n_ctx` tokens on `model`.
-    pub fn new(model: &Model, n_ctx: u32, n_threads: i32, n_batch: u32) -> Result<Self, LlamaError> {
+    /// Creates a context of `n_ctx` tokens on `model` for up to `n_seq` sequences.
+    pub fn new(model: &Model, n_ctx: u32, n_threads: i32, n_batch: u32, n_seq: u32) -> Result<Self, LlamaError> {
         clear_recent();
         let abort = Arc::new(AtomicBool::new(false));
         // SAFETY: params are plain data; the model is alive and outlives the context.
@@ -36,7 +49,7 @@ impl Context {
             p.n_ctx = n_ctx;
             p.n_batch = n_batch;
             p.n_ubatch = n_batch.min(512);
-            p.n_seq_max = 1;
+            p.n_seq_max = n_seq.max(1);
             p.n_threads = n_threads;
             p.n_threads_batch = n_threads;
             p.no_perf = true;
@@ -136,6 +149,27 @@ impl Context {
         Ok(())
     }
 
+    /// Decodes tokens of several sequences, each at its own position, in batches of at most
+    /// the batch capacity (llama.cpp computes each batch in one pass).
+    pub fn decode_sequences(&mut self, tokens: &[SeqToken]) -> Result<(), LlamaError> {
+        for chunk in tokens.chunks(self.batch_capacity.max(1)) {
+            // SAFETY: the batch arrays hold `batch_capacity` entries and the chunk fits.
+            unsafe {
+                let b = &mut self.batch;
+                b.n_tokens = i32::try_from(chunk.len()).unwrap_or(0);
+                for (i, t) in chunk.iter().enumerate() {
+                    *b.token.add(i) = t.token;
+                    *b.pos.add(i) = t.pos;
+                    *b.n_seq_id.add(i) = 1;
+                    *(*b.seq_id.add(i)) = t.seq;
+                    *b.logits.add(i) = i8::from(t.logits);
+                }
+            }
+            self.run_batch()?;
+        }
+        Ok(())
+    }
+
     /// Decodes one batch (at most `batch_capacity` tokens) at positions from `pos0`, keeping
     /// logits for the indices `want_logits` accepts.
     fn decode_batch(
@@ -157,6 +191,11 @@ impl Context {
                 *b.logits.add(i) = i8::from(want_logits(i));
             }
         }
+        self.run_batch()
+    }
+
+    /// Decodes the batch as filled.
+    fn run_batch(&mut self) -> Result<(), LlamaError> {
         clear_recent();
         // SAFETY: context and batch are alive and consistent.
         let rc = unsafe { llama_cpp_sys_2::llama_decode(self.ptr.as_ptr(), self.batch) };

@@ -11,7 +11,7 @@ mod model;
 mod quantize;
 mod sampler;
 
-pub use context::{Context, OnLogits};
+pub use context::{Context, OnLogits, SeqToken};
 pub use log::{install_log_capture, set_line_observer, take_recent_errors};
 pub use lora::{set_stack, Adapter};
 pub use model::{ChatMessage, Model};

@@ -20,7 +20,9 @@ mod eval;
 use eval::{DivergeArgs, EvalArgs};
 mod generate;
 use generate::Wanted;
+mod batched;
 mod schedule;
+use batched::BatchedTest;
 
 /// Where the engine thread sends its events.
 pub trait EventSink {
@@ -46,6 +48,8 @@ struct Lane {
     spec: LaneSpec,
     adapter_bytes: u64,
     kv_bytes: u64,
+    /// Sequences its context holds (1 but for the batched bench).
+    n_seq: u32,
     model: Rc<LoadedModel>,
 }
 
@@ -132,6 +136,26 @@ impl Worker {
                 seed,
                 ..
             } => self.bench(job, &lane, n_prompt, n_gen, seed, sink),
+            Request::BatchedBench {
+                lane,
+                n_prompt,
+                n_gen,
+                n_parallel,
+                max_parallel,
+                seed,
+                ..
+            } => self.batched_bench(
+                job,
+                &lane,
+                BatchedTest {
+                    pp: n_prompt,
+                    tg: n_gen,
+                    pl: n_parallel,
+                    max_pl: max_parallel,
+                    seed,
+                },
+                sink,
+            ),
             Request::Eval {
                 lane,
                 reference,
@@ -273,9 +297,23 @@ impl Worker {
 
     /// Makes the lane match `spec`; returns its info and the model load time (0 if cached).
     fn setup_lane(&mut self, job: JobId, spec: &LaneSpec, sink: &mut dyn EventSink) -> JobResultOr<(LaneInfo, f64)> {
+        self.setup_lane_for(job, spec, 1, sink)
+    }
+
+    /// [`Worker::setup_lane`] with a context for `n_seq` sequences.
+    fn setup_lane_for(
+        &mut self,
+        job: JobId,
+        spec: &LaneSpec,
+        n_seq: u32,
+        sink: &mut dyn EventSink,
+    ) -> JobResultOr<(LaneInfo, f64)> {
         let (model, load_ms) = self.ensure_model(job, &spec.model, sink)?;
         let reuse = self.lanes.get(&spec.lane).is_some_and(|l| {
-            Rc::ptr_eq(&l.model, &model) && l.spec.n_ctx == spec.n_ctx && l.spec.threads == spec.threads
+            Rc::ptr_eq(&l.model, &model)
+                && l.spec.n_ctx == spec.n_ctx
+                && l.spec.threads == spec.threads
+                && l.n_seq == n_seq
         });
         let mut context_created = false;
         if !reuse {
@@ -297,7 +335,9 @@ impl Worker {
                 }
             }
             let threads = spec.threads.map_or(self.threads, |t| t.max(1) as i32);
-            let ctx = Context::new(&model.model, n_ctx, threads, N_BATCH)?;
+            // One pass takes a whole step of every sequence (llama-batched-bench's default batch).
+            let n_batch = if n_seq > 1 { N_BATCH.max(2048) } else { N_BATCH };
+            let ctx = Context::new(&model.model, n_ctx, threads, n_batch, n_seq)?;
             // llama.cpp may round the context up; report what was allocated.
             let kv_bytes = model.model.kv_bytes_per_token() * u64::from(ctx.n_ctx());
             context_created = true;
@@ -312,6 +352,7 @@ impl Worker {
                     },
                     adapter_bytes: 0,
                     kv_bytes,
+                    n_seq,
                     model: Rc::clone(&model),
                 },
             );
