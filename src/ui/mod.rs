@@ -5,6 +5,7 @@ pub mod app;
 pub mod panels;
 pub mod screenshot;
 pub mod state;
+pub mod theme;
 
 use std::path::PathBuf;
 

@@ -17,7 +17,7 @@ impl App {
             let mut cmds = Vec::new();
             egui::Panel::left("library")
                 .resizable(true)
-                .default_size(260.0)
+                .default_size(crate::ui::theme::LIBRARY_WIDTH)
                 .min_size(230.0)
                 .show(ui, |ui| {
                     panels::library::library_ui(ui, &self.state, &self.rt, &mut cmds)
@@ -31,7 +31,7 @@ impl App {
             let max = (ui.available_width() * 0.5).max(380.0);
             egui::Panel::right("lab")
                 .resizable(true)
-                .default_size(540.0_f32.min(max))
+                .default_size(crate::ui::theme::LAB_WIDTH.min(max))
                 .min_size(360.0)
                 .max_size(max)
                 .show(ui, |ui| {
@@ -48,7 +48,7 @@ impl App {
         if self.state.show_graphs && !self.state.lanes.is_empty() {
             egui::Panel::bottom("graphs")
                 .resizable(true)
-                .default_size(220.0)
+                .default_size(crate::ui::theme::GRAPHS_HEIGHT)
                 .min_size(180.0)
                 .show(ui, |ui| panels::graphs::graphs_ui(ui, &self.state, &self.rt));
         }

@@ -5,6 +5,7 @@ use crate::metrics::mib;
 use crate::protocol::LaneId;
 use crate::ui::app::{Command, JobKind, Runtime};
 use crate::ui::state::{LaneState, State};
+use crate::ui::theme;
 
 /// Draws every lane as a column; returns each lane's rectangle (for drops).
 pub fn lanes_ui(
@@ -356,7 +357,7 @@ fn device_ui(ui: &mut egui::Ui, lane: &mut LaneState, rt: &Runtime, cmds: &mut V
         let mut picked = None;
         egui::ComboBox::from_id_salt("device")
             .selected_text(current)
-            .width(220.0)
+            .width(theme::CONTROL_WIDTH)
             .show_ui(ui, |ui| {
                 if ui
                     .selectable_label(lane.device.is_none(), "none (this machine)")
@@ -520,16 +521,6 @@ fn text_ui(ui: &mut egui::Ui, lane: &LaneState, diff: Option<&crate::ui::app::Di
     }
 }
 
-fn prob_color(p: f32, dark: bool) -> egui::Color32 {
-    // Low probability: warm; high: neutral.
-    let a = ((1.0 - p).clamp(0.0, 1.0) * 160.0) as u8;
-    if dark {
-        egui::Color32::from_rgba_unmultiplied(220, 90, 40, a)
-    } else {
-        egui::Color32::from_rgba_unmultiplied(255, 140, 60, a)
-    }
-}
-
 fn tokens_ui(ui: &mut egui::Ui, lane: &LaneState) {
     let dark = ui.visuals().dark_mode;
     ui.horizontal_wrapped(|ui| {
@@ -537,7 +528,7 @@ fn tokens_ui(ui: &mut egui::Ui, lane: &LaneState) {
         for t in &lane.output.tokens {
             let shown = t.piece.replace('\n', "\\n");
             let text = egui::RichText::new(shown)
-                .background_color(prob_color(t.prob, dark))
+                .background_color(theme::prob_colour(t.prob, dark))
                 .monospace();
             ui.add(egui::Label::new(text).sense(egui::Sense::hover()))
                 .on_hover_ui(|ui| token_tip(ui, t));

@@ -61,7 +61,7 @@ pub fn prompt_ui(ui: &mut egui::Ui, state: &mut State, busy: bool, cmds: &mut Ve
     }
     ui.horizontal(|ui| {
         let label = ui.label("Prompt");
-        let width = ui.available_width() - 170.0;
+        let width = ui.available_width() - crate::ui::theme::PROMPT_BUTTONS_WIDTH;
         ui.add(
             egui::TextEdit::multiline(&mut state.prompt)
                 .desired_rows(2)

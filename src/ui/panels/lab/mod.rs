@@ -1,13 +1,14 @@
 //! The lab panel: compare two lanes token by token, make a quantization ladder and measure it,
 //! run prompt sets. Draws the lab's state and emits commands; the work happens elsewhere.
 
-use egui::{Color32, RichText};
+use egui::RichText;
 
 use crate::lab::Progress;
 use crate::protocol::{DivergenceResult, LaneId, TokenDivergence, TopToken};
 use crate::ui::app::lab::LabCommand;
 use crate::ui::app::{Command, Runtime};
 use crate::ui::state::{LabTab, State};
+use crate::ui::theme::{kl_colour, KL_LEGEND};
 
 mod prompts;
 mod quality;
@@ -17,24 +18,6 @@ use quality::quality_ui;
 fn file_name(p: &std::path::Path) -> String {
     p.file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
-}
-
-/// KL values of the colour legend.
-const KL_LEGEND: [f64; 5] = [0.01, 0.1, 0.5, 1.0, 3.0];
-
-/// Background for a token by its KL(A||B), on a log scale: none below 0.01 nats, pale yellow
-/// around 0.05, orange around 0.5, red from 5 up.
-pub fn kl_colour(kl: f64, dark: bool) -> Color32 {
-    if kl < 0.01 {
-        return Color32::TRANSPARENT;
-    }
-    let t = ((kl / 0.01).log10() / 500f64.log10()).clamp(0.0, 1.0) as f32;
-    let lerp = |a: f32, b: f32| (a + (b - a) * t) as u8;
-    if dark {
-        Color32::from_rgb(lerp(70.0, 200.0), lerp(64.0, 40.0), lerp(20.0, 30.0))
-    } else {
-        Color32::from_rgb(lerp(255.0, 240.0), lerp(246.0, 80.0), lerp(190.0, 60.0))
-    }
 }
 
 /// The lab panel. `compare` is the pair of lanes a comparison would use.

@@ -47,7 +47,7 @@ pub(super) fn prompts_ui(ui: &mut egui::Ui, state: &mut State, rt: &Runtime, cmd
             ui.add(
                 egui::ProgressBar::new(p.done as f32 / p.total.max(1) as f32)
                     .text(format!("{}/{} runs", p.done, p.total))
-                    .desired_width(220.0),
+                    .desired_width(crate::ui::theme::CONTROL_WIDTH),
             );
             if ui.small_button("Stop").clicked() {
                 cmds.push(Command::Lab(LabCommand::Cancel));

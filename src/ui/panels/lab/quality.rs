@@ -32,7 +32,7 @@ pub(super) fn quality_ui(ui: &mut egui::Ui, state: &mut State, rt: &Runtime, cmd
                     .as_deref()
                     .map_or_else(|| "choose…".into(), file_name),
             )
-            .width(260.0)
+            .width(crate::ui::theme::WIDE_CONTROL_WIDTH)
             .show_ui(ui, |ui| {
                 for c in &choices {
                     if ui
@@ -93,7 +93,7 @@ pub(super) fn quality_ui(ui: &mut egui::Ui, state: &mut State, rt: &Runtime, cmd
             cmds.push(Command::Lab(LabCommand::MakeLadder));
         }
         if let Some(p) = ladder {
-            ui.add(step_bar(p).desired_width(260.0));
+            ui.add(step_bar(p).desired_width(crate::ui::theme::WIDE_CONTROL_WIDTH));
             if ui.small_button("Cancel").clicked() {
                 cmds.push(Command::Lab(LabCommand::Cancel));
             }
