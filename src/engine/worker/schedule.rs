@@ -54,12 +54,14 @@ impl Worker {
             let Some((_, req)) = queue.get(i) else { return };
             match req {
                 Request::Generate { lane, exclusive, .. } => {
+                    // An exclusive one waiting holds back everything behind it, even when its
+                    // lane is busy.
+                    if *exclusive && (i > 0 || !running.is_empty()) {
+                        return;
+                    }
                     if running.iter().any(|g| g.lane == lane.lane) {
                         i += 1;
                         continue;
-                    }
-                    if *exclusive && (i > 0 || !running.is_empty()) {
-                        return;
                     }
                 }
                 Request::Status { .. } | Request::Devices { .. } => {}
