@@ -15,6 +15,7 @@ pub mod paths;
 pub mod process;
 pub mod protocol;
 pub mod quant;
+pub mod remote;
 pub mod serve;
 pub mod sim;
 pub mod ui;

@@ -79,6 +79,7 @@ fn lane(id: LaneId, path: &Path, adapters: &[AdapterSpec], n_ctx: u32, threads: 
         n_ctx,
         threads,
         adapters: adapters.to_vec(),
+        remote: None,
     }
 }
 

@@ -14,12 +14,21 @@ use crate::protocol::*;
 /// `run` arguments.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Model GGUF file.
-    #[arg(long, short)]
-    pub model: PathBuf,
-    /// Adapter GGUF, optionally with a scale: FILE or FILE:SCALE. Repeat to stack.
+    /// Model GGUF file; with --endpoint, the model name the endpoint lists (may be left out
+    /// when it serves one).
+    #[arg(long, short, required_unless_present = "endpoint")]
+    pub model: Option<PathBuf>,
+    /// Adapter GGUF, optionally with a scale: FILE or FILE:SCALE. Repeat to stack. With
+    /// --endpoint, an adapter the endpoint serves, by file stem (`smollm2-caps`).
     #[arg(long = "adapter", short = 'a', value_parser = parse_adapter_arg)]
     pub adapters: Vec<AdapterSpec>,
+    /// Run on this OpenAI-compatible endpoint (llama-server, vLLM, Ollama, LM Studio,
+    /// `nanolab serve`) instead of the local engine: `http://HOST:PORT`.
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// Environment variable holding the endpoint's API key.
+    #[arg(long, requires = "endpoint")]
+    pub api_key_env: Option<String>,
     /// What to continue.
     #[command(flatten)]
     pub prompt: PromptArgs,
@@ -114,28 +123,87 @@ pub fn parse_adapter_arg(s: &str) -> Result<AdapterSpec, String> {
     })
 }
 
-pub fn run(args: &RunArgs) -> anyhow::Result<()> {
+/// A remote lane on `url`: the model named, or the only one the endpoint lists.
+pub fn remote_lane(
+    lane: LaneId,
+    url: &str,
+    model: Option<&str>,
+    api_key_env: Option<&str>,
+    adapters: &[AdapterSpec],
+) -> anyhow::Result<LaneSpec> {
+    let model = match model {
+        Some(m) => m.to_string(),
+        None => {
+            let info = crate::remote::probe(url, api_key_env)?;
+            let bases: Vec<&str> = info
+                .models
+                .iter()
+                .filter(|m| m.parent.is_none())
+                .map(|m| m.id.as_str())
+                .collect();
+            match bases.as_slice() {
+                [one] => (*one).to_string(),
+                [] => bail!("{} lists no models", info.url),
+                many => bail!("{} serves {} models; pick one with --model: {}", info.url, many.len(), many.join(", ")),
+            }
+        }
+    };
+    let remote = RemoteSpec {
+        url: crate::remote::base_url(url),
+        model,
+        api_key_env: api_key_env.map(str::to_string),
+    };
+    Ok(LaneSpec {
+        lane,
+        model: ModelSpec {
+            path: PathBuf::from(remote.label()),
+            gpu_layers: None,
+        },
+        n_ctx: 0,
+        threads: None,
+        adapters: adapters.to_vec(),
+        remote: Some(remote),
+    })
+}
+
+fn local_lane(args: &RunArgs, model: &std::path::Path) -> anyhow::Result<LaneSpec> {
     // Fail fast on bad files, before an engine process starts.
-    let model_header = validate_model_file(&args.model).map_err(anyhow::Error::msg)?;
-    let adapters = StaticPins::load(args.no_static).apply(&args.model, &args.adapters);
+    let model_header = validate_model_file(model).map_err(anyhow::Error::msg)?;
+    let adapters = StaticPins::load(args.no_static).apply(model, &args.adapters);
     for a in &adapters {
         crate::adapters::validate_adapter_file(&a.path, &model_header).map_err(anyhow::Error::msg)?;
     }
+    Ok(LaneSpec {
+        lane: 0,
+        model: ModelSpec {
+            path: model.to_path_buf(),
+            gpu_layers: args.gpu_layers,
+        },
+        n_ctx: args.ctx,
+        threads: args.threads,
+        adapters,
+        remote: None,
+    })
+}
+
+pub fn run(args: &RunArgs) -> anyhow::Result<()> {
+    let lane = match (&args.endpoint, &args.model) {
+        (Some(url), model) => remote_lane(
+            0,
+            url,
+            model.as_deref().and_then(std::path::Path::to_str),
+            args.api_key_env.as_deref(),
+            &args.adapters,
+        )?,
+        (None, Some(model)) => local_lane(args, model)?,
+        (None, None) => bail!("give --model FILE, or --endpoint URL"),
+    };
     let prompt = args.prompt.to_prompt()?;
     let mut client = EngineClient::new(None);
     let job = client.next_job();
     let req = Request::Generate {
         job,
-        lane: LaneSpec {
-            lane: 0,
-            model: ModelSpec {
-                path: args.model.clone(),
-                gpu_layers: args.gpu_layers,
-            },
-            n_ctx: args.ctx,
-            threads: args.threads,
-            adapters,
-        },
+        lane,
         prompt,
         sampling: Sampling {
             temperature: args.temp,
@@ -170,7 +238,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             ..
         } => {
             if args.json {
-                let mut v = serde_json::to_value(&stats)?;
+                let mut v = stats_json(&stats)?;
                 if args.top_n > 0 {
                     v["tokens"] = serde_json::to_value(&tokens)?;
                 }
@@ -221,8 +289,35 @@ impl StaticPins {
     }
 }
 
+/// The stats as JSON, with what a remote run could not measure as `null` (the reasons are in
+/// `remote.unavailable`).
+pub fn stats_json(stats: &RunStats) -> anyhow::Result<serde_json::Value> {
+    let mut v = serde_json::to_value(stats)?;
+    for u in stats.remote.iter().flat_map(|r| &r.unavailable) {
+        if let Some(field) = v.pointer_mut(&format!("/{}", u.field.replace('.', "/"))) {
+            *field = serde_json::Value::Null;
+        }
+    }
+    Ok(v)
+}
+
 /// The one-line summary printed after a run.
 pub fn stats_line(s: &RunStats) -> String {
+    if let Some(r) = &s.remote {
+        let server = r.server_timings.as_ref().map_or_else(
+            || format!("{} reports no timings", r.server),
+            |t| {
+                format!(
+                    "{}'s timings: prompt {} tok @ {:.1} tok/s, gen {} tok @ {:.1} tok/s",
+                    r.server, t.prompt_n, t.prompt_per_second, t.predicted_n, t.predicted_per_second
+                )
+            },
+        );
+        return format!(
+            "remote {} | ttft {:.1} ms | prompt {} tok | gen {} tok @ {:.1} tok/s | itl p50 {:.1} ms p95 {:.1} ms (measured here) | {server} | memory unavailable (remote process) | {:?}",
+            r.url, s.ttft_ms, s.prompt_tokens, s.generated_tokens, s.decode_tokens_per_sec, s.itl_p50_ms, s.itl_p95_ms, s.stop_reason
+        );
+    }
     format!(
         "load {:.0} ms | ttft {:.1} ms | prompt {} tok @ {:.1} tok/s | gen {} tok @ {:.1} tok/s | itl p50 {:.1} ms p95 {:.1} ms | peak rss {} | model {} | kv {} | adapters {} ({:.2} ms swap) | {:?}",
         s.load_ms,

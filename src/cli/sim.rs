@@ -180,6 +180,7 @@ fn measure(model: &std::path::Path, adapters: &[PathBuf]) -> anyhow::Result<(f64
             n_ctx: 1024,
             threads: None,
             adapters: adapters.iter().map(|p| AdapterSpec { path: p.clone(), scale: 1.0 }).collect(),
+            remote: None,
         },
         prompt: Prompt::Raw {
             text: "The history of measurement begins with the human body: the foot, the hand and the cubit were the first units. ".repeat(4),

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
+use super::remote_lanes::RemoteLanes;
 use crate::process::{describe_exit, worker_exe, StderrTail};
 use crate::protocol::{Event, JobId, Request, PROTOCOL_VERSION};
 
@@ -66,6 +67,7 @@ pub struct EngineClient {
     next_job: AtomicU64,
     restarts: u64,
     system_info: String,
+    remote: RemoteLanes,
 }
 
 impl EngineClient {
@@ -83,6 +85,7 @@ impl EngineClient {
             next_job: AtomicU64::new(1),
             restarts: 0,
             system_info: String::new(),
+            remote: RemoteLanes::default(),
         }
     }
 
@@ -195,8 +198,14 @@ impl EngineClient {
         Ok(())
     }
 
-    /// Sends a request, starting (or restarting) the engine if needed.
+    /// Sends a request, starting (or restarting) the engine if needed. A generation on a
+    /// remote lane (and its cancel) goes to the endpoint instead, on a thread of its own,
+    /// answering on the same event stream; what a remote lane cannot do is answered with an
+    /// error naming why.
     pub fn send(&mut self, req: &Request) -> Result<(), ClientError> {
+        if self.remote.take(req, &self.events_tx, self.waker.as_ref())? {
+            return Ok(());
+        }
         self.ensure_running()?;
         let action = req.action();
         if let Some(job) = req.job() {
@@ -229,6 +238,9 @@ impl EngineClient {
     /// a dead engine holds no lanes or jobs, so there is nothing to do and no reason to start
     /// one. Returns whether it was sent.
     pub fn send_if_running(&mut self, req: &Request) -> Result<bool, ClientError> {
+        if self.remote.owns(req) {
+            return self.send(req).map(|()| true);
+        }
         if self.pid().is_none() {
             return Ok(false);
         }
@@ -356,6 +368,7 @@ impl Reader {
                 job,
                 message: format!("engine stopped while {action}: {status}{tail}"),
                 cancelled: false,
+                retry: false,
             });
         }
     }

@@ -1,6 +1,7 @@
 //! The engine: the only place that touches llama.cpp. It runs in a child process of the same
 //! binary (`nanolab engine`); [`EngineClient`] spawns and supervises it and speaks
-//! [`crate::protocol`] to it.
+//! [`crate::protocol`] to it; a generation on a remote lane goes through [`crate::remote`]
+//! instead, behind the same client.
 
 pub mod baseline;
 mod cancel;
@@ -8,6 +9,7 @@ pub mod client;
 mod llama;
 pub mod local;
 pub mod quantize_worker;
+mod remote_lanes;
 pub mod server;
 mod text;
 mod worker;

@@ -81,6 +81,7 @@ pub fn run() -> anyhow::Result<()> {
                 job: job_of(&line),
                 message: format!("engine could not read a request: {e}"),
                 cancelled: false,
+                retry: false,
             }),
         }
     }

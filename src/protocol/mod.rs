@@ -7,13 +7,15 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 mod quantize;
+mod remote;
 mod reports;
 
 pub use quantize::WorkerLine;
+pub use remote::{RemoteRun, RemoteSpec, ServerTimings, Unavailable};
 pub use reports::{DivergenceResult, DivergenceSummary, KldReport, PplReport, TokenDivergence};
 
 /// Bumped whenever a message changes shape; parent and child must agree.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Identifies one request and every event it causes.
 pub type JobId = u64;
@@ -49,8 +51,14 @@ pub struct LaneSpec {
     pub n_ctx: u32,
     /// CPU threads; `None` = engine default.
     pub threads: Option<u32>,
-    /// Adapter stack applied in order.
+    /// Adapter stack applied in order. On a remote lane each is named by its file stem (the
+    /// path may be just the name), matched against what the endpoint serves.
     pub adapters: Vec<AdapterSpec>,
+    /// Where the lane runs when not in the local engine: an OpenAI-compatible endpoint. Its
+    /// `Generate` requests go to `remote/` instead of the engine child; `model.path` is then
+    /// only a label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteSpec>,
 }
 
 /// A lane served under its own name by `nanolab serve --lanes-file` (the window's "Serve
@@ -446,6 +454,10 @@ pub struct RunStats {
     pub text: String,
     /// Why it ended.
     pub stop_reason: StopReason,
+    /// Set when the lane ran on an endpoint: which one, the server's own timings, and the
+    /// fields above it could not give (they hold 0 and must be shown as unavailable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteRun>,
 }
 
 /// A compute device seen by llama.cpp.
@@ -605,6 +617,10 @@ pub enum Event {
         /// The caller cancelled it.
         #[serde(default)]
         cancelled: bool,
+        /// Trying again (on another endpoint, or later) may succeed: the endpoint was
+        /// unreachable, overloaded (429/503) or dropped the connection before the answer ended.
+        #[serde(default)]
+        retry: bool,
     },
 }
 

@@ -330,6 +330,7 @@ fn prepare(state: &Shared, model: &str, f: SamplingFields, prompt: Prompt, top_n
             n_ctx: state.n_ctx,
             threads: state.threads,
             adapters,
+            remote: None,
         },
         prompt,
         sampling: Sampling {

@@ -171,6 +171,7 @@ fn start(
                 job,
                 message: e.to_string(),
                 cancelled: false,
+                retry: false,
             });
         }
     }

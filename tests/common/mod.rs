@@ -141,6 +141,7 @@ pub fn lane(id: LaneId, model: &Path, n_ctx: u32, adapters: Vec<AdapterSpec>) ->
         n_ctx,
         threads: None,
         adapters,
+        remote: None,
     }
 }
 

@@ -170,6 +170,7 @@ pub(super) fn swap_and_memory(
         n_ctx: 512,
         threads: Some(threads),
         adapters,
+        remote: None,
     };
     let ad = |p: &PathBuf, s: f32| AdapterSpec {
         path: p.clone(),

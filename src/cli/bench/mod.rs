@@ -177,6 +177,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         n_ctx,
         threads: Some(threads),
         adapters: pinned.iter().cloned().chain(adapters).collect(),
+        remote: None,
     };
     if !args.parallel.is_empty() {
         return batched::batched(&spec(1, vec![]), args.n_prompt, args.n_gen, &args.parallel, args.output);

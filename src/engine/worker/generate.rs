@@ -280,6 +280,7 @@ impl Generation {
             rss_bytes,
             text: self.assembler.text().to_string(),
             stop_reason,
+            remote: None,
         }
     }
 }

@@ -210,6 +210,7 @@ impl Worker {
                 job,
                 message: e.message,
                 cancelled: e.cancelled,
+                retry: false,
             },
         });
     }

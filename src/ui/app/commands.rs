@@ -428,6 +428,7 @@ impl App {
             n_ctx,
             threads: None,
             adapters: crate::adapters::lane_stack(&self.rt.registry, &model, &user, true),
+            remote: None,
         })
     }
 

@@ -328,6 +328,7 @@ impl App {
             n_ctx: self.state.lab.n_ctx.max(16),
             threads: None,
             adapters: Vec::new(),
+            remote: None,
         }
     }
 
