@@ -30,8 +30,9 @@ test:
 	cargo fmt --check
 	scripts/check-layers.sh
 	cargo clippy --release --all-targets -- -D warnings
-	scripts/llama-tools.sh >/dev/null
+	scripts/llama-tools.sh llama-server >/dev/null
 	NANOLAB_TEST_MODEL=$(CURDIR)/$(DEMO_MODEL) NANOLAB_LLAMA_PERPLEXITY=$(CURDIR)/target/llama-tools/build/bin/llama-perplexity \
+	  NANOLAB_LLAMA_SERVER=$(CURDIR)/target/llama-tools/build/bin/llama-server \
 	  cargo test --release -- --test-threads=1
 
 screenshots: build demo-model

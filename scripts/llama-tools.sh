@@ -44,9 +44,10 @@ if ((${#missing[@]})); then
     rm -rf "$WORK"/llama_cpp_python-*/
   fi
   src="$WORK/src"
-  # The server's web UI is not needed to serve the API; LLAMA_BUILD_SERVER only adds the target.
+  # The server's web UI is not needed to serve the API; LLAMA_BUILD_SERVER only adds the target
+  # and LLAMA_USE_PREBUILT_UI=OFF keeps its build from trying to download a prebuilt UI.
   cmake -S "$src" -B "$WORK/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=$NATIVE -DLLAMA_CURL=OFF \
-    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=ON -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TOOLS=ON \
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=ON -DLLAMA_BUILD_SERVER=ON -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_TOOLS=ON \
     -DBUILD_SHARED_LIBS=OFF >&2
   cmake --build "$WORK/build" --target "${missing[@]}" -j "$(nproc)" >&2
   # The sdist carries no git metadata: record the sdist and the ggml version of its tree.

@@ -8,89 +8,14 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use common::servers::Server;
+
 const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1";
-
-struct Server {
-    child: Child,
-    addr: String,
-    stderr: Arc<Mutex<String>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Server {
-    fn start(extra: &[&str]) -> Self {
-        Self::start_with(extra, |_| {})
-    }
-
-    /// Starts a server; `prepare` may add files to the adapters folder (`dir/adapters`).
-    fn start_with(extra: &[&str], prepare: impl FnOnce(&Path)) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let adapters = dir.path().join("adapters");
-        std::fs::create_dir(&adapters).unwrap();
-        std::fs::copy(common::caps_adapter(), adapters.join("smollm2-caps.gguf")).unwrap();
-        prepare(dir.path());
-        let mut child = Command::new(common::exe())
-            .args(["-v", "serve", "--port", "0", "--model"])
-            .arg(common::demo_model())
-            .args(extra)
-            .env("NANOLAB_REGISTRY", dir.path().join("registry.json"))
-            .env("NANOLAB_ADAPTERS", &adapters)
-            .env("NANOLAB_DEVICES", dir.path().join("devices"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = Arc::clone(&stderr);
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push_str(&(line + "\n"));
-            }
-        });
-        let mut first = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut first)
-            .unwrap();
-        let addr = first
-            .trim()
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("server did not start: {first:?}\n{}", stderr.lock().unwrap()))
-            .to_string();
-        assert!(addr.starts_with("127.0.0.1:"), "{addr}");
-        Server {
-            child,
-            addr,
-            stderr,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn agent() -> ureq::Agent {
     ureq::Agent::new_with_config(

@@ -216,9 +216,23 @@ pub struct PromptsArgs {
     /// JSONL prompt set.
     #[arg(long)]
     pub set: PathBuf,
-    /// A lane: MODEL[+ADAPTER[:SCALE]]... ; repeat for more lanes. The first is the reference.
+    /// A lane: MODEL[+ADAPTER[:SCALE]]... , or a remote one URL#NAME[+ADAPTER[:SCALE]]...
+    /// (an adapter by the file stem the endpoint serves it under); repeat for more lanes. The
+    /// first is the reference.
     #[arg(long = "lane", short = 'l', required = true)]
     pub lanes: Vec<String>,
+    /// Runs at once (local lanes stream together in the engine; remote runs go out
+    /// concurrently); greedy results are the same as with 1.
+    #[arg(long, visible_alias = "concurrency", default_value_t = 1)]
+    pub parallel: usize,
+    /// Another endpoint serving the remote lanes' model under the same name; repeat. Runs are
+    /// spread over all of them and one that fails on an unreachable or overloaded endpoint is
+    /// tried on another.
+    #[arg(long = "endpoint")]
+    pub endpoints: Vec<String>,
+    /// Environment variable holding the remote lanes' API key.
+    #[arg(long)]
+    pub api_key_env: Option<String>,
     /// Seeds, comma-separated; each prompt runs once per seed on every lane.
     #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
     pub seeds: Vec<u32>,
@@ -260,6 +274,10 @@ pub fn checked_lane(
     pins: &StaticPins,
     manifest: &mut RunManifest,
 ) -> anyhow::Result<LaneSpec> {
+    if let Some((url, rest)) = arg.split_once('#').filter(|(u, _)| u.contains("://")) {
+        let (name, adapters) = parse_lane(rest).map_err(anyhow::Error::msg)?;
+        return super::run::remote_lane(id, url, name.to_str(), None, &adapters);
+    }
     let (model, user) = parse_lane(arg).map_err(anyhow::Error::msg)?;
     let adapters = pins.apply(&model, &user);
     let header = validate_model_file(&model).map_err(anyhow::Error::msg)?;
@@ -271,12 +289,16 @@ pub fn checked_lane(
     Ok(lane(id, &model, &adapters, n_ctx, threads))
 }
 
-fn lane_label(model: &Path, adapters: &[AdapterSpec]) -> String {
+fn lane_label(spec: &LaneSpec) -> String {
     let stem = |p: &Path| {
         p.file_stem()
             .map_or_else(String::new, |s| s.to_string_lossy().into_owned())
     };
-    let mut s = stem(model);
+    let (model, adapters) = (&spec.model.path, &spec.adapters);
+    let mut s = match &spec.remote {
+        Some(r) => format!("{}#{}", r.url.split("://").last().unwrap_or(&r.url), stem(Path::new(&r.model))),
+        None => stem(model),
+    };
     for a in adapters {
         s.push_str(&format!("+{}", stem(&a.path)));
         if (a.scale - 1.0).abs() > f32::EPSILON {
@@ -296,7 +318,8 @@ fn prompt_set(args: &PromptsArgs) -> anyhow::Result<()> {
     let mut manifest = RunManifest::new(
         "eval prompts",
         serde_json::json!({ "lanes": args.lanes, "temperature": args.temp, "max_tokens": args.max_tokens,
-                            "n_ctx": args.ctx, "threads": args.threads }),
+                            "n_ctx": args.ctx, "threads": args.threads, "parallel": args.parallel,
+                            "endpoints": args.endpoints }),
         args.seeds.clone(),
         crate::engine::llama_build(),
         crate::engine::cpu_features(),
@@ -305,8 +328,11 @@ fn prompt_set(args: &PromptsArgs) -> anyhow::Result<()> {
     let mut lanes = Vec::new();
     let pins = StaticPins::load(args.no_static);
     for (i, l) in args.lanes.iter().enumerate() {
-        let spec = checked_lane(i as LaneId, l, args.ctx, args.threads, &pins, &mut manifest)?;
-        let mut label = lane_label(&spec.model.path, &spec.adapters);
+        let mut spec = checked_lane(i as LaneId, l, args.ctx, args.threads, &pins, &mut manifest)?;
+        if let Some(r) = &mut spec.remote {
+            r.api_key_env.clone_from(&args.api_key_env);
+        }
+        let mut label = lane_label(&spec);
         if lanes.iter().any(|(l, _): &(String, LaneSpec)| *l == label) {
             label = format!("{label}#{}", i + 1);
         }
@@ -316,7 +342,13 @@ fn prompt_set(args: &PromptsArgs) -> anyhow::Result<()> {
         temperature: args.temp,
         max_tokens: args.max_tokens,
     };
-    let mut job = PromptSetJob::new(set, lanes, &args.seeds, sampling);
+    if !args.endpoints.is_empty() && lanes.iter().all(|(_, l)| l.remote.is_none()) {
+        bail!("--endpoint spreads remote lanes (-l URL#NAME) over more endpoints; no lane here is remote");
+    }
+    let endpoints = args.endpoints.iter().map(|u| crate::remote::base_url(u)).collect();
+    let mut job = PromptSetJob::new(set, lanes, &args.seeds, sampling)
+        .parallel(args.parallel)
+        .fan_out(endpoints);
     run_job(&mut job)?;
     let table = scorecard_table(&job.scorecards);
     let results = Results::Prompts {

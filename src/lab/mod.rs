@@ -47,8 +47,9 @@ pub struct Progress {
 
 /// A lab workflow as a sequence of engine requests.
 pub trait Job {
-    /// The next request to send, built with the id `job`, or `None` while one is in flight or
-    /// when the job is over.
+    /// The next request to send, built with the id `job`, or `None` while as many are in
+    /// flight as the job runs at once (most run one) or when the job is over. Events of several
+    /// requests in flight come back in any order, each naming its job.
     fn next_request(&mut self, job: JobId) -> Option<Request>;
     /// An event of the request in flight. After an `Err` the job is over.
     fn on_event(&mut self, ev: Event) -> Result<(), JobFailed>;
@@ -93,21 +94,35 @@ pub fn run_to_end(
 }
 
 fn drive(client: &mut EngineClient, job: &mut dyn Job, on_progress: &mut dyn FnMut(&Progress)) -> Result<(), RunError> {
-    while let Some(req) = job.next_request(client.next_job()) {
-        let mut failed = None;
-        let end = client.call(&req, |ev| {
-            if !ev.is_terminal() && failed.is_none() {
-                failed = job.on_event(ev.clone()).err();
-                on_progress(job.progress());
-            }
+    let mut in_flight = std::collections::HashSet::new();
+    loop {
+        while let Some(req) = job.next_request(client.next_job()) {
+            in_flight.extend(req.job());
+            client.send(&req)?;
+        }
+        if in_flight.is_empty() {
+            return Ok(());
+        }
+        let ev = client.events().recv().map_err(|_| ClientError::Write {
+            action: "running a lab job".into(),
+            reason: "event channel closed".into(),
         })?;
-        if let Some(f) = failed {
+        let Some(id) = ev.job().filter(|j| in_flight.contains(j)) else {
+            continue;
+        };
+        if ev.is_terminal() {
+            in_flight.remove(&id);
+        }
+        let result = job.on_event(ev);
+        on_progress(job.progress());
+        if let Err(f) = result {
+            // The others still running are of no use now.
+            for job in in_flight {
+                client.send_if_running(&Request::Cancel { job })?;
+            }
             return Err(f.into());
         }
-        job.on_event(end)?;
-        on_progress(job.progress());
     }
-    Ok(())
 }
 
 /// The terminal event of a request as a failure, when it is one; `what` names the step.

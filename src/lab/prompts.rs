@@ -2,12 +2,15 @@
 //! generation, the reference lane (the first) runs first, and the scorecards compare every lane
 //! with it once the last run is in.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use super::{failure, Job, JobFailed, Progress};
 use crate::eval::chart::LanePoint;
 use crate::eval::prompts::{self, PromptRun, PromptSet, Scorecard};
-use crate::protocol::{Event, JobId, JobResult, LaneSpec, Request, RunStats, Sampling};
+use crate::protocol::{Event, JobId, JobResult, LaneId, LaneSpec, Request, RunStats, Sampling};
+
+/// Tries of one run on endpoints that were unreachable or overloaded, before the set fails.
+const MAX_TRIES: u32 = 4;
 
 /// How every prompt is sampled.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -18,30 +21,58 @@ pub struct PromptSampling {
     pub max_tokens: u32,
 }
 
+/// One (lane, prompt, seed) and the tries it took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Item {
+    lane: usize,
+    case: usize,
+    seed: u32,
+    tries: u32,
+}
+
+/// A run in flight: its item, and where it runs (a slot of a local lane, or an endpoint).
+#[derive(Debug, Clone, Copy)]
+struct Flight {
+    item: Item,
+    slot: usize,
+}
+
 /// A prompt set being run.
 #[derive(Debug)]
 pub struct PromptSetJob {
     set: PromptSet,
     lanes: Vec<(String, LaneSpec)>,
-    queue: VecDeque<(usize, usize, u32)>,
-    current: Option<(usize, usize, u32)>,
+    queue: VecDeque<Item>,
+    in_flight: HashMap<JobId, Flight>,
+    /// Runs at once; each local lane gets this many engine lanes, a remote lane's runs are
+    /// spread over its endpoints.
+    parallel: usize,
+    /// Extra endpoints serving the same model as each remote lane's own (fan-out).
+    replicas: Vec<String>,
+    /// Endpoints (by slot) that failed and are skipped while another one works.
+    down: Vec<bool>,
     sampling: PromptSampling,
     progress: Progress,
     over: bool,
+    /// Cancelled: runs in flight end, nothing is queued again.
+    cancelled: bool,
     /// Runs so far.
     pub runs: Vec<PromptRun>,
+    /// Runs tried again after an endpoint was unreachable or overloaded.
+    pub retried: usize,
     /// One per lane, when every run is in.
     pub scorecards: Vec<Scorecard>,
 }
 
 impl PromptSetJob {
-    /// Runs `set` on `lanes` (label and spec; the first is the reference) with every seed.
+    /// Runs `set` on `lanes` (label and spec; the first is the reference) with every seed, one
+    /// run at a time.
     pub fn new(set: PromptSet, lanes: Vec<(String, LaneSpec)>, seeds: &[u32], sampling: PromptSampling) -> Self {
         let mut queue = VecDeque::new();
-        for li in 0..lanes.len() {
-            for ci in 0..set.cases.len() {
-                for &s in seeds {
-                    queue.push_back((li, ci, s));
+        for lane in 0..lanes.len() {
+            for case in 0..set.cases.len() {
+                for &seed in seeds {
+                    queue.push_back(Item { lane, case, seed, tries: 0 });
                 }
             }
         }
@@ -54,11 +85,30 @@ impl PromptSetJob {
             set,
             lanes,
             queue,
-            current: None,
+            in_flight: HashMap::new(),
+            parallel: 1,
+            replicas: Vec::new(),
+            down: Vec::new(),
             sampling,
+            cancelled: false,
             runs: Vec::new(),
+            retried: 0,
             scorecards: Vec::new(),
         }
+    }
+
+    /// Keeps up to `n` runs going at once (the engine steps local ones together; remote ones
+    /// run concurrently), with greedy results the same as one at a time.
+    pub fn parallel(mut self, n: usize) -> Self {
+        self.parallel = n.max(1);
+        self
+    }
+
+    /// Spreads remote lanes' runs over these endpoints too (each serving the same model under
+    /// the same name); a run that finds an endpoint unreachable or overloaded goes to another.
+    pub fn fan_out(mut self, endpoints: Vec<String>) -> Self {
+        self.replicas = endpoints;
+        self
     }
 
     /// The lanes: label and spec.
@@ -66,13 +116,65 @@ impl PromptSetJob {
         &self.lanes
     }
 
-    fn run_from(&self, li: usize, ci: usize, seed: u32, stats: RunStats) -> PromptRun {
-        let case = &self.set.cases[ci];
+    /// Engine lane id of a local lane's `slot`th run at once (slot 0 is the lane itself).
+    fn slot_lane(spec: &LaneSpec, slot: usize) -> LaneId {
+        spec.lane + ((slot as LaneId) << 32)
+    }
+
+    /// Slots a lane has: endpoints for a remote lane, `parallel` engine lanes for a local one.
+    fn slots(&self, lane: usize) -> usize {
+        if self.lanes[lane].1.remote.is_some() {
+            1 + self.replicas.len()
+        } else {
+            self.parallel
+        }
+    }
+
+    /// The least busy usable slot of `lane`: an endpoint not down (unless all are), or an
+    /// engine lane not running.
+    fn pick_slot(&self, lane: usize) -> Option<usize> {
+        let busy = |slot: usize| self.in_flight.values().filter(|f| f.item.lane == lane && f.slot == slot).count();
+        let remote = self.lanes[lane].1.remote.is_some();
+        let n = self.slots(lane);
+        let up = |slot: usize| !remote || !self.down.get(slot).copied().unwrap_or(false);
+        let any_up = (0..n).any(up);
+        (0..n)
+            .filter(|&s| up(s) || !any_up)
+            // A local engine lane runs one generation at a time.
+            .filter(|&s| remote || busy(s) == 0)
+            .min_by_key(|&s| busy(s))
+    }
+
+    fn request(&self, job: JobId, item: Item, slot: usize) -> Request {
+        let case = &self.set.cases[item.case];
+        let mut lane = self.lanes[item.lane].1.clone();
+        match &mut lane.remote {
+            Some(r) if slot > 0 => r.url.clone_from(&self.replicas[slot - 1]),
+            Some(_) => {}
+            None => lane.lane = Self::slot_lane(&lane, slot),
+        }
+        Request::Generate {
+            job,
+            lane,
+            prompt: case.to_prompt(),
+            sampling: Sampling {
+                temperature: self.sampling.temperature,
+                seed: item.seed,
+                max_tokens: case.max_tokens.unwrap_or(self.sampling.max_tokens),
+                ..Sampling::default()
+            },
+            top_n: 0,
+            exclusive: false,
+        }
+    }
+
+    fn run_from(&self, item: Item, stats: RunStats) -> PromptRun {
+        let case = &self.set.cases[item.case];
         PromptRun {
-            lane: self.lanes[li].0.clone(),
+            lane: self.lanes[item.lane].0.clone(),
             prompt_id: case.id.clone(),
-            seed,
-            passed: self.set.check(ci, &stats.text),
+            seed: item.seed,
+            passed: self.set.check(item.case, &stats.text),
             ttft_ms: stats.ttft_ms,
             decode_tokens_per_sec: stats.decode_tokens_per_sec,
             n_gen: stats.generated_tokens,
@@ -85,40 +187,67 @@ impl PromptSetJob {
 
     fn stop(&mut self) {
         self.queue.clear();
-        self.current = None;
+        self.in_flight.clear();
         self.over = true;
+    }
+
+    fn finish_if_done(&mut self) {
+        if self.queue.is_empty() && self.in_flight.is_empty() && !self.over {
+            // In the order of the set, whatever order the runs ended in.
+            let order = |r: &PromptRun| {
+                let lane = self.lanes.iter().position(|(l, _)| *l == r.lane);
+                let case = self.set.cases.iter().position(|c| c.id == r.prompt_id);
+                (lane, case, r.seed)
+            };
+            self.runs.sort_by_key(order);
+            prompts::compare_to_reference(&mut self.runs, &self.lanes[0].0);
+            self.scorecards = prompts::scorecards(&self.runs);
+            self.over = true;
+        }
     }
 }
 
 impl Job for PromptSetJob {
     fn next_request(&mut self, job: JobId) -> Option<Request> {
-        if self.over || self.current.is_some() {
+        if self.over || self.in_flight.len() >= self.parallel {
             return None;
         }
-        let (li, ci, seed) = self.queue.pop_front()?;
-        self.current = Some((li, ci, seed));
-        let case = &self.set.cases[ci];
-        self.progress.label = format!("{} {}", self.lanes[li].0, case.id);
-        Some(Request::Generate {
-            job,
-            lane: self.lanes[li].1.clone(),
-            prompt: case.to_prompt(),
-            sampling: Sampling {
-                temperature: self.sampling.temperature,
-                seed,
-                max_tokens: case.max_tokens.unwrap_or(self.sampling.max_tokens),
-                ..Sampling::default()
-            },
-            top_n: 0,
-            exclusive: false,
-        })
+        // The first queued item that has a free slot (lanes may be busy while others are not).
+        let (at, slot) = self
+            .queue
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| self.pick_slot(item.lane).map(|s| (i, s)))?;
+        let item = self.queue.remove(at)?;
+        self.in_flight.insert(job, Flight { item, slot });
+        let case = &self.set.cases[item.case];
+        self.progress.label = format!("{} {}", self.lanes[item.lane].0, case.id);
+        Some(self.request(job, item, slot))
     }
 
     fn on_event(&mut self, ev: Event) -> Result<(), JobFailed> {
-        let Some((li, ci, seed)) = self.current else {
+        if !ev.is_terminal() {
+            return Ok(());
+        }
+        let Some(flight) = ev.job().and_then(|j| self.in_flight.remove(&j)) else {
             return Ok(());
         };
-        let what = format!("{}, prompt {}", self.lanes[li].0, self.set.cases[ci].id);
+        let item = flight.item;
+        let what = format!("{}, prompt {}", self.lanes[item.lane].0, self.set.cases[item.case].id);
+        if let Event::Error { retry: true, .. } = &ev {
+            if item.tries + 1 < MAX_TRIES && !self.over && !self.cancelled {
+                if self.down.len() <= flight.slot {
+                    self.down.resize(flight.slot + 1, false);
+                }
+                self.down[flight.slot] = true;
+                self.retried += 1;
+                self.queue.push_front(Item {
+                    tries: item.tries + 1,
+                    ..item
+                });
+                return Ok(());
+            }
+        }
         if let Some(f) = failure(&ev, &what) {
             self.stop();
             return Err(f);
@@ -128,15 +257,13 @@ impl Job for PromptSetJob {
                 result: JobResult::Generated { stats },
                 ..
             } => {
-                let run = self.run_from(li, ci, seed, stats);
-                self.runs.push(run);
-                self.current = None;
-                self.progress.done += 1;
-                if self.queue.is_empty() {
-                    prompts::compare_to_reference(&mut self.runs, &self.lanes[0].0);
-                    self.scorecards = prompts::scorecards(&self.runs);
-                    self.over = true;
+                if let Some(d) = self.down.get_mut(flight.slot) {
+                    *d = false;
                 }
+                let run = self.run_from(item, stats);
+                self.runs.push(run);
+                self.progress.done += 1;
+                self.finish_if_done();
                 Ok(())
             }
             Event::Done { result, .. } => {
@@ -160,7 +287,8 @@ impl Job for PromptSetJob {
 
     fn cancel(&mut self) {
         self.queue.clear();
-        if self.current.is_none() {
+        self.cancelled = true;
+        if self.in_flight.is_empty() {
             self.over = true;
         }
     }
@@ -168,10 +296,9 @@ impl Job for PromptSetJob {
     fn release(&self, next_job: &mut dyn FnMut() -> JobId) -> Vec<Request> {
         self.lanes
             .iter()
-            .map(|(_, spec)| Request::DropLane {
-                job: next_job(),
-                lane: spec.lane,
-            })
+            .filter(|(_, spec)| spec.remote.is_none())
+            .flat_map(|(_, spec)| (0..self.parallel).map(|slot| Self::slot_lane(spec, slot)))
+            .map(|lane| Request::DropLane { job: next_job(), lane })
             .collect()
     }
 }

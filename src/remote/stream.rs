@@ -36,7 +36,6 @@ struct Piece {
 struct Tail {
     finish_reason: Option<String>,
     prompt_tokens: Option<u32>,
-    completion_tokens: Option<u32>,
     timings: Option<ServerTimings>,
 }
 
@@ -125,6 +124,9 @@ struct Run<'a> {
     arrivals: Vec<Instant>,
     text: String,
     tail: Tail,
+    /// A token with no text, held until the next one: llama-server sends the end-of-generation
+    /// token as one, which the local engine neither streams nor counts.
+    held: Option<(Piece, Instant)>,
     emit: &'a mut dyn FnMut(Event),
 }
 
@@ -140,7 +142,6 @@ impl Run<'_> {
         if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
             let n = |k: &str| u.get(k).and_then(Value::as_u64).map(|x| x as u32);
             self.tail.prompt_tokens = n("prompt_tokens");
-            self.tail.completion_tokens = n("completion_tokens");
         }
         if let Some(t) = v.get("timings").and_then(timings) {
             self.tail.timings = Some(t);
@@ -170,23 +171,40 @@ impl Run<'_> {
         let mut text = Some(text.to_string());
         for t in toks {
             let now = Instant::now();
-            let since = self.arrivals.last().copied().unwrap_or(self.t0);
-            self.arrivals.push(now);
             let released = text.take().unwrap_or_default();
-            self.text.push_str(&released);
-            (self.emit)(Event::Token {
-                job: self.job,
-                lane: self.lane,
-                text: released,
-                piece: t.piece,
-                token_id: t.token_id,
-                prob: t.prob,
-                top: t.top,
-                latency_ms: now.duration_since(since).as_secs_f64() * 1e3,
-                prompt_tokens: 0,
-            });
+            if t.piece.is_empty() && released.is_empty() {
+                self.flush();
+                self.held = Some((t, now));
+                continue;
+            }
+            self.flush();
+            self.token(t, released, now);
         }
         Ok(())
+    }
+
+    /// Streams a held empty token after all: something came after it.
+    fn flush(&mut self) {
+        if let Some((t, at)) = self.held.take() {
+            self.token(t, String::new(), at);
+        }
+    }
+
+    fn token(&mut self, t: Piece, released: String, now: Instant) {
+        let since = self.arrivals.last().copied().unwrap_or(self.t0);
+        self.arrivals.push(now);
+        self.text.push_str(&released);
+        (self.emit)(Event::Token {
+            job: self.job,
+            lane: self.lane,
+            text: released,
+            piece: t.piece,
+            token_id: t.token_id,
+            prob: t.prob,
+            top: t.top,
+            latency_ms: now.duration_since(since).as_secs_f64() * 1e3,
+            prompt_tokens: 0,
+        });
     }
 
     fn stats(self, spec: &LaneSpec, remote: &RemoteSpec, info: &EndpointInfo, stop_reason: StopReason, attempts: u32) -> RunStats {
@@ -244,7 +262,8 @@ impl Run<'_> {
             prompt_tokens: prompt_tokens.unwrap_or(0),
             prefill_ms: t.map_or(0.0, |t| t.prompt_ms),
             prefill_tokens_per_sec: t.map_or(0.0, |t| t.prompt_per_second),
-            generated_tokens: self.tail.completion_tokens.unwrap_or(n as u32),
+            // Counted as the local engine counts: the tokens streamed, end-of-generation excluded.
+            generated_tokens: n as u32,
             decode_ms,
             decode_tokens_per_sec: per_s(n.saturating_sub(1), decode_ms),
             itl_p50_ms: percentile(&itl, 0.5),
@@ -375,6 +394,7 @@ pub fn generate(
         arrivals: Vec::new(),
         text: String::new(),
         tail: Tail::default(),
+        held: None,
         emit,
     };
     let mut events = Events::new(BufReader::new(resp.into_body().into_reader()));
@@ -423,6 +443,9 @@ pub fn generate(
             reason: format!("the connection closed after {} tokens, before the answer ended", run.arrivals.len()),
         };
         return error(job, &lost);
+    }
+    if run.tail.finish_reason.as_deref() != Some("stop") {
+        run.flush();
     }
     // A `stop` finish is a stop string or the end-of-text token and servers do not say which:
     // with stop strings set it is reported as a stop string.

@@ -1,6 +1,7 @@
 //! Shared helpers for integration tests: the demo model, an engine client, fixture files.
 #![allow(dead_code)]
 
+pub mod servers;
 pub mod ui;
 pub mod x11;
 

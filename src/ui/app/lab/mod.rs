@@ -469,21 +469,31 @@ impl App {
         }
     }
 
-    /// Sends the job's next request, or ends the job when it has none left.
+    /// Sends the job's next requests (as many as it runs at once), or ends the job when it has
+    /// none left.
     fn lab_pump(&mut self, kind: LabJob) {
-        let id = self.rt.engine.next_job();
-        let Some(job) = self.lab_job_mut(kind) else {
-            return;
-        };
-        let next = job.next_request(id);
-        let finished = job.finished();
-        // A request the engine could not take ends the job (lab_send said why).
-        let ended = match next {
-            Some(req) => self.lab_send(&req, kind).is_none(),
-            None => finished,
-        };
-        if ended {
-            self.lab_end(kind);
+        loop {
+            let id = self.rt.engine.next_job();
+            let Some(job) = self.lab_job_mut(kind) else {
+                return;
+            };
+            let next = job.next_request(id);
+            let finished = job.finished();
+            match next {
+                // A request the engine could not take ends the job (lab_send said why).
+                Some(req) => {
+                    if self.lab_send(&req, kind).is_none() {
+                        self.lab_end(kind);
+                        return;
+                    }
+                }
+                None => {
+                    if finished {
+                        self.lab_end(kind);
+                    }
+                    return;
+                }
+            }
         }
     }
 
