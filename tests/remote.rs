@@ -78,7 +78,12 @@ fn llama_server_lane_equals_the_local_engine_base_adapter_and_base_again() {
     for stack in stacks {
         let (local, local_stats) = pieces(&mut c, common::lane(1, &model, 2048, stack.clone()));
         let (remote, remote_stats) = pieces(&mut c, remote_lane(2, &server.url, &served_model(), stack.clone()));
-        assert_eq!(remote, local, "stack {stack:?}: remote pieces differ from local\n{}", server.log());
+        assert_eq!(
+            remote,
+            local,
+            "stack {stack:?}: remote pieces differ from local\n{}",
+            server.log()
+        );
         assert_eq!(remote_stats.text, local_stats.text, "stack {stack:?}");
         assert_eq!(remote_stats.generated_tokens, local_stats.generated_tokens);
         let r = remote_stats.remote.expect("a remote run says where it ran");
@@ -94,7 +99,15 @@ fn llama_server_lane_equals_the_local_engine_base_adapter_and_base_again() {
     }
     // The caps adapter really changed the text (so the equality above is not trivial).
     let (base, _) = pieces(&mut c, remote_lane(2, &server.url, &served_model(), vec![]));
-    let (caps, _) = pieces(&mut c, remote_lane(2, &server.url, &served_model(), vec![adapter(common::caps_adapter(), 1.0)]));
+    let (caps, _) = pieces(
+        &mut c,
+        remote_lane(
+            2,
+            &server.url,
+            &served_model(),
+            vec![adapter(common::caps_adapter(), 1.0)],
+        ),
+    );
     assert_ne!(base, caps);
 }
 
@@ -106,23 +119,38 @@ fn an_adapter_the_server_lacks_and_a_dead_endpoint_are_clear_errors() {
     let (_, end) = common::generate(&mut c, lane, PROMPT, common::greedy(4));
     match end {
         Event::Error { message, retry, .. } => {
-            assert!(message.contains("has no adapter smollm2-brief loaded (it has: smollm2-caps)"), "{message}");
+            assert!(
+                message.contains("has no adapter smollm2-brief loaded (it has: smollm2-caps)"),
+                "{message}"
+            );
             assert!(!retry);
         }
         other => panic!("expected an error, got {other:?}"),
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let dead = format!("http://127.0.0.1:{port}");
     let (_, end) = common::generate(&mut c, remote_lane(3, &dead, "m", vec![]), PROMPT, common::greedy(4));
     match end {
         Event::Error { message, retry, .. } => {
-            assert!(message.contains(&format!("{dead}/v1/models could not be reached")), "{message}");
+            assert!(
+                message.contains(&format!("{dead}/v1/models could not be reached")),
+                "{message}"
+            );
             assert!(retry, "an unreachable endpoint is worth another try elsewhere");
         }
         other => panic!("expected an error, got {other:?}"),
     }
     // The local engine was never needed for any of it, and still works.
-    let (_, end) = common::generate(&mut c, common::lane(1, &common::demo_model(), 512, vec![]), PROMPT, common::greedy(2));
+    let (_, end) = common::generate(
+        &mut c,
+        common::lane(1, &common::demo_model(), 512, vec![]),
+        PROMPT,
+        common::greedy(2),
+    );
     assert_eq!(common::stats(&end).generated_tokens, 2);
     // KLD needs logits an endpoint cannot give: refused, naming why.
     let job = c.next_job();
@@ -154,12 +182,23 @@ fn run_endpoint_prints_the_same_text_and_json_fields_as_a_local_run() {
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
     };
     let model = common::demo_model();
-    let local = run(&["-m", model.to_str().unwrap(), "-a", common::caps_adapter().to_str().unwrap()]);
+    let local = run(&[
+        "-m",
+        model.to_str().unwrap(),
+        "-a",
+        common::caps_adapter().to_str().unwrap(),
+    ]);
     // --model left out: the server serves one; the adapter by its file stem.
     let remote = run(&["--endpoint", &format!("{}/v1", server.url), "-a", "smollm2-caps"]);
     assert_eq!(remote["text"], local["text"]);
     let keys = |v: &serde_json::Value| {
-        let mut k: Vec<String> = v.as_object().unwrap().keys().filter(|k| *k != "remote").cloned().collect();
+        let mut k: Vec<String> = v
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| *k != "remote")
+            .cloned()
+            .collect();
         k.sort();
         k
     };
@@ -182,7 +221,11 @@ fn nanolab_serve_is_an_endpoint_with_stacks_by_name() {
     let mut c = common::client();
     let model = common::demo_model();
     let stem = model.file_stem().unwrap().to_str().unwrap().to_string();
-    for stack in [vec![], vec![adapter(common::caps_adapter(), 1.0)], vec![adapter(common::caps_adapter(), 0.5)]] {
+    for stack in [
+        vec![],
+        vec![adapter(common::caps_adapter(), 1.0)],
+        vec![adapter(common::caps_adapter(), 0.5)],
+    ] {
         let (local, _) = pieces(&mut c, common::lane(1, &model, 2048, stack.clone()));
         let (remote, stats) = pieces(&mut c, remote_lane(2, &url, &stem, stack.clone()));
         assert_eq!(remote, local, "stack {stack:?}\n{}", server.stderr());
@@ -228,7 +271,10 @@ fn a_prompt_set_fans_out_over_two_llama_servers_and_survives_one_killed_halfway(
     let ids = |j: &PromptSetJob| j.runs.iter().map(|r| r.prompt_id.clone()).collect::<Vec<_>>();
     let expected: Vec<String> = (0..8).map(|i| format!("p{i}")).collect();
     assert_eq!(ids(&fanned), expected, "every prompt scored exactly once");
-    assert!(fanned.retried >= 1, "a run must have met the killed server and gone to the other one");
+    assert!(
+        fanned.retried >= 1,
+        "a run must have met the killed server and gone to the other one"
+    );
     for (x, y) in alone.runs.iter().zip(&fanned.runs) {
         assert_eq!(x.text, y.text, "prompt {}", x.prompt_id);
     }
@@ -244,7 +290,10 @@ fn prompt_sets_in_parallel_on_local_lanes_give_the_same_greedy_results() {
     let lanes = || {
         vec![
             ("base".to_string(), common::lane(1, &model, 512, vec![])),
-            ("caps".to_string(), common::lane(2, &model, 512, vec![adapter(common::caps_adapter(), 1.0)])),
+            (
+                "caps".to_string(),
+                common::lane(2, &model, 512, vec![adapter(common::caps_adapter(), 1.0)]),
+            ),
         ]
     };
     let mut one = PromptSetJob::new(prompt_set(4), lanes(), &[1], sampling);

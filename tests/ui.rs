@@ -653,3 +653,83 @@ fn a_lane_on_a_simulated_device_heats_and_paces_its_tokens() {
     assert_eq!(h.state().state.lanes[0].output.text, stats.text);
     assert!(h.get_all_by_label_contains("°C").count() >= 1);
 }
+
+#[test]
+fn a_remote_lane_added_from_the_dialog_runs_beside_a_local_one_and_its_endpoint_dying_leaves_it_alone() {
+    let mut server = servers::LlamaServer::start(&[caps_adapter()]);
+    let mut h = loaded_app(None);
+    h.get_by_label("Add remote lane…").click();
+    h.run_steps(4);
+    assert!(h.state().rt.remote_dialog.is_some(), "the dialog opens");
+    h.get_by_label("URL").focus();
+    h.run_steps(1);
+    h.state_mut().rt.remote_dialog.as_mut().unwrap().url.clear();
+    h.get_by_label("URL").type_text(&server.url);
+    h.run_steps(2);
+    h.get_by_label("Connect").click();
+    step_until(&mut h, Duration::from_secs(30), "the endpoint's answer", |a| {
+        a.rt.remote_dialog
+            .as_ref()
+            .is_some_and(|d| d.info.is_some() || d.error.is_some())
+    });
+    h.run_steps(2);
+    h.get_by_label(&format!("llama-server at {}", server.url));
+    h.get_by_role_and_label(egui::accesskit::Role::CheckBox, "smollm2-caps")
+        .click();
+    h.run_steps(2);
+    h.get_by_label("Add to the lanes").click();
+    h.run_steps(3);
+    let remote = h.state().state.lanes[1].remote.clone().expect("lane 2 is remote");
+    assert_eq!(remote.url, server.url);
+    assert!(h.state().rt.remote_dialog.is_none(), "the dialog closes");
+    h.get_by_label("Remote");
+
+    // Both lanes with the caps adapter: the remote one must say what the local one says.
+    let caps = h.state().state.lanes[1].adapters[0].clone();
+    assert_eq!(caps.path, PathBuf::from("smollm2-caps"));
+    let at = lane_center(&h, 0);
+    drop_file(&mut h, &caps_adapter(), at);
+    {
+        let s = &mut h.state_mut().state;
+        s.chat_mode = false;
+        s.prompt = "The capital of France is".into();
+        s.lanes[0].sampling.max_tokens = 16;
+    }
+    h.run_steps(2);
+    h.get_by_label("Run all").click();
+    step_until(&mut h, Duration::from_secs(60), "both lanes done", |a| {
+        a.rt.jobs.is_empty() && a.state.lanes.iter().all(|l| l.output.stats.is_some())
+    });
+    h.run_steps(2);
+    let (local, far) = (&h.state().state.lanes[0].output, &h.state().state.lanes[1].output);
+    assert_eq!(far.text, local.text);
+    assert!(!far.text.is_empty());
+    assert_eq!(
+        far.stats.as_ref().unwrap().remote.as_ref().unwrap().server,
+        "llama-server"
+    );
+    h.get_by_label("on llama-server");
+
+    // The endpoint dies mid-stream: the remote lane shows why, the local one finishes.
+    start_long_run(&mut h);
+    step_until(&mut h, Duration::from_secs(30), "remote tokens", |a| {
+        a.state.lanes[1].output.tokens.len() > 3
+    });
+    server.kill();
+    step_until(&mut h, Duration::from_secs(60), "the remote lane's error", |a| {
+        a.state.lanes[1].output.error.is_some()
+    });
+    assert!(h.state().state.lanes[0].output.error.is_none());
+    assert!(
+        h.state().state.lanes[0].output.stats.is_none(),
+        "the local lane is still running"
+    );
+    let n = h.state().state.lanes[0].output.tokens.len();
+    step_until(&mut h, Duration::from_secs(30), "the local lane goes on", |a| {
+        a.state.lanes[0].output.tokens.len() > n + 3
+    });
+    let err = h.state().state.lanes[1].output.error.clone().unwrap();
+    assert!(err.contains(&server.url), "{err}");
+    h.key_press(egui::Key::Escape);
+    step_until(&mut h, Duration::from_secs(30), "stopped", |a| a.rt.jobs.is_empty());
+}

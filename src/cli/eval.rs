@@ -296,7 +296,11 @@ fn lane_label(spec: &LaneSpec) -> String {
     };
     let (model, adapters) = (&spec.model.path, &spec.adapters);
     let mut s = match &spec.remote {
-        Some(r) => format!("{}#{}", r.url.split("://").last().unwrap_or(&r.url), stem(Path::new(&r.model))),
+        Some(r) => format!(
+            "{}#{}",
+            r.url.split("://").last().unwrap_or(&r.url),
+            stem(Path::new(&r.model))
+        ),
         None => stem(model),
     };
     for a in adapters {

@@ -144,7 +144,12 @@ pub fn remote_lane(
             match bases.as_slice() {
                 [one] => (*one).to_string(),
                 [] => bail!("{} lists no models", info.url),
-                many => bail!("{} serves {} models; pick one with --model: {}", info.url, many.len(), many.join(", ")),
+                many => bail!(
+                    "{} serves {} models; pick one with --model: {}",
+                    info.url,
+                    many.len(),
+                    many.join(", ")
+                ),
             }
         }
     };

@@ -38,7 +38,12 @@ fn refusal(req: &Request) -> Option<String> {
 
 impl RemoteLanes {
     /// Takes `req` if it belongs to a remote lane or job; `Ok(false)` leaves it to the engine.
-    pub(super) fn take(&mut self, req: &Request, tx: &SyncSender<Event>, waker: Option<&Waker>) -> Result<bool, ClientError> {
+    pub(super) fn take(
+        &mut self,
+        req: &Request,
+        tx: &SyncSender<Event>,
+        waker: Option<&Waker>,
+    ) -> Result<bool, ClientError> {
         let deliver = |ev: Event| {
             let _ = tx.send(ev);
             if let Some(w) = waker {
@@ -72,8 +77,14 @@ impl RemoteLanes {
                 if let Ok(mut c) = self.cancels.lock() {
                     c.insert(*job, Arc::clone(&cancel));
                 }
-                let (job, lane, prompt, sampling, top_n) = (*job, lane.clone(), prompt.clone(), sampling.clone(), *top_n);
-                let (tx, waker, probes, cancels) = (tx.clone(), waker.cloned(), self.probes.clone(), Arc::clone(&self.cancels));
+                let (job, lane, prompt, sampling, top_n) =
+                    (*job, lane.clone(), prompt.clone(), sampling.clone(), *top_n);
+                let (tx, waker, probes, cancels) = (
+                    tx.clone(),
+                    waker.cloned(),
+                    self.probes.clone(),
+                    Arc::clone(&self.cancels),
+                );
                 std::thread::Builder::new()
                     .name("remote-lane".into())
                     .spawn(move || {
@@ -82,10 +93,11 @@ impl RemoteLanes {
                                 w();
                             }
                         };
-                        let end = remote::generate(job, &lane, &prompt, &sampling, top_n, &probes, &cancel, &mut |ev| {
-                            let _ = tx.send(ev);
-                            wake();
-                        });
+                        let end =
+                            remote::generate(job, &lane, &prompt, &sampling, top_n, &probes, &cancel, &mut |ev| {
+                                let _ = tx.send(ev);
+                                wake();
+                            });
                         if let Ok(mut c) = cancels.lock() {
                             c.remove(&job);
                         }

@@ -72,7 +72,12 @@ impl PromptSetJob {
         for lane in 0..lanes.len() {
             for case in 0..set.cases.len() {
                 for &seed in seeds {
-                    queue.push_back(Item { lane, case, seed, tries: 0 });
+                    queue.push_back(Item {
+                        lane,
+                        case,
+                        seed,
+                        tries: 0,
+                    });
                 }
             }
         }
@@ -133,7 +138,12 @@ impl PromptSetJob {
     /// The least busy usable slot of `lane`: an endpoint not down (unless all are), or an
     /// engine lane not running.
     fn pick_slot(&self, lane: usize) -> Option<usize> {
-        let busy = |slot: usize| self.in_flight.values().filter(|f| f.item.lane == lane && f.slot == slot).count();
+        let busy = |slot: usize| {
+            self.in_flight
+                .values()
+                .filter(|f| f.item.lane == lane && f.slot == slot)
+                .count()
+        };
         let remote = self.lanes[lane].1.remote.is_some();
         let n = self.slots(lane);
         let up = |slot: usize| !remote || !self.down.get(slot).copied().unwrap_or(false);

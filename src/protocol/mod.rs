@@ -457,7 +457,7 @@ pub struct RunStats {
     /// Set when the lane ran on an endpoint: which one, the server's own timings, and the
     /// fields above it could not give (they hold 0 and must be shown as unavailable).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub remote: Option<RemoteRun>,
+    pub remote: Option<Box<RemoteRun>>,
 }
 
 /// A compute device seen by llama.cpp.

@@ -27,7 +27,11 @@ fn alternatives(kind: ServerKind, top_n: u32) -> u32 {
 }
 
 /// The model name to send and, for llama-server, the `lora` list.
-fn model_and_stack(info: &EndpointInfo, remote: &RemoteSpec, adapters: &[AdapterSpec]) -> Result<(String, Option<Value>), RemoteError> {
+fn model_and_stack(
+    info: &EndpointInfo,
+    remote: &RemoteSpec,
+    adapters: &[AdapterSpec],
+) -> Result<(String, Option<Value>), RemoteError> {
     let names: Vec<(&str, f32)> = adapters
         .iter()
         .map(|a| (file_stem(a.path.to_str().unwrap_or_default()), a.scale))
@@ -35,7 +39,10 @@ fn model_and_stack(info: &EndpointInfo, remote: &RemoteSpec, adapters: &[Adapter
     match info.kind {
         _ if names.is_empty() && info.kind != ServerKind::LlamaServer => Ok((remote.model.clone(), None)),
         ServerKind::LlamaServer => {
-            if let Some((missing, _)) = names.iter().find(|(n, _)| !info.adapters.iter().any(|a| a.stem() == *n)) {
+            if let Some((missing, _)) = names
+                .iter()
+                .find(|(n, _)| !info.adapters.iter().any(|a| a.stem() == *n))
+            {
                 let have: Vec<&str> = info.adapters.iter().map(super::RemoteAdapter::stem).collect();
                 return Err(RemoteError::Unsupported(format!(
                     "llama-server at {} has no adapter {missing} loaded (it has: {}); start it with --lora {missing}.gguf",
@@ -187,22 +194,41 @@ mod tests {
             url: "http://h".into(),
             kind,
             models: vec![
-                RemoteModel { id: "base".into(), parent: None },
-                RemoteModel { id: "caps".into(), parent: Some("base".into()) },
+                RemoteModel {
+                    id: "base".into(),
+                    parent: None,
+                },
+                RemoteModel {
+                    id: "caps".into(),
+                    parent: Some("base".into()),
+                },
             ],
             adapters: vec![
-                RemoteAdapter { id: 0, path: "a/brief.gguf".into() },
-                RemoteAdapter { id: 1, path: "a/caps.gguf".into() },
+                RemoteAdapter {
+                    id: 0,
+                    path: "a/brief.gguf".into(),
+                },
+                RemoteAdapter {
+                    id: 1,
+                    path: "a/caps.gguf".into(),
+                },
             ],
         }
     }
 
     fn spec() -> RemoteSpec {
-        RemoteSpec { url: "http://h".into(), model: "base".into(), api_key_env: None }
+        RemoteSpec {
+            url: "http://h".into(),
+            model: "base".into(),
+            api_key_env: None,
+        }
     }
 
     fn adapter(name: &str, scale: f32) -> AdapterSpec {
-        AdapterSpec { path: name.into(), scale }
+        AdapterSpec {
+            path: name.into(),
+            scale,
+        }
     }
 
     fn raw() -> Prompt {
@@ -211,30 +237,104 @@ mod tests {
 
     #[test]
     fn llama_server_gets_every_adapter_with_an_explicit_scale_and_no_prompt_cache() {
-        let call = build(&info(ServerKind::LlamaServer), &spec(), &[adapter("adapters/caps.gguf", 0.5)], &raw(), &Sampling::default(), 3).unwrap();
-        assert_eq!(call.body["lora"], json!([{"id": 0, "scale": 0.0}, {"id": 1, "scale": 0.5}]));
+        let call = build(
+            &info(ServerKind::LlamaServer),
+            &spec(),
+            &[adapter("adapters/caps.gguf", 0.5)],
+            &raw(),
+            &Sampling::default(),
+            3,
+        )
+        .unwrap();
+        assert_eq!(
+            call.body["lora"],
+            json!([{"id": 0, "scale": 0.0}, {"id": 1, "scale": 0.5}])
+        );
         assert_eq!(call.body["cache_prompt"], json!(false));
         assert_eq!(call.body["n_probs"], json!(3));
         assert_eq!(call.path, "/v1/completions");
-        let none = build(&info(ServerKind::LlamaServer), &spec(), &[], &raw(), &Sampling::default(), 0).unwrap();
-        assert_eq!(none.body["lora"], json!([{"id": 0, "scale": 0.0}, {"id": 1, "scale": 0.0}]));
-        let err = build(&info(ServerKind::LlamaServer), &spec(), &[adapter("tone", 1.0)], &raw(), &Sampling::default(), 0).unwrap_err();
-        assert!(err.to_string().contains("no adapter tone loaded (it has: brief, caps)"), "{err}");
+        let none = build(
+            &info(ServerKind::LlamaServer),
+            &spec(),
+            &[],
+            &raw(),
+            &Sampling::default(),
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            none.body["lora"],
+            json!([{"id": 0, "scale": 0.0}, {"id": 1, "scale": 0.0}])
+        );
+        let err = build(
+            &info(ServerKind::LlamaServer),
+            &spec(),
+            &[adapter("tone", 1.0)],
+            &raw(),
+            &Sampling::default(),
+            0,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("no adapter tone loaded (it has: brief, caps)"),
+            "{err}"
+        );
     }
 
     #[test]
     fn nanolab_takes_the_stack_in_the_model_name_and_vllm_one_adapter_as_a_model() {
         let stack = [adapter("caps", 1.0), adapter("brief", 0.5)];
-        let call = build(&info(ServerKind::Nanolab), &spec(), &stack, &raw(), &Sampling::default(), 0).unwrap();
+        let call = build(
+            &info(ServerKind::Nanolab),
+            &spec(),
+            &stack,
+            &raw(),
+            &Sampling::default(),
+            0,
+        )
+        .unwrap();
         assert_eq!(call.body["model"], json!("base+caps:1+brief:0.5"));
-        let v = build(&info(ServerKind::Vllm), &spec(), &stack[..1], &raw(), &Sampling::default(), 0).unwrap();
+        let v = build(
+            &info(ServerKind::Vllm),
+            &spec(),
+            &stack[..1],
+            &raw(),
+            &Sampling::default(),
+            0,
+        )
+        .unwrap();
         assert_eq!(v.body["model"], json!("caps"));
         assert_eq!(v.body["logprobs"], json!(1));
-        let err = build(&info(ServerKind::Vllm), &spec(), &stack, &raw(), &Sampling::default(), 0).unwrap_err();
-        assert!(err.to_string().contains("one adapter per request; this lane stacks 2"), "{err}");
-        let chat = Prompt::Chat { system: None, user: "u".into() };
+        let err = build(
+            &info(ServerKind::Vllm),
+            &spec(),
+            &stack,
+            &raw(),
+            &Sampling::default(),
+            0,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("one adapter per request; this lane stacks 2"),
+            "{err}"
+        );
+        let chat = Prompt::Chat {
+            system: None,
+            user: "u".into(),
+        };
         let c = build(&info(ServerKind::OpenAi), &spec(), &[], &chat, &Sampling::default(), 2).unwrap();
-        assert_eq!((c.path, c.body["top_logprobs"].clone(), c.body.get("top_k")), ("/v1/chat/completions", json!(2), None));
-        assert!(build(&info(ServerKind::OpenAi), &spec(), &stack[..1], &raw(), &Sampling::default(), 0).is_err());
+        assert_eq!(
+            (c.path, c.body["top_logprobs"].clone(), c.body.get("top_k")),
+            ("/v1/chat/completions", json!(2), None)
+        );
+        assert!(build(
+            &info(ServerKind::OpenAi),
+            &spec(),
+            &stack[..1],
+            &raw(),
+            &Sampling::default(),
+            0
+        )
+        .is_err());
     }
 }

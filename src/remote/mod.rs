@@ -128,6 +128,30 @@ pub struct EndpointInfo {
     pub adapters: Vec<RemoteAdapter>,
 }
 
+impl EndpointInfo {
+    /// Adapters a lane on `model` can stack here, by the name a lane gives them: llama-server's
+    /// loaded adapters by file stem, nanolab's `MODEL+ADAPTER` entries, vLLM's adapter models.
+    pub fn adapters_for(&self, model: &str) -> Vec<String> {
+        match self.kind {
+            ServerKind::LlamaServer => self.adapters.iter().map(|a| a.stem().to_string()).collect(),
+            ServerKind::Nanolab => self
+                .models
+                .iter()
+                .filter_map(|m| m.id.strip_prefix(model)?.strip_prefix('+'))
+                .filter(|a| !a.contains('+'))
+                .map(str::to_string)
+                .collect(),
+            ServerKind::Vllm => self
+                .models
+                .iter()
+                .filter(|m| m.parent.as_deref() == Some(model))
+                .map(|m| m.id.clone())
+                .collect(),
+            ServerKind::OpenAi => Vec::new(),
+        }
+    }
+}
+
 /// `http://host:port`, from what a user typed (`host:port/v1/`, …).
 pub fn base_url(url: &str) -> String {
     let mut u = url.trim().trim_end_matches('/').to_string();
@@ -175,10 +199,7 @@ fn get_json(agent: &ureq::Agent, base: &str, path: &str, key: Option<&str>) -> R
     }
     let mut resp = req.call().map_err(|e| unreachable(&url, &e))?;
     let status = resp.status().as_u16();
-    let text = resp
-        .body_mut()
-        .read_to_string()
-        .map_err(|e| unreachable(&url, &e))?;
+    let text = resp.body_mut().read_to_string().map_err(|e| unreachable(&url, &e))?;
     if status >= 400 {
         return Err(status_error(&url, status, &text, None));
     }
@@ -253,8 +274,10 @@ pub fn probe(url: &str, key_env: Option<&str>) -> Result<EndpointInfo, RemoteErr
     {
         let list = get_json(&agent, &base, "/lora-adapters", key.as_deref())?;
         for a in list.as_array().into_iter().flatten() {
-            let (Some(id), Some(path)) = (a.get("id").and_then(Value::as_u64), a.get("path").and_then(Value::as_str))
-            else {
+            let (Some(id), Some(path)) = (
+                a.get("id").and_then(Value::as_u64),
+                a.get("path").and_then(Value::as_str),
+            ) else {
                 continue;
             };
             adapters.push(RemoteAdapter {

@@ -140,8 +140,7 @@ impl Run<'_> {
                 .map_or_else(|| e.to_string(), str::to_string));
         }
         if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
-            let n = |k: &str| u.get(k).and_then(Value::as_u64).map(|x| x as u32);
-            self.tail.prompt_tokens = n("prompt_tokens");
+            self.tail.prompt_tokens = u.get("prompt_tokens").and_then(Value::as_u64).map(|x| x as u32);
         }
         if let Some(t) = v.get("timings").and_then(timings) {
             self.tail.timings = Some(t);
@@ -207,7 +206,14 @@ impl Run<'_> {
         });
     }
 
-    fn stats(self, spec: &LaneSpec, remote: &RemoteSpec, info: &EndpointInfo, stop_reason: StopReason, attempts: u32) -> RunStats {
+    fn stats(
+        self,
+        spec: &LaneSpec,
+        remote: &RemoteSpec,
+        info: &EndpointInfo,
+        stop_reason: StopReason,
+        attempts: u32,
+    ) -> RunStats {
         let ms = |a: Instant, b: Instant| b.duration_since(a).as_secs_f64() * 1e3;
         let n = self.arrivals.len();
         let ttft_ms = self.arrivals.first().map_or(0.0, |&f| ms(self.t0, f));
@@ -219,12 +225,24 @@ impl Run<'_> {
         let itl: Vec<f64> = self.arrivals.windows(2).map(|w| ms(w[0], w[1])).collect();
         let mut unavailable = vec![
             ("load_ms", "the endpoint does not say when it loaded the model"),
-            ("peak_rss_bytes", "the memory of the remote process is not reported over the API"),
-            ("rss_bytes", "the memory of the remote process is not reported over the API"),
+            (
+                "peak_rss_bytes",
+                "the memory of the remote process is not reported over the API",
+            ),
+            (
+                "rss_bytes",
+                "the memory of the remote process is not reported over the API",
+            ),
             ("lane.kv_bytes", "the endpoint does not report its KV cache"),
-            ("lane.model.model_bytes", "the endpoint does not report the model's size"),
+            (
+                "lane.model.model_bytes",
+                "the endpoint does not report the model's size",
+            ),
             ("lane.adapter_swap_ms", "the endpoint does not report adapter swaps"),
-            ("lanes_together", "the endpoint does not say what it ran beside this request"),
+            (
+                "lanes_together",
+                "the endpoint does not say what it ran beside this request",
+            ),
         ];
         if self.tail.timings.is_none() {
             unavailable.push(("prefill_ms", "the endpoint reports no timings"));
@@ -274,7 +292,7 @@ impl Run<'_> {
             rss_bytes: 0,
             text: self.text,
             stop_reason,
-            remote: Some(RemoteRun {
+            remote: Some(Box::new(RemoteRun {
                 url: info.url.clone(),
                 server: info.kind.name().to_string(),
                 model: remote.model.clone(),
@@ -290,7 +308,7 @@ impl Run<'_> {
                     })
                     .collect(),
                 attempts,
-            }),
+            })),
         }
     }
 }
@@ -363,7 +381,10 @@ pub fn generate(
     emit: &mut dyn FnMut(Event),
 ) -> Event {
     let Some(remote) = &spec.remote else {
-        return error(job, &RemoteError::Unsupported(format!("lane {} has no endpoint", spec.lane)));
+        return error(
+            job,
+            &RemoteError::Unsupported(format!("lane {} has no endpoint", spec.lane)),
+        );
     };
     let key = match api_key(remote.api_key_env.as_deref()) {
         Ok(k) => k,
@@ -440,7 +461,10 @@ pub fn generate(
         probes.forget(&remote.url);
         let lost = RemoteError::Unreachable {
             url,
-            reason: format!("the connection closed after {} tokens, before the answer ended", run.arrivals.len()),
+            reason: format!(
+                "the connection closed after {} tokens, before the answer ended",
+                run.arrivals.len()
+            ),
         };
         return error(job, &lost);
     }

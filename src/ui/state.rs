@@ -5,15 +5,15 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::{LaneId, RunStats, Sampling, TopToken};
+use crate::protocol::{LaneId, RemoteSpec, RunStats, Sampling, TopToken};
 
 /// Version of the state file layout.
 pub const STATE_VERSION: u32 = 1;
 
-/// One adapter row on a lane.
 /// Most lanes side by side: beyond four, each column is too narrow to read.
 pub const MAX_LANES: usize = 4;
 
+/// One adapter row on a lane (on a remote lane, an adapter the endpoint serves, by name).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AdapterRow {
     /// File.
@@ -63,6 +63,9 @@ pub struct LaneState {
     pub id: LaneId,
     /// Base model.
     pub model: Option<PathBuf>,
+    /// The endpoint the lane runs on instead of the local engine (the key's variable name is
+    /// kept, never the key).
+    pub remote: Option<RemoteSpec>,
     /// GPU layers (None = default).
     pub gpu_layers: Option<u32>,
     /// Context length.
@@ -86,6 +89,7 @@ impl Default for LaneState {
         Self {
             id: 0,
             model: None,
+            remote: None,
             gpu_layers: None,
             n_ctx: 2048,
             adapters: Vec::new(),
@@ -233,6 +237,11 @@ impl State {
         lane.output = LaneOutput::default();
         self.lanes.push(lane);
         id
+    }
+
+    /// Whether a lane can run: it has a model or an endpoint.
+    pub fn runnable(lane: &LaneState) -> bool {
+        lane.model.is_some() || lane.remote.is_some()
     }
 
     /// Records a model file as recently used.

@@ -106,12 +106,27 @@ impl LlamaServer {
     /// `adapters` and waits for `/health`.
     pub fn start(adapters: &[PathBuf]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let log = dir.path().join("llama-server.log");
         let mut cmd = Command::new(llama_server_exe());
         cmd.arg("-m")
             .arg(super::demo_model())
-            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "-t", "1", "-c", "2048", "-np", "2"])
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "-t",
+                "1",
+                "-c",
+                "2048",
+                "-np",
+                "2",
+            ])
             .args(["--lora-init-without-apply", "--no-webui"]);
         for a in adapters {
             cmd.arg("--lora").arg(a);
@@ -129,7 +144,10 @@ impl LlamaServer {
         };
         let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
         let up = super::wait_for(Duration::from_secs(60), || {
-            let ok = agent.get(&format!("{}/health", s.url)).call().is_ok_and(|r| r.status() == 200);
+            let ok = agent
+                .get(&format!("{}/health", s.url))
+                .call()
+                .is_ok_and(|r| r.status() == 200);
             ok.then_some(())
         });
         assert!(up.is_some(), "llama-server did not come up:\n{}", s.log());

@@ -77,6 +77,14 @@ pub enum Command {
     StopServing,
     /// Set the reference lane for diffs.
     SetReference(Option<LaneId>),
+    /// Open the "Add remote lane" dialog.
+    OpenRemoteDialog,
+    /// Close it.
+    CloseRemoteDialog,
+    /// Ask the dialog's endpoint what it serves.
+    ProbeEndpoint,
+    /// Add a lane on the dialog's endpoint with the model and adapters picked there.
+    AddRemoteLane,
     /// A lab action.
     Lab(super::lab::LabCommand),
 }
@@ -187,6 +195,10 @@ impl App {
                 self.recompute_diffs();
             }
             Command::Lab(c) => self.apply_lab(c),
+            Command::OpenRemoteDialog => self.open_remote_dialog(),
+            Command::CloseRemoteDialog => self.rt.remote_dialog = None,
+            Command::ProbeEndpoint => self.probe_endpoint(),
+            Command::AddRemoteLane => self.add_remote_lane(),
         }
     }
 
@@ -404,7 +416,6 @@ impl App {
     /// under engine lane id `engine_lane` (the lab uses its own ids so lane outputs stay put).
     pub fn lane_spec(&self, lane_index: usize, engine_lane: LaneId) -> Option<LaneSpec> {
         let lane = self.state.lanes.get(lane_index)?;
-        let model = lane.model.clone()?;
         let user: Vec<AdapterSpec> = lane
             .adapters
             .iter()
@@ -419,6 +430,21 @@ impl App {
         } else {
             lane.n_ctx
         };
+        if let Some(remote) = &lane.remote {
+            // Static pins belong to local model files; the endpoint applies what it serves.
+            return Some(LaneSpec {
+                lane: engine_lane,
+                model: ModelSpec {
+                    path: PathBuf::from(remote.label()),
+                    gpu_layers: None,
+                },
+                n_ctx,
+                threads: None,
+                adapters: user,
+                remote: Some(remote.clone()),
+            });
+        }
+        let model = lane.model.clone()?;
         Some(LaneSpec {
             lane: engine_lane,
             model: ModelSpec {

@@ -23,6 +23,12 @@ impl App {
         self.poll_fetch();
         self.poll_merge();
         self.poll_lab();
+        if self.poll_remote_dialog() {
+            changed = true;
+        }
+        if self.rt.remote_dialog.as_ref().is_some_and(|d| d.probing.is_some()) {
+            ctx.request_repaint_after(std::time::Duration::from_millis(50));
+        }
         if let Some(serving) = &mut self.rt.serving {
             if let Some(ended) = serving.poll() {
                 self.rt.banner = Some(ended);
@@ -229,7 +235,8 @@ impl App {
         let mut models = std::collections::BTreeMap::new();
         let (mut kv_bytes, mut adapter_bytes) = (0, 0);
         for lane in &self.state.lanes {
-            if let Some(s) = &lane.output.stats {
+            // Remote runs hold no memory of this machine's engine.
+            if let Some(s) = lane.output.stats.as_ref().filter(|s| s.remote.is_none()) {
                 models.insert(s.lane.model.path.clone(), s.lane.model.model_bytes);
                 kv_bytes += s.lane.kv_bytes;
                 adapter_bytes += s.lane.adapter_bytes;

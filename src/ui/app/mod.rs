@@ -3,6 +3,7 @@
 mod commands;
 pub mod lab;
 mod logic;
+pub mod remote;
 pub mod serving;
 mod ui;
 
@@ -147,6 +148,8 @@ pub struct Runtime {
     pub lab: lab::LabRuntime,
     /// The lanes served over the OpenAI API, while "Serve lanes" is on.
     pub serving: Option<serving::Serving>,
+    /// The "Add remote lane" dialog, while open.
+    pub remote_dialog: Option<remote::RemoteDialog>,
 }
 
 /// The nanolab window.
@@ -244,6 +247,7 @@ impl App {
                 adapter_entries: HashMap::new(),
                 lab: lab::LabRuntime::default(),
                 serving: None,
+                remote_dialog: None,
             },
         }
     }

@@ -52,6 +52,12 @@ impl App {
                 .min_size(180.0)
                 .show(ui, |ui| panels::graphs::graphs_ui(ui, &self.state, &self.rt));
         }
+        if let Some(d) = &mut self.rt.remote_dialog {
+            let mut cmds = Vec::new();
+            let can_add = self.state.lanes.len() < crate::ui::state::MAX_LANES;
+            panels::remote::remote_dialog_ui(&ctx, d, can_add, &mut cmds);
+            self.rt.pending.extend(cmds);
+        }
         egui::CentralPanel::default().show(ui, |ui| {
             if let Some(msg) = self.rt.banner.clone() {
                 if panels::banner_ui(ui, &msg) {
@@ -59,7 +65,7 @@ impl App {
                 }
             }
             if self.state.lanes.is_empty()
-                || self.state.lanes.iter().all(|l| l.model.is_none()) && self.rt.jobs.is_empty()
+                || !self.state.lanes.iter().any(crate::ui::state::State::runnable) && self.rt.jobs.is_empty()
             {
                 let mut cmds = Vec::new();
                 panels::welcome::welcome_ui(ui, &self.rt, &mut cmds);

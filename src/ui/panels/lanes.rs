@@ -25,12 +25,16 @@ pub fn lanes_ui(
         .lanes
         .iter()
         .map(|l| {
-            if l.adapters.iter().all(|a| !a.enabled) {
+            // A remote lane's decode speed includes the network: no like-for-like reference.
+            if l.adapters.iter().all(|a| !a.enabled) || l.remote.is_some() {
                 return None;
             }
             state.lanes.iter().enumerate().find_map(|(k, other)| {
                 let s = other.output.stats.as_ref()?;
-                (other.model == l.model && s.lane.adapter_bytes == 0 && s.decode_tokens_per_sec > 0.0)
+                (other.model == l.model
+                    && other.remote.is_none()
+                    && s.lane.adapter_bytes == 0
+                    && s.decode_tokens_per_sec > 0.0)
                     .then_some((k + 1, s.decode_tokens_per_sec))
             })
         })
@@ -112,7 +116,10 @@ fn lane_ui(ui: &mut egui::Ui, place: LanePlace, lane: &mut LaneState, rt: &Runti
             }
         });
     });
-    model_picker(ui, lane, rt, cmds);
+    match &lane.remote {
+        Some(r) => remote_header(ui, r),
+        None => model_picker(ui, lane, rt, cmds),
+    }
     if let Some(p) = rt.load_progress.get(&id) {
         ui.horizontal(|ui| {
             ui.add(egui::ProgressBar::new(*p).desired_width(160.0).text("loading model"));
@@ -158,7 +165,16 @@ fn lane_ui(ui: &mut egui::Ui, place: LanePlace, lane: &mut LaneState, rt: &Runti
     }
     adapters_ui(ui, lane, rt, cmds);
     sampling_ui(ui, lane, settings_from_first);
-    device_ui(ui, lane, rt, cmds);
+    if lane.remote.is_some() {
+        ui.horizontal(|ui| {
+            ui.label("Device");
+            ui.weak("unavailable").on_hover_text(
+                "A remote lane's tokens arrive at the endpoint's speed; the simulated device needs the model file to project its own",
+            );
+        });
+    } else {
+        device_ui(ui, lane, rt, cmds);
+    }
     ui.separator();
     ui.horizontal(|ui| {
         ui.selectable_value(&mut lane.token_view, false, "Text")
@@ -190,6 +206,20 @@ fn lane_ui(ui: &mut egui::Ui, place: LanePlace, lane: &mut LaneState, rt: &Runti
 fn file_name(p: &std::path::Path) -> String {
     p.file_name()
         .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned())
+}
+
+fn remote_header(ui: &mut egui::Ui, r: &crate::protocol::RemoteSpec) {
+    ui.horizontal(|ui| {
+        ui.label("Remote");
+        ui.strong(&r.model).on_hover_text(format!(
+            "Runs on {} (OpenAI API){}",
+            r.url,
+            r.api_key_env
+                .as_ref()
+                .map_or_else(String::new, |k| format!(", key from ${k}"))
+        ));
+        ui.weak(&r.url);
+    });
 }
 
 fn model_picker(ui: &mut egui::Ui, lane: &LaneState, rt: &Runtime, cmds: &mut Vec<Command>) {
@@ -245,7 +275,7 @@ fn adapters_ui(ui: &mut egui::Ui, lane: &mut LaneState, rt: &Runtime, cmds: &mut
         } else {
             "applied in order"
         });
-        if !lane.adapters.is_empty() {
+        if !lane.adapters.is_empty() && lane.remote.is_none() {
             match &rt.merge {
                 Some(m) if m.lane == lane.id => {
                     ui.add(egui::ProgressBar::new(m.fraction).desired_width(100.0).text("merging"))
@@ -436,6 +466,10 @@ fn stats_strip(
         });
         return;
     };
+    if let Some(r) = &s.remote {
+        remote_stats_strip(ui, s, r);
+        return;
+    }
     ui.horizontal_wrapped(|ui| {
         let item = |ui: &mut egui::Ui, k: &str, v: String, tip: &str| {
             ui.weak(k);
@@ -547,5 +581,64 @@ fn token_tip(ui: &mut egui::Ui, t: &crate::ui::state::TokenRecord) {
             ui.label(format!("{:.3}", alt.prob));
             ui.end_row();
         }
+    });
+}
+
+/// A remote run's figures, each saying where it was measured; what the endpoint cannot give is
+/// shown as unavailable with the reason.
+fn remote_stats_strip(ui: &mut egui::Ui, s: &crate::protocol::RunStats, r: &crate::protocol::RemoteRun) {
+    ui.horizontal_wrapped(|ui| {
+        let item = |ui: &mut egui::Ui, k: &str, v: String, tip: &str| {
+            ui.weak(k);
+            ui.strong(v).on_hover_text(tip);
+        };
+        item(
+            ui,
+            "TTFT",
+            format!("{:.0} ms", s.ttft_ms),
+            "Measured here: from sending the request to the first streamed token",
+        );
+        match &r.server_timings {
+            Some(t) => item(
+                ui,
+                "prefill",
+                format!("{:.0} tok/s", t.prompt_per_second),
+                &format!("Prompt tokens per second as {} measured them (its timings)", r.server),
+            ),
+            None => item(
+                ui,
+                "prefill",
+                "n/a".into(),
+                r.unavailable("prefill_tokens_per_sec").unwrap_or_default(),
+            ),
+        }
+        item(
+            ui,
+            "decode",
+            format!("{:.1} tok/s", s.decode_tokens_per_sec),
+            "Measured here from the arrival times of the streamed tokens (network included)",
+        );
+        if let Some(t) = &r.server_timings {
+            item(
+                ui,
+                "server",
+                format!("{:.1} tok/s", t.predicted_per_second),
+                &format!("Decode speed {} reports for itself", r.server),
+            );
+        }
+        item(
+            ui,
+            "tokens",
+            format!("{}+{}", s.prompt_tokens, s.generated_tokens),
+            "Prompt + generated tokens",
+        );
+        item(
+            ui,
+            "memory",
+            "n/a".into(),
+            r.unavailable("peak_rss_bytes")
+                .unwrap_or("not reported by the endpoint"),
+        );
+        ui.weak(format!("on {}", r.server)).on_hover_text(&r.url);
     });
 }

@@ -5,6 +5,7 @@ pub mod lab;
 pub mod lanes;
 pub mod library;
 pub mod prompt;
+pub mod remote;
 pub mod welcome;
 
 /// A dismissable error banner; returns true when dismissed.

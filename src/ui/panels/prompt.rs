@@ -46,6 +46,16 @@ pub fn prompt_ui(ui: &mut egui::Ui, state: &mut State, busy: bool, cmds: &mut Ve
         {
             cmds.push(Command::AddLane);
         }
+        if ui
+            .add_enabled(
+                state.lanes.len() < crate::ui::state::MAX_LANES,
+                egui::Button::new("Add remote lane…"),
+            )
+            .on_hover_text("Add a lane on an OpenAI-compatible endpoint (llama-server, vLLM, Ollama, nanolab serve)")
+            .clicked()
+        {
+            cmds.push(Command::OpenRemoteDialog);
+        }
     });
     if state.chat_mode {
         ui.horizontal(|ui| {
@@ -70,7 +80,8 @@ pub fn prompt_ui(ui: &mut egui::Ui, state: &mut State, busy: bool, cmds: &mut Ve
         .labelled_by(label.id)
         .on_hover_text("The prompt every lane runs (Ctrl+Enter runs all)");
         ui.vertical(|ui| {
-            let can_run = !busy && state.lanes.iter().any(|l| l.model.is_some()) && !state.prompt.trim().is_empty();
+            let can_run =
+                !busy && state.lanes.iter().any(crate::ui::state::State::runnable) && !state.prompt.trim().is_empty();
             if ui
                 .add_enabled(can_run, egui::Button::new("Run all").min_size(egui::vec2(150.0, 0.0)))
                 .on_hover_text("Run the prompt in every lane (Ctrl+Enter)")
