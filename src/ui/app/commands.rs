@@ -460,6 +460,8 @@ impl App {
 
     fn serve_lanes(&mut self) {
         let lanes: Vec<crate::protocol::LaneAlias> = (0..self.state.lanes.len())
+            // A remote lane is already served by its endpoint; `nanolab serve` serves model files.
+            .filter(|&i| self.state.lanes[i].remote.is_none())
             .filter_map(|i| {
                 self.lane_spec(i, 0).map(|spec| crate::protocol::LaneAlias {
                     name: format!("lane-{}", i + 1),
@@ -469,7 +471,10 @@ impl App {
             })
             .collect();
         if lanes.is_empty() {
-            self.rt.banner = Some("give a lane a model before serving the lanes".into());
+            self.rt.banner = Some(
+                "give a lane a local model before serving the lanes (remote lanes are served by their endpoints)"
+                    .into(),
+            );
             return;
         }
         match super::serving::Serving::start(self.rt.engine.exe(), lanes) {
