@@ -471,10 +471,7 @@ fn stats_strip(
         return;
     }
     ui.horizontal_wrapped(|ui| {
-        let item = |ui: &mut egui::Ui, k: &str, v: String, tip: &str| {
-            ui.weak(k);
-            ui.strong(v).on_hover_text(tip);
-        };
+        let item = stat_item;
         item(
             ui,
             "TTFT",
@@ -588,10 +585,7 @@ fn token_tip(ui: &mut egui::Ui, t: &crate::ui::state::TokenRecord) {
 /// shown as unavailable with the reason.
 fn remote_stats_strip(ui: &mut egui::Ui, s: &crate::protocol::RunStats, r: &crate::protocol::RemoteRun) {
     ui.horizontal_wrapped(|ui| {
-        let item = |ui: &mut egui::Ui, k: &str, v: String, tip: &str| {
-            ui.weak(k);
-            ui.strong(v).on_hover_text(tip);
-        };
+        let item = stat_item;
         item(
             ui,
             "TTFT",
@@ -641,4 +635,10 @@ fn remote_stats_strip(ui: &mut egui::Ui, s: &crate::protocol::RunStats, r: &crat
         );
         ui.weak(format!("on {}", r.server)).on_hover_text(&r.url);
     });
+}
+
+/// One figure of a stats strip: its name, its value, what it means.
+fn stat_item(ui: &mut egui::Ui, k: &str, v: String, tip: &str) {
+    ui.weak(k);
+    ui.strong(v).on_hover_text(tip);
 }
