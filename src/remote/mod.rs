@@ -46,6 +46,14 @@ pub enum RemoteError {
         /// What was wrong.
         reason: String,
     },
+    /// The endpoint put an error object in the stream instead of the next chunk.
+    #[error("{url} ended the stream with an error: {message}")]
+    Stream {
+        /// The URL asked.
+        url: String,
+        /// The error's message.
+        message: String,
+    },
     /// The request cannot be expressed on this endpoint (a stack on vLLM, an adapter it lacks).
     #[error("{0}")]
     Unsupported(String),

@@ -454,7 +454,7 @@ pub fn generate(
             }
         };
         if let Err(message) = run.chunk(&v, call.chat) {
-            return error(job, &status_error(&url, 500, &message, None));
+            return error(job, &RemoteError::Stream { url, message });
         }
     }
     if !done && !cancelled && run.tail.finish_reason.is_none() {
