@@ -16,6 +16,7 @@ pub mod process;
 pub mod protocol;
 pub mod quant;
 pub mod remote;
+pub mod scene;
 pub mod serve;
 pub mod sim;
 pub mod ui;

@@ -9,6 +9,7 @@ mod models;
 mod output;
 mod quantize;
 mod run;
+mod scene;
 mod serve;
 mod sim;
 
@@ -28,6 +29,9 @@ pub struct Cli {
     /// Model to open in the window.
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Scene file to open in the window (lanes, adapters, devices, prompts, arena votes).
+    #[arg(long, conflicts_with = "model")]
+    pub scene: Option<PathBuf>,
     /// Subcommand; none opens the window.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -70,6 +74,12 @@ pub enum HeadlessCommand {
     Diverge(diverge::DivergeArgs),
     /// Serve the models over an OpenAI-compatible HTTP API, adapter stacks chosen per request.
     Serve(serve::ServeArgs),
+    /// Scenes: replay one headless, verify its files, pack it into a zip.
+    #[command(subcommand)]
+    Scene(scene::SceneCommand),
+    /// Blind A/B arena results of a scene.
+    #[command(subcommand)]
+    Arena(scene::ArenaCommand),
     /// List compute devices llama.cpp can use.
     Devices(JsonFlag),
     /// The engine process (started by nanolab itself; speaks JSON lines on stdio).
@@ -153,5 +163,7 @@ pub fn dispatch(command: HeadlessCommand) -> anyhow::Result<()> {
         HeadlessCommand::Quantize(args) => quantize::quantize(&args),
         HeadlessCommand::Eval(cmd) => eval::dispatch(cmd),
         HeadlessCommand::Diverge(args) => diverge::diverge(&args),
+        HeadlessCommand::Scene(cmd) => scene::dispatch(cmd),
+        HeadlessCommand::Arena(cmd) => scene::arena(cmd),
     }
 }

@@ -2,6 +2,7 @@
 //! divergence between lanes, prompt-set scorecards, exports and run manifests. Pure Rust: the
 //! engine feeds it logits; nothing here touches llama.cpp.
 
+pub mod arena;
 pub mod chart;
 pub mod divergence;
 pub mod export;

@@ -52,6 +52,8 @@ pub struct PromptSetJob {
     /// Endpoints (by slot) that failed and are skipped while another one works.
     down: Vec<bool>,
     sampling: PromptSampling,
+    /// Each lane's own sampling (a scene's lanes), used instead of `sampling` and the seeds.
+    lane_sampling: Vec<Sampling>,
     progress: Progress,
     over: bool,
     /// Cancelled: runs in flight end, nothing is queued again.
@@ -95,11 +97,27 @@ impl PromptSetJob {
             replicas: Vec::new(),
             down: Vec::new(),
             sampling,
+            lane_sampling: Vec::new(),
             cancelled: false,
             runs: Vec::new(),
             retried: 0,
             scorecards: Vec::new(),
         }
+    }
+
+    /// Runs `set` once on every lane with that lane's own sampling (seed included), as a scene
+    /// replays; a prompt's `max_tokens` still wins over the lane's.
+    pub fn with_lane_sampling(set: PromptSet, lanes: Vec<(String, LaneSpec, Sampling)>) -> Self {
+        let (lanes, lane_sampling): (Vec<_>, Vec<_>) = lanes.into_iter().map(|(l, s, p)| ((l, s), p)).unzip();
+        let mut job = Self::new(set, lanes, &[0], PromptSampling {
+            temperature: 0.0,
+            max_tokens: 0,
+        });
+        for item in &mut job.queue {
+            item.seed = lane_sampling[item.lane].seed;
+        }
+        job.lane_sampling = lane_sampling;
+        job
     }
 
     /// Keeps up to `n` runs going at once (the engine steps local ones together; remote ones
@@ -163,16 +181,23 @@ impl PromptSetJob {
             Some(_) => {}
             None => lane.lane = Self::slot_lane(&lane, slot),
         }
-        Request::Generate {
-            job,
-            lane,
-            prompt: case.to_prompt(),
-            sampling: Sampling {
+        let sampling = match self.lane_sampling.get(item.lane) {
+            Some(own) => Sampling {
+                max_tokens: case.max_tokens.unwrap_or(own.max_tokens),
+                ..own.clone()
+            },
+            None => Sampling {
                 temperature: self.sampling.temperature,
                 seed: item.seed,
                 max_tokens: case.max_tokens.unwrap_or(self.sampling.max_tokens),
                 ..Sampling::default()
             },
+        };
+        Request::Generate {
+            job,
+            lane,
+            prompt: case.to_prompt(),
+            sampling,
             top_n: 0,
             exclusive: false,
         }

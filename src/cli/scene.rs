@@ -1,0 +1,221 @@
+//! `nanolab scene run|check|pack` and `nanolab arena stats`: a scene replayed headless (every
+//! lane on every prompt, with the export bundle), its files verified, packed into one zip; the
+//! arena's votes as win rates.
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+use clap::{Args, Subcommand};
+
+use super::eval::run_job;
+use super::output::OutputArgs;
+use super::run::StaticPins;
+use crate::eval::arena;
+use crate::eval::RunManifest;
+use crate::gguf::validate_model_file;
+use crate::lab::bundle::Results;
+use crate::lab::prompts::{scorecard_table, PromptSetJob};
+use crate::protocol::{LaneId, LaneSpec, Sampling};
+use crate::scene::{self, Scene, SceneError};
+
+/// `scene` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SceneCommand {
+    /// Replay a scene headless: every lane on every prompt, with its own sampling.
+    Run(SceneRunArgs),
+    /// Verify that every file a scene names is there with its recorded sha256.
+    Check(SceneCheckArgs),
+    /// Bundle a scene with its adapters (and models with --with-models) into one zip.
+    Pack(ScenePackArgs),
+}
+
+/// `scene run` arguments.
+#[derive(Debug, Args)]
+pub struct SceneRunArgs {
+    /// The scene file.
+    pub file: PathBuf,
+    /// Runs at once (greedy results are the same as with 1).
+    #[arg(long, default_value_t = 1)]
+    pub parallel: usize,
+    /// Output options.
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Do not apply the adapters pinned to a model as static in the registry.
+    #[arg(long)]
+    pub no_static: bool,
+}
+
+/// `scene check` arguments.
+#[derive(Debug, Args)]
+pub struct SceneCheckArgs {
+    /// The scene file.
+    pub file: PathBuf,
+    /// The files found (or the problems) as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `scene pack` arguments.
+#[derive(Debug, Args)]
+pub struct ScenePackArgs {
+    /// The scene file.
+    pub file: PathBuf,
+    /// The zip to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Put the model files in too (else the scene finds them by name, hash and catalog id).
+    #[arg(long)]
+    pub with_models: bool,
+}
+
+/// `arena` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ArenaCommand {
+    /// Win rates (95 % Wilson), Bradley-Terry ratings and per-tag results of a scene's votes.
+    Stats(ArenaStatsArgs),
+}
+
+/// `arena stats` arguments.
+#[derive(Debug, Args)]
+pub struct ArenaStatsArgs {
+    /// The scene file holding the votes.
+    pub file: PathBuf,
+    /// JSON on stdout.
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+    /// CSV on stdout (one row per stack).
+    #[arg(long)]
+    pub csv: bool,
+}
+
+/// Runs a `scene` subcommand.
+pub fn dispatch(cmd: SceneCommand) -> anyhow::Result<()> {
+    match cmd {
+        SceneCommand::Run(a) => run(&a),
+        SceneCommand::Check(a) => check(&a),
+        SceneCommand::Pack(a) => pack(&a),
+    }
+}
+
+/// Runs an `arena` subcommand.
+pub fn arena(cmd: ArenaCommand) -> anyhow::Result<()> {
+    match cmd {
+        ArenaCommand::Stats(a) => arena_stats(&a),
+    }
+}
+
+fn load(file: &std::path::Path) -> anyhow::Result<(Scene, scene::Resolved)> {
+    let s = Scene::read(file)?;
+    let resolved = scene::check(&s, file).map_err(SceneError::Files)?;
+    Ok((s, resolved))
+}
+
+fn check(args: &SceneCheckArgs) -> anyhow::Result<()> {
+    let s = Scene::read(&args.file)?;
+    match scene::check(&s, &args.file) {
+        Ok(resolved) if args.json => {
+            let lanes: Vec<_> = resolved
+                .lanes
+                .iter()
+                .map(|l| serde_json::json!({ "model": l.model, "adapters": l.adapters.iter().map(|a| &a.0).collect::<Vec<_>>() }))
+                .collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(
+                    &serde_json::json!({ "ok": true, "lanes": lanes, "prompt_set": resolved.prompt_set })
+                )?
+            );
+            Ok(())
+        }
+        Ok(resolved) => {
+            let files = resolved.lanes.iter().map(|l| usize::from(l.model.is_some()) + l.adapters.len()).sum::<usize>()
+                + usize::from(resolved.prompt_set.is_some());
+            println!(
+                "{}: ok, {} lanes, {files} files found with their recorded sha256",
+                args.file.display(),
+                resolved.lanes.len()
+            );
+            Ok(())
+        }
+        Err(problems) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({ "ok": false, "problems": problems }))?
+                );
+            }
+            Err(SceneError::Files(problems).into())
+        }
+    }
+}
+
+fn run(args: &SceneRunArgs) -> anyhow::Result<()> {
+    let (s, resolved) = load(&args.file)?;
+    let set = s
+        .prompt_set(resolved.prompt_set.as_deref())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
+    let mut manifest = RunManifest::new(
+        "scene run",
+        serde_json::json!({ "scene": args.file, "title": s.title, "parallel": args.parallel }),
+        s.lanes.iter().map(|l| l.sampling.seed).collect(),
+        crate::engine::llama_build(),
+        crate::engine::cpu_features(),
+    );
+    manifest.add_file(&args.file, "scene")?;
+    if let Some(p) = &resolved.prompt_set {
+        manifest.add_file(p, "prompt set")?;
+    }
+    let pins = StaticPins::load(args.no_static);
+    let mut lanes: Vec<(String, LaneSpec, Sampling)> = Vec::new();
+    for (i, label) in s.lane_labels().into_iter().enumerate() {
+        let Some(mut spec) = scene::lane_spec(&s, &resolved, i, i as LaneId) else {
+            bail!("lane {} of the scene has no model", i + 1);
+        };
+        if spec.remote.is_none() {
+            spec.adapters = pins.apply(&spec.model.path, &spec.adapters);
+            let header = validate_model_file(&spec.model.path).map_err(anyhow::Error::msg)?;
+            manifest.add_file(&spec.model.path, "model")?;
+            for a in &spec.adapters {
+                crate::adapters::validate_adapter_file(&a.path, &header).map_err(anyhow::Error::msg)?;
+                manifest.add_file(&a.path, "adapter")?;
+            }
+        }
+        lanes.push((label, spec, s.lanes[i].sampling.clone()));
+    }
+    let mut job = PromptSetJob::with_lane_sampling(set, lanes).parallel(args.parallel);
+    run_job(&mut job)?;
+    let table = scorecard_table(&job.scorecards);
+    let results = Results::Prompts {
+        cards: job.scorecards,
+        runs: job.runs,
+    };
+    args.output.emit(&results, &table, &manifest)
+}
+
+fn pack(args: &ScenePackArgs) -> anyhow::Result<()> {
+    let report = scene::pack::pack(&args.file, &args.out, args.with_models)?;
+    println!(
+        "wrote {} ({} bytes): {}",
+        args.out.display(),
+        report.zip_bytes,
+        report.entries.join(", ")
+    );
+    Ok(())
+}
+
+fn arena_stats(args: &ArenaStatsArgs) -> anyhow::Result<()> {
+    let s = Scene::read(&args.file)?;
+    let votes = s.arena.map(|a| a.votes).unwrap_or_default();
+    if votes.is_empty() {
+        bail!("{}: no arena votes yet", args.file.display());
+    }
+    let stats = arena::stats(&votes);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&stats)?);
+    } else if args.csv {
+        print!("{}", crate::eval::export::csv_string(&stats.stacks)?);
+    } else {
+        print!("{}", arena::stats_table(&stats));
+    }
+    Ok(())
+}
