@@ -36,7 +36,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Headless(cmd)) => nanolab::cli::dispatch(cmd),
         Some(Command::Screenshot(args)) => nanolab::ui::screenshot::capture(&args.out, args.model),
-        None => nanolab::ui::run(cli.model),
+        None => nanolab::ui::run(cli.model, cli.scene),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -78,14 +78,11 @@ pub enum ArenaCommand {
 /// `arena stats` arguments.
 #[derive(Debug, Args)]
 pub struct ArenaStatsArgs {
-    /// The scene file holding the votes.
+    /// A scene file holding votes (Save scene… in the window), or the window's state file.
     pub file: PathBuf,
-    /// JSON on stdout.
-    #[arg(long, conflicts_with = "csv")]
-    pub json: bool,
-    /// CSV on stdout (one row per stack).
-    #[arg(long)]
-    pub csv: bool,
+    /// Output options.
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// Runs a `scene` subcommand.
@@ -204,18 +201,37 @@ fn pack(args: &ScenePackArgs) -> anyhow::Result<()> {
 }
 
 fn arena_stats(args: &ArenaStatsArgs) -> anyhow::Result<()> {
-    let s = Scene::read(&args.file)?;
-    let votes = s.arena.map(|a| a.votes).unwrap_or_default();
-    if votes.is_empty() {
+    let text = std::fs::read_to_string(&args.file).map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: not JSON: {e}", args.file.display()))?;
+    // A scene keeps its votes under "arena"; the window's state under "scene"."arena"."record".
+    let record = if value.get("nanolab_scene").is_some() {
+        Scene::parse(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?
+            .arena
+            .unwrap_or_default()
+    } else {
+        match value.pointer("/scene/arena/record") {
+            Some(r) => serde_json::from_value::<arena::ArenaRecord>(r.clone())
+                .map_err(|e| anyhow::anyhow!("{}: bad arena record: {e}", args.file.display()))?,
+            None => bail!("{}: neither a scene nor a window state with an arena", args.file.display()),
+        }
+    };
+    if record.votes.is_empty() {
         bail!("{}: no arena votes yet", args.file.display());
     }
-    let stats = arena::stats(&votes);
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&stats)?);
-    } else if args.csv {
-        print!("{}", crate::eval::export::csv_string(&stats.stacks)?);
-    } else {
-        print!("{}", arena::stats_table(&stats));
-    }
-    Ok(())
+    let stats = arena::stats(&record.votes);
+    let table = arena::stats_table(&stats);
+    let manifest = RunManifest::new(
+        "arena stats",
+        serde_json::json!({ "file": args.file, "seed": record.seed }),
+        Vec::new(),
+        crate::engine::llama_build(),
+        crate::engine::cpu_features(),
+    );
+    let results = Results::Arena {
+        stats,
+        votes: record.votes,
+    };
+    args.output.emit(&results, &table, &manifest)
 }

@@ -226,6 +226,77 @@ fn draw_lanes<DB: DrawingBackend>(
     Ok(())
 }
 
+/// One stack's arena win rate with its 95 % Wilson interval, as charted.
+#[derive(Debug, Clone)]
+pub struct WinRatePoint {
+    /// Stack label.
+    pub label: String,
+    /// Win rate, 0-1.
+    pub win_rate: f64,
+    /// Interval, low end.
+    pub low: f64,
+    /// Interval, high end.
+    pub high: f64,
+}
+
+/// Arena win rates as bars with their 95 % Wilson intervals as whiskers.
+pub fn write_win_rates(path: &Path, title: &str, points: &[WinRatePoint]) -> Result<(), ExportError> {
+    with_backend(
+        path,
+        (800, 450),
+        |r| draw_win_rates(r, title, points),
+        |r| draw_win_rates(r, title, points),
+    )
+}
+
+fn draw_win_rates<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    points: &[WinRatePoint],
+) -> Result<(), ExportError> {
+    root.fill(&WHITE).map_err(err)?;
+    let n = points.len().max(1) as f64;
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(35)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..n, 0.0..100.0)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(points.len().max(1))
+        .x_label_formatter(&|x| {
+            let i = x.floor() as usize;
+            points.get(i).map(|p| p.label.clone()).unwrap_or_default()
+        })
+        .y_desc("win rate % (95 % Wilson interval)")
+        .draw()
+        .map_err(err)?;
+    for (i, p) in points.iter().enumerate() {
+        let x = i as f64;
+        chart
+            .draw_series([Rectangle::new([(x + 0.25, 0.0), (x + 0.75, p.win_rate * 100.0)], BLUE.mix(0.7).filled())])
+            .map_err(err)?;
+        chart
+            .draw_series([PathElement::new(
+                vec![(x + 0.5, p.low * 100.0), (x + 0.5, p.high * 100.0)],
+                BLACK.stroke_width(2),
+            )])
+            .map_err(err)?;
+        for y in [p.low, p.high] {
+            chart
+                .draw_series([PathElement::new(
+                    vec![(x + 0.42, y * 100.0), (x + 0.58, y * 100.0)],
+                    BLACK.stroke_width(2),
+                )])
+                .map_err(err)?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use crate::eval::arena::{ArenaStats, Vote};
 use crate::eval::divergence::CsvRow;
 use crate::eval::export::{self, ExportError};
 use crate::eval::prompts::{PromptRun, Scorecard};
@@ -28,6 +29,13 @@ pub enum Results {
         /// Every run.
         runs: Vec<PromptRun>,
     },
+    /// Blind A/B votes and the win rates they give.
+    Arena {
+        /// Per stack and per tag.
+        stats: ArenaStats,
+        /// Every vote.
+        votes: Vec<Vote>,
+    },
     /// Two lanes compared token by token.
     Divergence {
         /// The comparison.
@@ -43,6 +51,10 @@ impl Results {
         let (rows, detail) = match self {
             Results::Quality { rows, .. } => (serde_json::to_value(rows)?, serde_json::Value::Null),
             Results::Prompts { cards, runs } => (serde_json::to_value(cards)?, serde_json::json!({ "runs": runs })),
+            Results::Arena { stats, votes } => (
+                serde_json::to_value(&stats.stacks)?,
+                serde_json::json!({ "votes": votes, "tags": stats.tags, "votes_counted": stats.votes }),
+            ),
             Results::Divergence { result, lanes } => {
                 let mut detail = serde_json::to_value(result)?;
                 if let Some(o) = detail.as_object_mut() {
@@ -60,6 +72,7 @@ impl Results {
         match self {
             Results::Quality { rows, .. } => export::csv_string(rows),
             Results::Prompts { cards, .. } => export::csv_string(cards),
+            Results::Arena { stats, .. } => export::csv_string(&stats.stacks),
             Results::Divergence { result, .. } => export::csv_string(&divergence_rows(result)),
         }
     }
@@ -85,6 +98,23 @@ impl Results {
                 chart::write_lanes(&dir.join("lanes.png"), title, &points)?;
                 chart::write_lanes(&dir.join("lanes.svg"), title, &points)?;
             }
+            Results::Arena { stats, votes } => {
+                let rows: Vec<VoteRow> = votes.iter().map(VoteRow::from).collect();
+                export::write_file(&dir.join("votes.csv"), export::csv_string(&rows)?.as_bytes())?;
+                let points: Vec<chart::WinRatePoint> = stats
+                    .stacks
+                    .iter()
+                    .map(|s| chart::WinRatePoint {
+                        label: s.stack.clone(),
+                        win_rate: s.win_rate,
+                        low: s.wilson_low,
+                        high: s.wilson_high,
+                    })
+                    .collect();
+                let title = format!("arena: win rate per stack ({} votes)", stats.votes);
+                chart::write_win_rates(&dir.join("arena.png"), &title, &points)?;
+                chart::write_win_rates(&dir.join("arena.svg"), &title, &points)?;
+            }
             Results::Quality { ladder_title: None, .. } | Results::Divergence { .. } => {}
         }
         Ok(())
@@ -93,4 +123,37 @@ impl Results {
 
 fn divergence_rows(result: &DivergenceResult) -> Vec<CsvRow> {
     result.tokens.iter().map(CsvRow::from).collect()
+}
+
+/// One vote as a CSV row: the stacks shown, joined in shown order, and the verdict by letter.
+#[derive(serde::Serialize)]
+struct VoteRow {
+    prompt_id: String,
+    tags: String,
+    shown: String,
+    verdict: String,
+    winner: String,
+    at_unix_ms: u64,
+}
+
+impl From<&Vote> for VoteRow {
+    fn from(v: &Vote) -> Self {
+        use crate::eval::arena::Verdict;
+        let (verdict, winner) = match v.verdict {
+            Verdict::Pick(i) => (
+                char::from(b'A' + (i.min(25) as u8)).to_string(),
+                v.shown.get(i).cloned().unwrap_or_default(),
+            ),
+            Verdict::Tie => ("tie".to_string(), String::new()),
+            Verdict::BothBad => ("both bad".to_string(), String::new()),
+        };
+        Self {
+            prompt_id: v.prompt_id.clone(),
+            tags: v.tags.join(";"),
+            shown: v.shown.join(" | "),
+            verdict,
+            winner,
+            at_unix_ms: v.at_unix_ms,
+        }
+    }
 }

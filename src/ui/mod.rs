@@ -10,7 +10,7 @@ pub mod theme;
 use std::path::PathBuf;
 
 /// Opens the window.
-pub fn run(model: Option<PathBuf>) -> anyhow::Result<()> {
+pub fn run(model: Option<PathBuf>, scene: Option<PathBuf>) -> anyhow::Result<()> {
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("nanolab")
@@ -26,7 +26,7 @@ pub fn run(model: Option<PathBuf>) -> anyhow::Result<()> {
         Box::new(move |cc| {
             let mut app = app::App::new(state_path, None);
             app.set_repaint(&cc.egui_ctx);
-            app.open_initial(model);
+            app.open_initial_scene(model, scene);
             Ok(Box::new(app))
         }),
     )

@@ -61,6 +61,8 @@ pub struct LaneOutput {
 pub struct LaneState {
     /// Stable id.
     pub id: LaneId,
+    /// The stack's name from a scene (empty: model and adapter file stems).
+    pub label: String,
     /// Base model.
     pub model: Option<PathBuf>,
     /// The endpoint the lane runs on instead of the local engine (the key's variable name is
@@ -88,6 +90,7 @@ impl Default for LaneState {
     fn default() -> Self {
         Self {
             id: 0,
+            label: String::new(),
             model: None,
             remote: None,
             gpu_layers: None,
@@ -135,6 +138,43 @@ pub struct State {
     pub next_lane_id: LaneId,
     /// The lab panel (divergence, quant ladder, prompt sets).
     pub lab: LabSettings,
+    /// The scene opened or saved last, with its prompts and the arena's votes.
+    pub scene: Option<SceneSession>,
+}
+
+/// A scene in the window: where it lives, its prompts, and the blind A/B arena over its lanes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SceneSession {
+    /// The scene file (None until saved).
+    pub path: Option<PathBuf>,
+    /// Title.
+    pub title: String,
+    /// The prompts the arena steps through (the scene's, or the prompt bar's).
+    pub prompts: Vec<crate::eval::prompts::PromptCase>,
+    /// The prompt-set file they came from, kept for saving.
+    pub prompt_set: Option<crate::scene::FileRef>,
+    /// The arena.
+    pub arena: ArenaState,
+}
+
+/// The arena: on or off, where it is, and every vote (saved with the state on every vote, so a
+/// killed window keeps them).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ArenaState {
+    /// Arena mode shown instead of the lanes.
+    pub on: bool,
+    /// Presenter view: the whole window, large text, only the votes.
+    pub presenter: bool,
+    /// Rounds started (prompt `round % prompts` is shown, lanes in `shuffle(seed, round)` order).
+    pub round: u64,
+    /// The current round has been voted on: names are shown.
+    pub revealed: bool,
+    /// The current round's generations were started.
+    pub started: bool,
+    /// Seed and votes.
+    pub record: crate::eval::arena::ArenaRecord,
 }
 
 /// Which lab tool is shown.
@@ -218,6 +258,7 @@ impl Default for State {
             show_library: true,
             next_lane_id: 1,
             lab: LabSettings::default(),
+            scene: None,
         }
     }
 }

@@ -87,6 +87,22 @@ pub enum Command {
     AddRemoteLane,
     /// A lab action.
     Lab(super::lab::LabCommand),
+    /// Open a scene file (checked first; nothing changes unless every file is found).
+    OpenScene(PathBuf),
+    /// Show the file dialog to open a scene.
+    OpenSceneDialog,
+    /// Show the file dialog to save the window as a scene.
+    SaveSceneDialog,
+    /// Save the window as a scene file.
+    SaveScene(PathBuf),
+    /// Choose the file for a scene's missing or changed file (by its index in the list).
+    LocateSceneFile(usize),
+    /// Give up opening the scene.
+    CloseSceneProblems,
+    /// An arena action.
+    Arena(super::scene::ArenaCommand),
+    /// Hide the notice.
+    DismissNotice,
 }
 
 impl App {
@@ -199,7 +215,36 @@ impl App {
             Command::CloseRemoteDialog => self.rt.remote_dialog = None,
             Command::ProbeEndpoint => self.probe_endpoint(),
             Command::AddRemoteLane => self.add_remote_lane(),
+            Command::OpenScene(path) => self.open_scene(path),
+            Command::OpenSceneDialog => match rfd::FileDialog::new().add_filter("nanolab scene", &["json"]).pick_file() {
+                Some(path) => self.open_scene(path),
+                None => self.no_dialog("drop a scene .json on the window or start with --scene"),
+            },
+            Command::SaveSceneDialog => {
+                let mut dialog = rfd::FileDialog::new()
+                    .add_filter("nanolab scene", &["json"])
+                    .set_file_name("scene.json");
+                if let Some(dir) = self.state.scene.as_ref().and_then(|s| s.path.as_ref()).and_then(|p| p.parent()) {
+                    dialog = dialog.set_directory(dir);
+                }
+                match dialog.save_file() {
+                    Some(path) => self.save_scene(path),
+                    None => self.no_dialog("save from the command line is not possible; use a desktop with a file portal"),
+                }
+            }
+            Command::SaveScene(path) => self.save_scene(path),
+            Command::LocateSceneFile(i) => match rfd::FileDialog::new().pick_file() {
+                Some(path) => self.locate_scene_file(i, path),
+                None => self.no_dialog("put the file back at the path shown, or in models/ or adapters/, and open the scene again"),
+            },
+            Command::CloseSceneProblems => self.rt.scene_problems = None,
+            Command::Arena(c) => self.apply_arena(c),
+            Command::DismissNotice => self.rt.notice = None,
         }
+    }
+
+    fn no_dialog(&mut self, instead: &str) {
+        self.rt.banner = Some(format!("no file chosen (if no dialog appeared, no desktop portal is running: {instead})"));
     }
 
     fn cancel_lane_jobs(&mut self, lane: LaneId) {
@@ -352,6 +397,10 @@ impl App {
             .unwrap_or_default();
         if ext == "jsonl" {
             self.apply_lab(super::lab::LabCommand::SetPromptSet(path));
+            return;
+        }
+        if ext == "json" {
+            self.open_scene(path);
             return;
         }
         if ext == "txt" {

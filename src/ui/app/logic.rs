@@ -23,6 +23,10 @@ impl App {
         self.poll_fetch();
         self.poll_merge();
         self.poll_lab();
+        changed |= self.poll_scene();
+        if self.rt.scene_task.is_some() {
+            ctx.request_repaint_after(std::time::Duration::from_millis(50));
+        }
         if self.poll_remote_dialog() {
             changed = true;
         }
@@ -267,7 +271,9 @@ impl App {
                 i.key_pressed(egui::Key::Escape),
             )
         });
-        if run {
+        if self.arena_on() {
+            self.arena_keys(ctx);
+        } else if run {
             self.rt.pending.push(Command::RunAll);
         }
         if stop {
@@ -282,6 +288,50 @@ impl App {
         });
         for path in dropped {
             self.rt.pending.push(Command::Dropped { lane, path });
+        }
+    }
+
+    /// Whether the arena is shown instead of the lanes.
+    pub fn arena_on(&self) -> bool {
+        self.state.scene.as_ref().is_some_and(|s| s.arena.on)
+    }
+
+    /// 1…N vote for a lane, N+1 tie, N+2 both bad, space the next prompt (or start); keys go to
+    /// the arena only while no text field has focus.
+    fn arena_keys(&mut self, ctx: &egui::Context) {
+        if ctx.memory(|m| m.focused().is_some()) {
+            return;
+        }
+        let n = self.state.lanes.len();
+        let keys = [
+            egui::Key::Num1,
+            egui::Key::Num2,
+            egui::Key::Num3,
+            egui::Key::Num4,
+            egui::Key::Num5,
+            egui::Key::Num6,
+        ];
+        let (pressed, space) = ctx.input(|i| {
+            (
+                keys.iter().position(|k| i.key_pressed(*k)),
+                i.key_pressed(egui::Key::Space),
+            )
+        });
+        use crate::eval::arena::Verdict;
+        use super::scene::ArenaCommand;
+        if let Some(k) = pressed {
+            let verdict = match k {
+                k if k < n => Some(Verdict::Pick(k)),
+                k if k == n => Some(Verdict::Tie),
+                k if k == n + 1 => Some(Verdict::BothBad),
+                _ => None,
+            };
+            if let Some(v) = verdict {
+                self.rt.pending.push(Command::Arena(ArenaCommand::Vote(v)));
+            }
+        }
+        if space {
+            self.rt.pending.push(Command::Arena(ArenaCommand::Next));
         }
     }
 

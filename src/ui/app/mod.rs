@@ -4,6 +4,7 @@ mod commands;
 pub mod lab;
 mod logic;
 pub mod remote;
+pub mod scene;
 pub mod serving;
 mod ui;
 
@@ -150,6 +151,12 @@ pub struct Runtime {
     pub serving: Option<serving::Serving>,
     /// The "Add remote lane" dialog, while open.
     pub remote_dialog: Option<remote::RemoteDialog>,
+    /// A scene being opened or saved.
+    pub scene_task: Option<scene::SceneTask>,
+    /// A scene that could not be opened, with what is missing or changed.
+    pub scene_problems: Option<scene::SceneProblems>,
+    /// A message that is not an error (a scene saved, results written).
+    pub notice: Option<String>,
 }
 
 /// The nanolab window.
@@ -248,6 +255,9 @@ impl App {
                 lab: lab::LabRuntime::default(),
                 serving: None,
                 remote_dialog: None,
+                scene_task: None,
+                scene_problems: None,
+                notice: None,
             },
         }
     }
@@ -255,6 +265,15 @@ impl App {
     /// Opens `model` (from the command line), or on a first run the demo model if installed,
     /// or reloads the models the restored lanes use.
     pub fn open_initial(&mut self, model: Option<PathBuf>) {
+        self.open_initial_scene(model, None);
+    }
+
+    /// Like [`App::open_initial`], or opens `scene` (from `--scene`) over the restored lanes.
+    pub fn open_initial_scene(&mut self, model: Option<PathBuf>, scene: Option<PathBuf>) {
+        if let Some(scene) = scene {
+            self.open_scene(scene);
+            return;
+        }
         if let Some(model) = model {
             self.rt.pending.push(Command::SetModel {
                 lane: None,
@@ -300,6 +319,7 @@ impl App {
             || self.rt.merge.is_some()
             || self.rt.sims.values().any(|s| !s.pending.is_empty())
             || self.rt.lab.busy()
+            || self.rt.scene_task.is_some()
     }
 
     /// One frame: logic (drain events, sample, save) then drawing then commands.

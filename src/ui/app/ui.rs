@@ -12,6 +12,28 @@ impl App {
         } else {
             egui::Theme::Light
         });
+        if let Some(p) = &self.rt.scene_problems {
+            let mut cmds = Vec::new();
+            panels::scene::problems_ui(&ctx, p, self.rt.scene_task.is_some(), &mut cmds);
+            self.rt.pending.extend(cmds);
+        }
+        let presenter = self.state.scene.as_ref().is_some_and(|s| s.arena.on && s.arena.presenter);
+        if presenter {
+            // The whole window for the answers and the votes.
+            egui::Panel::top("presenter_bar").show(ui, |ui| {
+                ui.horizontal(|ui| {
+                    if ui.small_button("Leave presenter view").clicked() {
+                        self.rt.pending.push(Command::Arena(crate::ui::app::scene::ArenaCommand::Presenter));
+                    }
+                });
+            });
+            egui::CentralPanel::default().show(ui, |ui| {
+                let mut cmds = Vec::new();
+                panels::scene::arena_ui(ui, self, &mut cmds);
+                self.rt.pending.extend(cmds);
+            });
+            return;
+        }
         egui::Panel::top("top_bar").show(ui, |ui| self.top_bar_ui(ui));
         if self.state.show_library {
             let mut cmds = Vec::new();
@@ -64,7 +86,22 @@ impl App {
                     self.rt.pending.push(Command::DismissBanner);
                 }
             }
-            if self.state.lanes.is_empty()
+            if let Some(msg) = self.rt.notice.clone() {
+                if panels::notice_ui(ui, &msg) {
+                    self.rt.pending.push(Command::DismissNotice);
+                }
+            }
+            if let Some(t) = &self.rt.scene_task {
+                ui.horizontal(|ui| {
+                    ui.spinner();
+                    ui.weak(&t.what);
+                });
+            }
+            if self.arena_on() {
+                let mut cmds = Vec::new();
+                panels::scene::arena_ui(ui, self, &mut cmds);
+                self.rt.pending.extend(cmds);
+            } else if self.state.lanes.is_empty()
                 || !self.state.lanes.iter().any(crate::ui::state::State::runnable) && self.rt.jobs.is_empty()
             {
                 let mut cmds = Vec::new();
@@ -103,6 +140,24 @@ impl App {
                 .clicked()
             {
                 self.state.dark = !self.state.dark;
+            }
+            ui.separator();
+            if ui.button("Open scene…").on_hover_text("Open a scene file: lanes, adapters, devices and prompts, every file checked by sha256").clicked() {
+                self.rt.pending.push(Command::OpenSceneDialog);
+            }
+            if ui.button("Save scene…").on_hover_text("Save the lanes, adapters (with scales), devices, prompts and arena votes as one scene file").clicked() {
+                self.rt.pending.push(Command::SaveSceneDialog);
+            }
+            let mut arena = self.arena_on();
+            if ui
+                .toggle_value(&mut arena, "Arena")
+                .on_hover_text("Blind A/B: the lanes' answers as A, B, … in a shuffled order, names hidden until the vote (keys 1-4, space)")
+                .clicked()
+            {
+                self.rt.pending.push(Command::Arena(crate::ui::app::scene::ArenaCommand::Toggle));
+            }
+            if self.arena_on() && ui.button("Presenter view").on_hover_text("The whole window, large text, only the votes").clicked() {
+                self.rt.pending.push(Command::Arena(crate::ui::app::scene::ArenaCommand::Presenter));
             }
             ui.separator();
             self.serving_ui(ui);

@@ -6,7 +6,20 @@ pub mod lanes;
 pub mod library;
 pub mod prompt;
 pub mod remote;
+pub mod scene;
 pub mod welcome;
+
+/// A dismissable notice (not an error); returns true when dismissed.
+pub fn notice_ui(ui: &mut egui::Ui, message: &str) -> bool {
+    let mut dismissed = false;
+    ui.horizontal(|ui| {
+        ui.label(message);
+        if ui.small_button("Dismiss").clicked() {
+            dismissed = true;
+        }
+    });
+    dismissed
+}
 
 /// A dismissable error banner; returns true when dismissed.
 pub fn banner_ui(ui: &mut egui::Ui, message: &str) -> bool {

@@ -32,11 +32,19 @@ pub fn welcome_ui(ui: &mut egui::Ui, rt: &Runtime, cmds: &mut Vec<Command>) {
                     cmds.push(Command::FetchDemo);
                 }
                 ui.add_space(8.0);
+                if ui
+                    .button("Try the demo scene")
+                    .on_hover_text("The demo model beside the demo model + caps adapter on a simulated Pixel 9 Pro, with the demo prompts (assets/scenes/demo.json)")
+                    .clicked()
+                {
+                    cmds.push(Command::OpenScene(crate::ui::app::scene::demo_scene_path()));
+                }
+                ui.add_space(8.0);
                 if ui.button("Open…").on_hover_text("Choose a .gguf model file").clicked() {
                     cmds.push(Command::OpenDialog);
                 }
                 ui.add_space(8.0);
-                ui.weak("or drop a .gguf file anywhere on this window");
+                ui.weak("or drop a .gguf file or a scene .json anywhere on this window");
             }
         }
     });
