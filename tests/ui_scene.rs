@@ -163,6 +163,9 @@ fn the_arena_hides_every_stack_name_until_the_vote_and_the_votes_survive_the_win
     h.state_mut().rt.pending.push(Command::OpenScene(demo_scene()));
     h.run_steps(1);
     opened(&mut h);
+    // The library lists adapter files by name: it must not show while the arena runs.
+    h.state_mut().state.show_library = true;
+    h.run_steps(1);
     h.get_by_label("Arena").click();
     h.run_steps(2);
     assert!(h.state().arena_on());
@@ -171,6 +174,10 @@ fn the_arena_hides_every_stack_name_until_the_vote_and_the_votes_survive_the_win
     step_until(&mut h, Duration::from_secs(120), "both answers in (lane 2 paced)", |a| {
         !a.arena_generating() && a.state.lanes.iter().all(|l| l.output.stats.is_some())
     });
+    // The prompt's own limit (24 tokens in the demo set), not the lane's 64.
+    for l in &h.state().state.lanes {
+        assert!(l.output.stats.as_ref().unwrap().generated_tokens <= 24, "{}", l.output.text);
+    }
     // Before the vote: letters only; no lane label, adapter or model name anywhere.
     h.get_by_label("A");
     h.get_by_label("B");

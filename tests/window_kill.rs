@@ -127,3 +127,69 @@ fn killing_the_window_mid_stream_loses_nothing_and_leaves_no_engine() {
         "output kept across the kill"
     );
 }
+
+/// The real window under Xvfb, the demo scene from `--scene`, an arena vote by key, then kill -9:
+/// the vote is in the state file.
+#[test]
+fn an_arena_vote_survives_kill_9_of_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_path = dir.path().join("state.json");
+    let display = ":96";
+    let mut procs = Killer(vec![xvfb(display)]);
+    let scene = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/scenes/demo.json");
+    let mut win = Command::new(exe())
+        .args(["--scene", scene.to_str().unwrap()])
+        .env("DISPLAY", display)
+        .env("NANOLAB_STATE", &state_path)
+        .env("NANOLAB_REGISTRY", dir.path().join("registry.json"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the window");
+    wait_state(&state_path, "the scene's two lanes", |s| s.lanes.len() == 2 && s.scene.is_some());
+    std::thread::sleep(Duration::from_secs(2));
+    let xdo = |args: &[&str]| {
+        let ok = Command::new("xdotool").env("DISPLAY", display).args(args).status().expect("xdotool");
+        assert!(ok.success(), "xdotool {args:?}");
+    };
+    // "Arena" in the top bar (see screenshots/08-arena-blind.png), then space starts the round.
+    xdo(&["mousemove", "605", "12", "click", "1"]);
+    wait_state(&state_path, "arena on", |s| s.scene.as_ref().is_some_and(|c| c.arena.on));
+    // Keys go to the focused window; without a window manager nothing focuses it but us.
+    let found = Command::new("xdotool")
+        .env("DISPLAY", display)
+        .args(["search", "--name", "^nanolab$"])
+        .output()
+        .expect("xdotool search");
+    let id = String::from_utf8_lossy(&found.stdout).lines().next().unwrap_or_default().to_string();
+    assert!(!id.is_empty(), "the window is found by its title");
+    xdo(&["windowfocus", &id]);
+    xdo(&["key", "space"]);
+    wait_state(&state_path, "both answers in", |s| {
+        s.scene.as_ref().is_some_and(|c| c.arena.started) && s.lanes.iter().all(|l| l.output.stats.is_some())
+    });
+    // Paced tokens of lane 2 may still be released: wait for the vote to be taken.
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        xdo(&["key", "1"]);
+        std::thread::sleep(Duration::from_millis(500));
+        let text = std::fs::read_to_string(&state_path).unwrap_or_default();
+        if serde_json::from_str::<state::State>(&text)
+            .ok()
+            .and_then(|s| s.scene)
+            .is_some_and(|c| c.arena.record.votes.len() == 1)
+        {
+            break;
+        }
+        assert!(Instant::now() < end, "the vote never reached the state file");
+    }
+    win.kill().unwrap();
+    win.wait().unwrap();
+    let (saved, problem) = state::load(&state_path);
+    assert!(problem.is_none(), "{problem:?}");
+    let arena = saved.scene.unwrap().arena;
+    assert_eq!(arena.record.votes.len(), 1, "exactly the one vote");
+    assert_eq!(arena.record.votes[0].verdict, nanolab::eval::arena::Verdict::Pick(0));
+    assert!(arena.revealed);
+    procs.0.clear();
+}

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::app::lab::LabCommand;
+use super::app::scene::ArenaCommand;
 use super::app::{App, Command};
 use super::state::LabTab;
 use crate::quant::{QuantType, QuantizeJob, QuantizeRequest};
@@ -18,17 +19,23 @@ enum Phase {
     LabCompare,
     LabQuality,
     LabPrompts,
+    RemoteDialog,
+    ArenaBlind,
+    ArenaVoted,
     Finished,
 }
 
 /// Every phase that takes a picture, in order.
-const SHOTS: [Phase; 6] = [
+const SHOTS: [Phase; 9] = [
     Phase::Welcome,
     Phase::Compare,
     Phase::Graphs,
     Phase::LabCompare,
     Phase::LabQuality,
     Phase::LabPrompts,
+    Phase::RemoteDialog,
+    Phase::ArenaBlind,
+    Phase::ArenaVoted,
 ];
 
 /// Levels the quality screenshot makes from an F16 stand-in reference.
@@ -121,6 +128,25 @@ impl Shooter {
                     Err(e) => self.app.rt.lab.message = Some(e),
                 }
             }
+            Phase::RemoteDialog => {
+                self.app.state.lab.show = false;
+                self.app.state.show_library = true;
+                self.app.rt.pending.push(Command::OpenRemoteDialog);
+                self.app.apply_commands();
+                if let Some(d) = &mut self.app.rt.remote_dialog {
+                    d.url = "http://127.0.0.1:8080".into();
+                }
+            }
+            Phase::ArenaBlind => {
+                self.app.rt.pending.push(Command::CloseRemoteDialog);
+                self.app.rt.pending.push(Command::OpenScene(super::app::scene::demo_scene_path()));
+            }
+            Phase::ArenaVoted => {
+                self.app
+                    .rt
+                    .pending
+                    .push(Command::Arena(ArenaCommand::Vote(crate::eval::arena::Verdict::Pick(1))));
+            }
             Phase::LabPrompts => {
                 lab(&mut self.app, LabTab::Prompts);
                 let set = std::path::Path::new("assets/eval/prompts-demo.jsonl");
@@ -152,8 +178,31 @@ impl Shooter {
         .map(|o| o.output)
     }
 
+    /// Steps a phase on once the window has done what it started (the scene opens off the UI
+    /// thread, then the arena starts its first round).
+    fn drive(&mut self) {
+        if self.phase == Phase::ArenaBlind
+            && self.app.state.scene.as_ref().is_some_and(|s| !s.arena.on)
+            && self.app.rt.scene_task.is_none()
+            && self.app.rt.jobs.is_empty()
+        {
+            self.app.rt.pending.push(Command::Arena(ArenaCommand::Toggle));
+            self.app.rt.pending.push(Command::Arena(ArenaCommand::Start));
+        }
+    }
+
     fn ready(&self) -> bool {
         match self.phase {
+            Phase::RemoteDialog => self.frames_in_phase > 5,
+            Phase::ArenaBlind => {
+                self.app.state.scene.as_ref().is_some_and(|s| s.arena.started)
+                    && !self.app.arena_generating()
+                    && self.app.state.lanes.iter().all(|l| l.output.stats.is_some())
+                    && self.frames_in_phase > 5
+            }
+            Phase::ArenaVoted => {
+                self.app.state.scene.as_ref().is_some_and(|s| s.arena.revealed) && self.frames_in_phase > 5
+            }
             Phase::Welcome => self.frames_in_phase > 5,
             Phase::Compare => self
                 .app
@@ -183,6 +232,9 @@ impl Shooter {
             Phase::LabCompare => "04-lab-compare-tokens.png",
             Phase::LabQuality => "05-lab-quant-ladder.png",
             Phase::LabPrompts => "06-lab-prompt-set.png",
+            Phase::RemoteDialog => "07-remote-lane-dialog.png",
+            Phase::ArenaBlind => "08-arena-blind.png",
+            Phase::ArenaVoted => "09-arena-voted.png",
             Phase::Finished => "",
         }
     }
@@ -204,6 +256,7 @@ impl eframe::App for Shooter {
         self.app.ui(ui);
         self.app.apply_commands();
         self.frames_in_phase += 1;
+        self.drive();
         if self.phase_started.elapsed() > DEADLINE {
             if let Ok(mut s) = self.saved.lock() {
                 s.push(Err(format!("timed out waiting for the {:?} state", self.phase)));

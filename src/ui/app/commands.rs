@@ -533,6 +533,12 @@ impl App {
     }
 
     fn run_all(&mut self) {
+        self.run_all_with(None);
+    }
+
+    /// Runs every lane, with `max_tokens` instead of each lane's own limit when given (an
+    /// arena prompt's `max_tokens`).
+    pub(super) fn run_all_with(&mut self, max_tokens: Option<u32>) {
         if self.rt.jobs.values().any(|k| matches!(k, JobKind::Generate { .. })) {
             return;
         }
@@ -541,9 +547,12 @@ impl App {
         }
         for i in 0..self.state.lanes.len() {
             let job = self.rt.engine.next_job();
-            let Some(req) = self.generate_request(i, job) else {
+            let Some(mut req) = self.generate_request(i, job) else {
                 continue;
             };
+            if let (Request::Generate { sampling, .. }, Some(n)) = (&mut req, max_tokens) {
+                sampling.max_tokens = n;
+            }
             let id = self.state.lanes[i].id;
             self.state.lanes[i].output = LaneOutput::default();
             match self.rt.engine.send(&req) {

@@ -452,10 +452,11 @@ impl App {
                 if let Some(sys) = &case.system {
                     self.state.system.clone_from(sys);
                 }
+                let max_tokens = case.max_tokens;
                 let a = self.arena_mut();
                 a.started = true;
                 a.revealed = false;
-                self.rt.pending.push(super::Command::RunAll);
+                self.run_all_with(max_tokens);
             }
             ArenaCommand::Vote(verdict) => {
                 let n = self.state.lanes.len();

@@ -35,7 +35,10 @@ impl App {
             return;
         }
         egui::Panel::top("top_bar").show(ui, |ui| self.top_bar_ui(ui));
-        if self.state.show_library {
+        // The arena drives the prompts itself, and the library and lab name adapters: hidden
+        // while it runs, so nothing on screen tells the stacks apart.
+        let arena = self.arena_on();
+        if self.state.show_library && !arena {
             let mut cmds = Vec::new();
             egui::Panel::left("library")
                 .resizable(true)
@@ -46,7 +49,7 @@ impl App {
                 });
             self.rt.pending.extend(cmds);
         }
-        if self.state.lab.show {
+        if self.state.lab.show && !arena {
             let compare = self.compare_lanes();
             let mut cmds = Vec::new();
             // At most half the window, so the lanes stay readable beside it.
@@ -61,12 +64,14 @@ impl App {
                 });
             self.rt.pending.extend(cmds);
         }
-        egui::Panel::bottom("prompt_bar").show(ui, |ui| {
-            let busy = self.busy();
-            let mut cmds = Vec::new();
-            panels::prompt::prompt_ui(ui, &mut self.state, busy, &mut cmds);
-            self.rt.pending.extend(cmds);
-        });
+        if !arena {
+            egui::Panel::bottom("prompt_bar").show(ui, |ui| {
+                let busy = self.busy();
+                let mut cmds = Vec::new();
+                panels::prompt::prompt_ui(ui, &mut self.state, busy, &mut cmds);
+                self.rt.pending.extend(cmds);
+            });
+        }
         if self.state.show_graphs && !self.state.lanes.is_empty() {
             egui::Panel::bottom("graphs")
                 .resizable(true)
