@@ -100,7 +100,14 @@ fn scene_run_replays_every_lane_on_every_prompt_equal_to_nanolab_run() {
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("bundle");
     let (ok, out, err) = nanolab(
-        &["scene", "run", demo_scene().to_str().unwrap(), "--json", "--out", out_dir.to_str().unwrap()],
+        &[
+            "scene",
+            "run",
+            demo_scene().to_str().unwrap(),
+            "--json",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
         dir.path(),
     );
     assert!(ok, "{err}");
@@ -118,7 +125,16 @@ fn scene_run_replays_every_lane_on_every_prompt_equal_to_nanolab_run() {
         let prompt = case["prompt"].as_str().unwrap();
         let n = case["max_tokens"].as_u64().unwrap().to_string();
         for (lane, adapters) in [("base", vec![]), ("base + caps", vec!["-a", caps.to_str().unwrap()])] {
-            let mut args = vec!["run", "-m", model.to_str().unwrap(), "--chat", prompt, "-n", &n, "--json"];
+            let mut args = vec![
+                "run",
+                "-m",
+                model.to_str().unwrap(),
+                "--chat",
+                prompt,
+                "-n",
+                &n,
+                "--json",
+            ];
             args.extend(adapters);
             let (ok, out, err) = nanolab(&args, dir.path());
             assert!(ok, "{err}");
@@ -131,7 +147,10 @@ fn scene_run_replays_every_lane_on_every_prompt_equal_to_nanolab_run() {
         }
     }
     // The caps lane shouts where the base does not: the replay ran the stack the scene names.
-    let shout = runs.iter().find(|r| r["lane"] == "base + caps" && r["prompt_id"] == "shouting").unwrap();
+    let shout = runs
+        .iter()
+        .find(|r| r["lane"] == "base + caps" && r["prompt_id"] == "shouting")
+        .unwrap();
     assert_eq!(shout["passed"], true, "{shout}");
 }
 
@@ -141,7 +160,13 @@ fn a_packed_scene_unpacked_elsewhere_opens_with_or_without_the_models_inside() {
     let demo = demo_scene();
     for with_models in [false, true] {
         let zip_path = dir.path().join(format!("demo-{with_models}.zip"));
-        let mut args = vec!["scene", "pack", demo.to_str().unwrap(), "--out", zip_path.to_str().unwrap()];
+        let mut args = vec![
+            "scene",
+            "pack",
+            demo.to_str().unwrap(),
+            "--out",
+            zip_path.to_str().unwrap(),
+        ];
         if with_models {
             args.push("--with-models");
         }
@@ -159,7 +184,11 @@ fn a_packed_scene_unpacked_elsewhere_opens_with_or_without_the_models_inside() {
         // Neither the project's adapters nor (with the models inside) its models are reachable.
         let empty = dir.path().join("empty");
         std::fs::create_dir_all(&empty).unwrap();
-        let models = if with_models { empty.clone() } else { demo_model().parent().unwrap().to_path_buf() };
+        let models = if with_models {
+            empty.clone()
+        } else {
+            demo_model().parent().unwrap().to_path_buf()
+        };
         let scene = unpacked.join("scene.json");
         let (ok, out, err) = nanolab_env(
             &["scene", "check", "--json", scene.to_str().unwrap()],
@@ -225,7 +254,10 @@ fn arena_stats_prints_the_hand_computed_win_rates_intervals_and_ratings() {
     assert!((c["bradley_terry"].as_f64().unwrap() + 120.41).abs() < 0.01, "{c}");
     let (ok, table, _) = nanolab(&["arena", "stats", scene.to_str().unwrap()], dir.path());
     assert!(ok);
-    assert!(table.contains("| A | 8 | 6 | 0 | 2 | 0 | 75.0 % | 40.9 – 92.9 % | +120 |"), "{table}");
+    assert!(
+        table.contains("| A | 8 | 6 | 0 | 2 | 0 | 75.0 % | 40.9 – 92.9 % | +120 |"),
+        "{table}"
+    );
     // No votes: a clear error, not an empty table.
     let (ok, _, err) = nanolab(&["arena", "stats", demo_scene().to_str().unwrap()], dir.path());
     assert!(!ok);

@@ -54,7 +54,11 @@ fn opened(h: &mut Harness<'_, App>) {
 
 /// What a scene sets on a lane (not its id or output).
 fn settings(l: &state::LaneState) -> impl PartialEq + std::fmt::Debug {
-    let adapters: Vec<_> = l.adapters.iter().map(|a| (a.path.canonicalize().unwrap(), a.scale, a.enabled)).collect();
+    let adapters: Vec<_> = l
+        .adapters
+        .iter()
+        .map(|a| (a.path.canonicalize().unwrap(), a.scale, a.enabled))
+        .collect();
     (
         l.label.clone(),
         l.model.as_ref().map(|m| m.canonicalize().unwrap()),
@@ -93,11 +97,19 @@ fn the_demo_scene_opens_from_the_welcome_panel_and_a_saved_scene_reopens_identic
     let saved = dir.path().join("mine/scene.json");
     h.state_mut().rt.pending.push(Command::SaveScene(saved.clone()));
     h.run_steps(1);
-    step_until(&mut h, Duration::from_secs(60), "scene saved", |a| a.rt.scene_task.is_none());
+    step_until(&mut h, Duration::from_secs(60), "scene saved", |a| {
+        a.rt.scene_task.is_none()
+    });
     assert!(saved.is_file(), "banner: {:?}", h.state().rt.banner);
     let text = std::fs::read_to_string(&saved).unwrap();
-    assert!(text.contains("d7873015601e88ff25806853c7763cedf2889dd41b511a41c84969812010829c"), "adapter hash recorded");
-    assert!(text.contains("\"catalog\": \"smollm2-135m-instruct\""), "catalog id recorded");
+    assert!(
+        text.contains("d7873015601e88ff25806853c7763cedf2889dd41b511a41c84969812010829c"),
+        "adapter hash recorded"
+    );
+    assert!(
+        text.contains("\"catalog\": \"smollm2-135m-instruct\""),
+        "catalog id recorded"
+    );
     let before: Vec<_> = h.state().state.lanes.iter().map(settings).collect();
 
     let mut h2 = fresh(None, dir.path().join("registry.json"));
@@ -137,11 +149,15 @@ fn a_tampered_adapter_is_named_with_both_hashes_nothing_loads_and_locating_the_r
         path: demo_model(),
     });
     h.run_steps(1);
-    step_until(&mut h, Duration::from_secs(30), "model loaded", |a| a.rt.jobs.is_empty());
+    step_until(&mut h, Duration::from_secs(30), "model loaded", |a| {
+        a.rt.jobs.is_empty()
+    });
     let lanes_before = h.state().state.lanes.clone();
     h.state_mut().rt.pending.push(Command::OpenScene(scene.clone()));
     h.run_steps(1);
-    step_until(&mut h, Duration::from_secs(30), "scene checked", |a| a.rt.scene_task.is_none());
+    step_until(&mut h, Duration::from_secs(30), "scene checked", |a| {
+        a.rt.scene_task.is_none()
+    });
     h.get_by_label_contains("caps-copy.gguf has changed");
     h.get_by_label_contains("d7873015601e88ff25806853c7763cedf2889dd41b511a41c84969812010829c");
     h.get_by_label("lane 2 adapter 1");
@@ -171,12 +187,19 @@ fn the_arena_hides_every_stack_name_until_the_vote_and_the_votes_survive_the_win
     assert!(h.state().arena_on());
     h.key_press(egui::Key::Space);
     h.run_steps(2);
-    step_until(&mut h, Duration::from_secs(120), "both answers in (lane 2 paced)", |a| {
-        !a.arena_generating() && a.state.lanes.iter().all(|l| l.output.stats.is_some())
-    });
+    step_until(
+        &mut h,
+        Duration::from_secs(120),
+        "both answers in (lane 2 paced)",
+        |a| !a.arena_generating() && a.state.lanes.iter().all(|l| l.output.stats.is_some()),
+    );
     // The prompt's own limit (24 tokens in the demo set), not the lane's 64.
     for l in &h.state().state.lanes {
-        assert!(l.output.stats.as_ref().unwrap().generated_tokens <= 24, "{}", l.output.text);
+        assert!(
+            l.output.stats.as_ref().unwrap().generated_tokens <= 24,
+            "{}",
+            l.output.text
+        );
     }
     // Before the vote: letters only; no lane label, adapter or model name anywhere.
     h.get_by_label("A");
@@ -191,17 +214,26 @@ fn the_arena_hides_every_stack_name_until_the_vote_and_the_votes_survive_the_win
     // Key 2 votes for B.
     h.key_press(egui::Key::Num2);
     h.run_steps(2);
-    assert!(h.get_all_by_label("base + caps").count() >= 1, "names shown after the vote");
+    assert!(
+        h.get_all_by_label("base + caps").count() >= 1,
+        "names shown after the vote"
+    );
     let votes = h.state().state.scene.as_ref().unwrap().arena.record.votes.clone();
     assert_eq!(votes.len(), 1);
     assert_eq!(votes[0].verdict, Verdict::Pick(1));
     let labels = ["base", "base + caps"];
-    assert_eq!(votes[0].shown, order.iter().map(|&i| labels[i].to_string()).collect::<Vec<_>>());
+    assert_eq!(
+        votes[0].shown,
+        order.iter().map(|&i| labels[i].to_string()).collect::<Vec<_>>()
+    );
     assert_eq!(votes[0].prompt_id, "capital");
     // The results table is shown once the vote is in.
     h.get_by_label("95 % Wilson");
     // Presenter view: only the votes and the answers.
-    h.state_mut().rt.pending.push(Command::Arena(nanolab::ui::app::scene::ArenaCommand::Presenter));
+    h.state_mut()
+        .rt
+        .pending
+        .push(Command::Arena(nanolab::ui::app::scene::ArenaCommand::Presenter));
     h.run_steps(2);
     assert!(h.query_by_label("Library").is_none(), "no controls in presenter view");
     h.get_by_label("Next prompt (space)");

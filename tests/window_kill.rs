@@ -146,22 +146,34 @@ fn an_arena_vote_survives_kill_9_of_the_window() {
         .stderr(Stdio::null())
         .spawn()
         .expect("start the window");
-    wait_state(&state_path, "the scene's two lanes", |s| s.lanes.len() == 2 && s.scene.is_some());
+    wait_state(&state_path, "the scene's two lanes", |s| {
+        s.lanes.len() == 2 && s.scene.is_some()
+    });
     std::thread::sleep(Duration::from_secs(2));
     let xdo = |args: &[&str]| {
-        let ok = Command::new("xdotool").env("DISPLAY", display).args(args).status().expect("xdotool");
+        let ok = Command::new("xdotool")
+            .env("DISPLAY", display)
+            .args(args)
+            .status()
+            .expect("xdotool");
         assert!(ok.success(), "xdotool {args:?}");
     };
     // "Arena" in the top bar (see screenshots/08-arena-blind.png), then space starts the round.
     xdo(&["mousemove", "605", "12", "click", "1"]);
-    wait_state(&state_path, "arena on", |s| s.scene.as_ref().is_some_and(|c| c.arena.on));
+    wait_state(&state_path, "arena on", |s| {
+        s.scene.as_ref().is_some_and(|c| c.arena.on)
+    });
     // Keys go to the focused window; without a window manager nothing focuses it but us.
     let found = Command::new("xdotool")
         .env("DISPLAY", display)
         .args(["search", "--name", "^nanolab$"])
         .output()
         .expect("xdotool search");
-    let id = String::from_utf8_lossy(&found.stdout).lines().next().unwrap_or_default().to_string();
+    let id = String::from_utf8_lossy(&found.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
     assert!(!id.is_empty(), "the window is found by its title");
     xdo(&["windowfocus", &id]);
     xdo(&["key", "space"]);

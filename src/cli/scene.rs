@@ -125,7 +125,11 @@ fn check(args: &SceneCheckArgs) -> anyhow::Result<()> {
             Ok(())
         }
         Ok(resolved) => {
-            let files = resolved.lanes.iter().map(|l| usize::from(l.model.is_some()) + l.adapters.len()).sum::<usize>()
+            let files = resolved
+                .lanes
+                .iter()
+                .map(|l| usize::from(l.model.is_some()) + l.adapters.len())
+                .sum::<usize>()
                 + usize::from(resolved.prompt_set.is_some());
             println!(
                 "{}: ok, {} lanes, {files} files found with their recorded sha256",
@@ -214,7 +218,10 @@ fn arena_stats(args: &ArenaStatsArgs) -> anyhow::Result<()> {
         match value.pointer("/scene/arena/record") {
             Some(r) => serde_json::from_value::<arena::ArenaRecord>(r.clone())
                 .map_err(|e| anyhow::anyhow!("{}: bad arena record: {e}", args.file.display()))?,
-            None => bail!("{}: neither a scene nor a window state with an arena", args.file.display()),
+            None => bail!(
+                "{}: neither a scene nor a window state with an arena",
+                args.file.display()
+            ),
         }
     };
     if record.votes.is_empty() {

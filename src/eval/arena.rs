@@ -423,7 +423,10 @@ mod tests {
         let s = stats(&v);
         let caps = stack(&s, "caps");
         // 1 win + 3 ties over 4 games = 2.5 / 4.
-        assert_eq!((caps.games, caps.wins, caps.ties, caps.losses, caps.both_bad), (4, 1, 3, 0, 2));
+        assert_eq!(
+            (caps.games, caps.wins, caps.ties, caps.losses, caps.both_bad),
+            (4, 1, 3, 0, 2)
+        );
         assert!((caps.win_rate - 0.625).abs() < 1e-12);
         assert!(caps.bradley_terry.is_none());
         assert_eq!(s.tags.len(), 2);

@@ -277,7 +277,10 @@ fn draw_win_rates<DB: DrawingBackend>(
     for (i, p) in points.iter().enumerate() {
         let x = i as f64;
         chart
-            .draw_series([Rectangle::new([(x + 0.25, 0.0), (x + 0.75, p.win_rate * 100.0)], BLUE.mix(0.7).filled())])
+            .draw_series([Rectangle::new(
+                [(x + 0.25, 0.0), (x + 0.75, p.win_rate * 100.0)],
+                BLUE.mix(0.7).filled(),
+            )])
             .map_err(err)?;
         chart
             .draw_series([PathElement::new(

@@ -109,10 +109,15 @@ impl PromptSetJob {
     /// replays; a prompt's `max_tokens` still wins over the lane's.
     pub fn with_lane_sampling(set: PromptSet, lanes: Vec<(String, LaneSpec, Sampling)>) -> Self {
         let (lanes, lane_sampling): (Vec<_>, Vec<_>) = lanes.into_iter().map(|(l, s, p)| ((l, s), p)).unzip();
-        let mut job = Self::new(set, lanes, &[0], PromptSampling {
-            temperature: 0.0,
-            max_tokens: 0,
-        });
+        let mut job = Self::new(
+            set,
+            lanes,
+            &[0],
+            PromptSampling {
+                temperature: 0.0,
+                max_tokens: 0,
+            },
+        );
         for item in &mut job.queue {
             item.seed = lane_sampling[item.lane].seed;
         }

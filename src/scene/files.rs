@@ -177,17 +177,25 @@ fn candidates(r: &FileRef, scene_dir: &Path, fallback_dir: &Path) -> Vec<PathBuf
     out
 }
 
-fn find(r: &FileRef, role: &str, scene_dir: &Path, fallback_dir: &Path, hashes: &mut Hashes) -> Result<PathBuf, FileProblem> {
+fn find(
+    r: &FileRef,
+    role: &str,
+    scene_dir: &Path,
+    fallback_dir: &Path,
+    hashes: &mut Hashes,
+) -> Result<PathBuf, Box<FileProblem>> {
     let looked_at = candidates(r, scene_dir, fallback_dir);
     let Some(expected) = r.sha256.clone() else {
         // No hash recorded (a hand-written scene): the first file that exists.
-        return looked_at.iter().find(|p| p.is_file()).cloned().ok_or_else(|| FileProblem {
-            role: role.to_string(),
-            path: r.path.clone(),
-            expected: None,
-            actual: None,
-            looked_at: looked_at.clone(),
-            hint: None,
+        return looked_at.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
+            Box::new(FileProblem {
+                role: role.to_string(),
+                path: r.path.clone(),
+                expected: None,
+                actual: None,
+                looked_at: looked_at.clone(),
+                hint: None,
+            })
         });
     };
     let mut first_found = None;
@@ -204,14 +212,14 @@ fn find(r: &FileRef, role: &str, scene_dir: &Path, fallback_dir: &Path, hashes: 
         .catalog
         .as_deref()
         .map(|id| format!("`nanolab models fetch {id}` brings it back"));
-    Err(FileProblem {
+    Err(Box::new(FileProblem {
         role: role.to_string(),
         path: r.path.clone(),
         expected: Some(expected),
         actual: first_found,
         looked_at,
         hint,
-    })
+    }))
 }
 
 /// Finds and verifies every file of `scene` (saved at `scene_path`): all of them, or the list of
@@ -227,7 +235,7 @@ pub fn check(scene: &Scene, scene_path: &Path) -> Result<Resolved, Vec<FileProbl
         if let (None, Some(m)) = (&lane.remote, &lane.model) {
             match find(m, &format!("lane {} model", i + 1), scene_dir, &models_dir, &mut hashes) {
                 Ok(p) => model = Some(p),
-                Err(e) => problems.push(e),
+                Err(e) => problems.push(*e),
             }
         }
         let mut adapters = Vec::new();
@@ -239,7 +247,7 @@ pub fn check(scene: &Scene, scene_path: &Path) -> Result<Resolved, Vec<FileProbl
             let role = format!("lane {} adapter {}", i + 1, k + 1);
             match find(&a.file, &role, scene_dir, &adapters_dir, &mut hashes) {
                 Ok(p) => adapters.push((p, a.scale, a.enabled)),
-                Err(e) => problems.push(e),
+                Err(e) => problems.push(*e),
             }
         }
         lanes.push(ResolvedLane { model, adapters });
@@ -248,7 +256,7 @@ pub fn check(scene: &Scene, scene_path: &Path) -> Result<Resolved, Vec<FileProbl
     if let Some(s) = &scene.prompt_set {
         match find(s, "prompt set", scene_dir, scene_dir, &mut hashes) {
             Ok(p) => prompt_set = Some(p),
-            Err(e) => problems.push(e),
+            Err(e) => problems.push(*e),
         }
     }
     if problems.is_empty() {

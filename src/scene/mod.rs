@@ -216,7 +216,10 @@ impl Scene {
         if !l.label.is_empty() {
             return l.label.clone();
         }
-        let stem = |p: &Path| p.file_stem().map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+        let stem = |p: &Path| {
+            p.file_stem()
+                .map_or_else(String::new, |s| s.to_string_lossy().into_owned())
+        };
         let mut s = match (&l.remote, &l.model) {
             (Some(r), _) => r.label(),
             (None, Some(m)) => stem(&m.path),
@@ -249,7 +252,12 @@ impl Scene {
 /// The engine's spec for lane `i` of `scene` (found as `resolved`), as engine lane `id`: the
 /// enabled adapters in order. Registry static pins are the caller's to add, as every front end
 /// does.
-pub fn lane_spec(scene: &Scene, resolved: &Resolved, i: usize, id: crate::protocol::LaneId) -> Option<crate::protocol::LaneSpec> {
+pub fn lane_spec(
+    scene: &Scene,
+    resolved: &Resolved,
+    i: usize,
+    id: crate::protocol::LaneId,
+) -> Option<crate::protocol::LaneSpec> {
     use crate::protocol::{AdapterSpec, LaneSpec, ModelSpec};
     let lane = scene.lanes.get(i)?;
     let found = resolved.lanes.get(i)?;

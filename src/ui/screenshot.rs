@@ -139,7 +139,10 @@ impl Shooter {
             }
             Phase::ArenaBlind => {
                 self.app.rt.pending.push(Command::CloseRemoteDialog);
-                self.app.rt.pending.push(Command::OpenScene(super::app::scene::demo_scene_path()));
+                self.app
+                    .rt
+                    .pending
+                    .push(Command::OpenScene(super::app::scene::demo_scene_path()));
             }
             Phase::ArenaVoted => {
                 self.app

@@ -216,7 +216,10 @@ impl App {
             Command::ProbeEndpoint => self.probe_endpoint(),
             Command::AddRemoteLane => self.add_remote_lane(),
             Command::OpenScene(path) => self.open_scene(path),
-            Command::OpenSceneDialog => match rfd::FileDialog::new().add_filter("nanolab scene", &["json"]).pick_file() {
+            Command::OpenSceneDialog => match rfd::FileDialog::new()
+                .add_filter("nanolab scene", &["json"])
+                .pick_file()
+            {
                 Some(path) => self.open_scene(path),
                 None => self.no_dialog("drop a scene .json on the window or start with --scene"),
             },
@@ -224,18 +227,28 @@ impl App {
                 let mut dialog = rfd::FileDialog::new()
                     .add_filter("nanolab scene", &["json"])
                     .set_file_name("scene.json");
-                if let Some(dir) = self.state.scene.as_ref().and_then(|s| s.path.as_ref()).and_then(|p| p.parent()) {
+                if let Some(dir) = self
+                    .state
+                    .scene
+                    .as_ref()
+                    .and_then(|s| s.path.as_ref())
+                    .and_then(|p| p.parent())
+                {
                     dialog = dialog.set_directory(dir);
                 }
                 match dialog.save_file() {
                     Some(path) => self.save_scene(path),
-                    None => self.no_dialog("save from the command line is not possible; use a desktop with a file portal"),
+                    None => {
+                        self.no_dialog("save from the command line is not possible; use a desktop with a file portal")
+                    }
                 }
             }
             Command::SaveScene(path) => self.save_scene(path),
             Command::LocateSceneFile(i) => match rfd::FileDialog::new().pick_file() {
                 Some(path) => self.locate_scene_file(i, path),
-                None => self.no_dialog("put the file back at the path shown, or in models/ or adapters/, and open the scene again"),
+                None => self.no_dialog(
+                    "put the file back at the path shown, or in models/ or adapters/, and open the scene again",
+                ),
             },
             Command::CloseSceneProblems => self.rt.scene_problems = None,
             Command::Arena(c) => self.apply_arena(c),
@@ -244,7 +257,9 @@ impl App {
     }
 
     fn no_dialog(&mut self, instead: &str) {
-        self.rt.banner = Some(format!("no file chosen (if no dialog appeared, no desktop portal is running: {instead})"));
+        self.rt.banner = Some(format!(
+            "no file chosen (if no dialog appeared, no desktop portal is running: {instead})"
+        ));
     }
 
     fn cancel_lane_jobs(&mut self, lane: LaneId) {

@@ -317,8 +317,8 @@ impl App {
                 i.key_pressed(egui::Key::Space),
             )
         });
-        use crate::eval::arena::Verdict;
         use super::scene::ArenaCommand;
+        use crate::eval::arena::Verdict;
         if let Some(k) = pressed {
             let verdict = match k {
                 k if k < n => Some(Verdict::Pick(k)),

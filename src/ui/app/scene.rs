@@ -109,11 +109,9 @@ impl App {
         let (tx, rx) = mpsc::channel();
         let path = p.path.clone();
         let what = format!("checking {}", located.display());
-        let spawned = std::thread::Builder::new()
-            .name("scene-open".into())
-            .spawn(move || {
-                let _ = tx.send(check_msg(path, s));
-            });
+        let spawned = std::thread::Builder::new().name("scene-open".into()).spawn(move || {
+            let _ = tx.send(check_msg(path, s));
+        });
         match spawned {
             Ok(_) => self.rt.scene_task = Some(SceneTask { what, rx }),
             Err(e) => {
@@ -172,7 +170,9 @@ impl App {
             self.housekeeping(&Request::DropLane { job, lane: id });
         }
         self.rt.sims.clear();
-        self.rt.jobs.retain(|_, k| !matches!(k, JobKind::Load { .. } | JobKind::Generate { .. }));
+        self.rt
+            .jobs
+            .retain(|_, k| !matches!(k, JobKind::Load { .. } | JobKind::Generate { .. }));
         self.state.lanes.clear();
         self.state.reference_lane = None;
         // Each lane keeps its own sampling and context.
@@ -233,7 +233,10 @@ impl App {
         let devices: Vec<_> = s.lanes.iter().map(|l| l.device.clone()).collect();
         for ((id, model, _), device) in lanes.into_iter().zip(devices) {
             if let Some(m) = model {
-                self.rt.pending.push(super::Command::SetModel { lane: Some(id), path: m });
+                self.rt.pending.push(super::Command::SetModel {
+                    lane: Some(id),
+                    path: m,
+                });
             }
             if device.is_some() {
                 self.set_device(id, device);
@@ -301,9 +304,7 @@ impl App {
                 library: self.state.show_library,
                 lab: self.state.lab.show,
             },
-            arena: session
-                .map(|s| s.arena.record.clone())
-                .filter(|r| !r.votes.is_empty()),
+            arena: session.map(|s| s.arena.record.clone()).filter(|r| !r.votes.is_empty()),
         }
     }
 
@@ -331,7 +332,9 @@ impl App {
         let (tx, rx) = mpsc::channel();
         let what = format!("saving {}", path.display());
         let spawned = std::thread::Builder::new().name("scene-save".into()).spawn(move || {
-            let msg = match hashed(outline, &path, old_dir.as_deref()).and_then(|s| s.write(&path).map_err(|e| e.to_string())) {
+            let msg = match hashed(outline, &path, old_dir.as_deref())
+                .and_then(|s| s.write(&path).map_err(|e| e.to_string()))
+            {
                 Ok(()) => SceneMsg::Saved(path),
                 Err(e) => SceneMsg::Failed(format!("scene not saved: {e}")),
             };
@@ -362,7 +365,10 @@ impl App {
 
     /// Each lane's stack name, made unique (what the arena reveals and counts votes by).
     pub fn stack_labels(&self) -> Vec<String> {
-        let stem = |p: &Path| p.file_stem().map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+        let stem = |p: &Path| {
+            p.file_stem()
+                .map_or_else(String::new, |s| s.to_string_lossy().into_owned())
+        };
         let mut out: Vec<String> = Vec::new();
         for (i, l) in self.state.lanes.iter().enumerate() {
             let mut s = if l.label.is_empty() {
@@ -414,7 +420,10 @@ impl App {
 
     /// Whether generations of the current round are still coming in.
     pub fn arena_generating(&self) -> bool {
-        self.rt.jobs.values().any(|k| matches!(k, JobKind::Generate { .. } | JobKind::Load { .. }))
+        self.rt
+            .jobs
+            .values()
+            .any(|k| matches!(k, JobKind::Generate { .. } | JobKind::Load { .. }))
             || self.rt.sims.values().any(|s| !s.pending.is_empty())
     }
 
@@ -422,7 +431,12 @@ impl App {
     pub fn apply_arena(&mut self, c: ArenaCommand) {
         match c {
             ArenaCommand::Toggle => {
-                let runnable = self.state.lanes.iter().filter(|l| crate::ui::state::State::runnable(l)).count();
+                let runnable = self
+                    .state
+                    .lanes
+                    .iter()
+                    .filter(|l| crate::ui::state::State::runnable(l))
+                    .count();
                 let a = self.arena_mut();
                 if !a.on && runnable < 2 {
                     self.rt.banner = Some("the arena needs two or more lanes with a model or an endpoint".into());
@@ -541,7 +555,10 @@ fn check_msg(path: PathBuf, s: Scene) -> SceneMsg {
 /// `outline`'s files hashed and recorded relative to `path`'s folder; a prompt set recorded
 /// relative to the scene it came from (`old_dir`) is found from there first.
 fn hashed(mut outline: Scene, path: &Path, old_dir: Option<&Path>) -> Result<Scene, String> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let record = |f: &Path| FileRef::record(f, dir).map_err(|e| format!("{}: {e}", f.display()));
     for lane in &mut outline.lanes {

@@ -17,13 +17,19 @@ impl App {
             panels::scene::problems_ui(&ctx, p, self.rt.scene_task.is_some(), &mut cmds);
             self.rt.pending.extend(cmds);
         }
-        let presenter = self.state.scene.as_ref().is_some_and(|s| s.arena.on && s.arena.presenter);
+        let presenter = self
+            .state
+            .scene
+            .as_ref()
+            .is_some_and(|s| s.arena.on && s.arena.presenter);
         if presenter {
             // The whole window for the answers and the votes.
             egui::Panel::top("presenter_bar").show(ui, |ui| {
                 ui.horizontal(|ui| {
                     if ui.small_button("Leave presenter view").clicked() {
-                        self.rt.pending.push(Command::Arena(crate::ui::app::scene::ArenaCommand::Presenter));
+                        self.rt
+                            .pending
+                            .push(Command::Arena(crate::ui::app::scene::ArenaCommand::Presenter));
                     }
                 });
             });

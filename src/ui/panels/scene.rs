@@ -90,9 +90,17 @@ pub fn arena_ui(ui: &mut egui::Ui, app: &App, cmds: &mut Vec<Command>) {
     let big = a.presenter;
     let text_size = if big { 26.0 } else { 15.0 };
     ui.horizontal(|ui| {
-        ui.heading(format!("Arena · prompt {} of {n_prompts}", (a.round % n_prompts as u64) + 1));
+        ui.heading(format!(
+            "Arena · prompt {} of {n_prompts}",
+            (a.round % n_prompts as u64) + 1
+        ));
         if !big {
-            ui.weak(format!("round {} · {} votes · order seed {}", a.round + 1, a.record.votes.len(), a.record.seed));
+            ui.weak(format!(
+                "round {} · {} votes · order seed {}",
+                a.round + 1,
+                a.record.votes.len(),
+                a.record.seed
+            ));
         }
     });
     if let Some(c) = case {
@@ -114,7 +122,9 @@ pub fn arena_ui(ui: &mut egui::Ui, app: &App, cmds: &mut Vec<Command>) {
         ui.columns(cols, |columns| {
             for (pos, &lane_index) in order.iter().enumerate() {
                 let ui = &mut columns[pos];
-                let Some(lane) = app.state.lanes.get(lane_index) else { continue };
+                let Some(lane) = app.state.lanes.get(lane_index) else {
+                    continue;
+                };
                 ui.label(egui::RichText::new(letter(pos)).size(text_size + 8.0).strong());
                 if a.revealed {
                     ui.label(egui::RichText::new(&labels[lane_index]).color(ui.visuals().hyperlink_color));
@@ -140,7 +150,9 @@ pub fn arena_ui(ui: &mut egui::Ui, app: &App, cmds: &mut Vec<Command>) {
         ui.horizontal_wrapped(|ui| {
             let can_vote = !a.revealed && !generating;
             for pos in 0..n {
-                let b = egui::Button::new(egui::RichText::new(format!("{} is better ({})", letter(pos), pos + 1)).size(text_size));
+                let b = egui::Button::new(
+                    egui::RichText::new(format!("{} is better ({})", letter(pos), pos + 1)).size(text_size),
+                );
                 if ui.add_enabled(can_vote, b).clicked() {
                     cmds.push(Command::Arena(ArenaCommand::Vote(Verdict::Pick(pos))));
                 }
