@@ -21,8 +21,10 @@ fn demo_scene() -> PathBuf {
 
 /// The window with no lanes, its own (empty) registry, the project's models and adapters.
 fn fresh(state_path: Option<PathBuf>, registry: PathBuf) -> Harness<'static, App> {
+    let exports = registry.with_file_name("exports");
     let folders = Folders {
         registry,
+        exports,
         ..Folders::from_env()
     };
     let app = App::with_folders(state_path, Some(exe()), folders);
@@ -112,9 +114,10 @@ fn the_demo_scene_opens_from_the_welcome_panel_and_a_saved_scene_reopens_identic
     );
     let before: Vec<_> = h.state().state.lanes.iter().map(settings).collect();
 
+    // The saved file dropped on a fresh window opens it.
     let mut h2 = fresh(None, dir.path().join("registry.json"));
-    h2.state_mut().rt.pending.push(Command::OpenScene(saved.clone()));
     h2.run_steps(1);
+    common::ui::drop_file(&mut h2, &saved, egui::pos2(600.0, 400.0));
     opened(&mut h2);
     let after: Vec<_> = h2.state().state.lanes.iter().map(settings).collect();
     assert_eq!(after, before, "the saved scene brings the same lanes back");
@@ -227,8 +230,31 @@ fn the_arena_hides_every_stack_name_until_the_vote_and_the_votes_survive_the_win
         order.iter().map(|&i| labels[i].to_string()).collect::<Vec<_>>()
     );
     assert_eq!(votes[0].prompt_id, "capital");
-    // The results table is shown once the vote is in.
+    // The results table is shown once the vote is in, and exports as a bundle.
     h.get_by_label("95 % Wilson");
+    h.get_by_label("Export results").click();
+    h.run_steps(2);
+    let exports = dir.path().join("exports");
+    let bundle = std::fs::read_dir(&exports).unwrap().next().unwrap().unwrap().path();
+    for name in [
+        "results.json",
+        "results.csv",
+        "votes.csv",
+        "arena.png",
+        "arena.svg",
+        "manifest.json",
+    ] {
+        assert!(bundle.join(name).is_file(), "{name} exported");
+    }
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join("results.json")).unwrap()).unwrap();
+    let winner = results["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["win_rate"] == 1.0)
+        .unwrap();
+    assert_eq!(winner["stack"], labels[order[1]], "B won its one game");
     // Presenter view: only the votes and the answers.
     h.state_mut()
         .rt

@@ -350,14 +350,19 @@ fn prompt_set(args: &PromptsArgs) -> anyhow::Result<()> {
         bail!("--endpoint spreads remote lanes (-l URL#NAME) over more endpoints; no lane here is remote");
     }
     let endpoints = args.endpoints.iter().map(|u| crate::remote::base_url(u)).collect();
-    let mut job = PromptSetJob::new(set, lanes, &args.seeds, sampling)
+    let job = PromptSetJob::new(set, lanes, &args.seeds, sampling)
         .parallel(args.parallel)
         .fan_out(endpoints);
+    run_prompt_set(job, &args.output, &manifest)
+}
+
+/// Runs a prompt set to its end and prints its scorecards (and writes the bundle with `--out`).
+pub fn run_prompt_set(mut job: PromptSetJob, output: &OutputArgs, manifest: &RunManifest) -> anyhow::Result<()> {
     run_job(&mut job)?;
     let table = scorecard_table(&job.scorecards);
     let results = Results::Prompts {
         cards: job.scorecards,
         runs: job.runs,
     };
-    args.output.emit(&results, &table, &manifest)
+    output.emit(&results, &table, manifest)
 }

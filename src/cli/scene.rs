@@ -7,14 +7,14 @@ use std::path::PathBuf;
 use anyhow::bail;
 use clap::{Args, Subcommand};
 
-use super::eval::run_job;
+use super::eval::run_prompt_set;
 use super::output::OutputArgs;
 use super::run::StaticPins;
 use crate::eval::arena;
 use crate::eval::RunManifest;
 use crate::gguf::validate_model_file;
 use crate::lab::bundle::Results;
-use crate::lab::prompts::{scorecard_table, PromptSetJob};
+use crate::lab::prompts::PromptSetJob;
 use crate::protocol::{LaneId, LaneSpec, Sampling};
 use crate::scene::{self, Scene, SceneError};
 
@@ -183,14 +183,8 @@ fn run(args: &SceneRunArgs) -> anyhow::Result<()> {
         }
         lanes.push((label, spec, s.lanes[i].sampling.clone()));
     }
-    let mut job = PromptSetJob::with_lane_sampling(set, lanes).parallel(args.parallel);
-    run_job(&mut job)?;
-    let table = scorecard_table(&job.scorecards);
-    let results = Results::Prompts {
-        cards: job.scorecards,
-        runs: job.runs,
-    };
-    args.output.emit(&results, &table, &manifest)
+    let job = PromptSetJob::with_lane_sampling(set, lanes).parallel(args.parallel);
+    run_prompt_set(job, &args.output, &manifest)
 }
 
 fn pack(args: &ScenePackArgs) -> anyhow::Result<()> {

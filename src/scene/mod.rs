@@ -216,37 +216,55 @@ impl Scene {
         if !l.label.is_empty() {
             return l.label.clone();
         }
-        let stem = |p: &Path| {
-            p.file_stem()
-                .map_or_else(String::new, |s| s.to_string_lossy().into_owned())
-        };
-        let mut s = match (&l.remote, &l.model) {
+        let base = match (&l.remote, &l.model) {
             (Some(r), _) => r.label(),
-            (None, Some(m)) => stem(&m.path),
+            (None, Some(m)) => file_stem(&m.path),
             (None, None) => String::new(),
         };
-        for a in l.adapters.iter().filter(|a| a.enabled) {
-            s.push('+');
-            s.push_str(&stem(&a.file.path));
-            if (a.scale - 1.0).abs() > f32::EPSILON {
-                s.push_str(&format!(":{}", a.scale));
-            }
-        }
-        s
+        let adapters: Vec<(&Path, f32)> = l
+            .adapters
+            .iter()
+            .filter(|a| a.enabled)
+            .map(|a| (a.file.path.as_path(), a.scale))
+            .collect();
+        stack_label(&base, &adapters)
     }
 
     /// Labels of every lane, made unique (`#2` on a repeat).
     pub fn lane_labels(&self) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
-        for i in 0..self.lanes.len() {
-            let mut l = self.lane_label(i);
-            if out.contains(&l) {
-                l = format!("{l}#{}", i + 1);
-            }
-            out.push(l);
-        }
-        out
+        unique_labels((0..self.lanes.len()).map(|i| self.lane_label(i)))
     }
+}
+
+/// `labels` with a repeat made unique by its position (`base#2`).
+pub fn unique_labels(labels: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (i, mut l) in labels.into_iter().enumerate() {
+        if out.contains(&l) {
+            l = format!("{l}#{}", i + 1);
+        }
+        out.push(l);
+    }
+    out
+}
+
+/// A file's stem as text.
+pub fn file_stem(p: &Path) -> String {
+    p.file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned())
+}
+
+/// A stack's name: `base+adapter+adapter:0.5` (file stems; a scale shown when it is not 1).
+pub fn stack_label(base: &str, adapters: &[(&Path, f32)]) -> String {
+    let mut s = base.to_string();
+    for (path, scale) in adapters {
+        s.push('+');
+        s.push_str(&file_stem(path));
+        if (scale - 1.0).abs() > f32::EPSILON {
+            s.push_str(&format!(":{scale}"));
+        }
+    }
+    s
 }
 
 /// The engine's spec for lane `i` of `scene` (found as `resolved`), as engine lane `id`: the

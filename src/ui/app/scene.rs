@@ -280,16 +280,7 @@ impl App {
         let prompts = match session {
             Some(sc) if sc.prompt_set.is_none() && !sc.prompts.is_empty() => sc.prompts.clone(),
             Some(sc) if sc.prompt_set.is_some() => Vec::new(),
-            _ => vec![crate::eval::prompts::PromptCase {
-                id: "prompt".into(),
-                prompt: self.state.prompt.clone(),
-                system: Some(self.state.system.clone()).filter(|s| !s.trim().is_empty()),
-                expect: None,
-                expect_regex: None,
-                max_tokens: None,
-                tags: Vec::new(),
-                raw: !self.state.chat_mode,
-            }],
+            _ => vec![self.bar_prompt()],
         };
         Scene {
             nanolab_scene: scene::SCENE_VERSION,
@@ -346,54 +337,48 @@ impl App {
         }
     }
 
+    /// The prompt bar as a prompt-set case.
+    fn bar_prompt(&self) -> crate::eval::prompts::PromptCase {
+        crate::eval::prompts::PromptCase {
+            id: "prompt".into(),
+            prompt: self.state.prompt.clone(),
+            system: Some(self.state.system.clone()).filter(|s| !s.trim().is_empty()),
+            expect: None,
+            expect_regex: None,
+            max_tokens: None,
+            tags: Vec::new(),
+            raw: !self.state.chat_mode,
+        }
+    }
+
     /// The arena's prompts: the scene's, else the prompt bar's as the only one.
     pub fn arena_prompts(&self) -> Vec<crate::eval::prompts::PromptCase> {
         match &self.state.scene {
             Some(s) if !s.prompts.is_empty() => s.prompts.clone(),
-            _ => vec![crate::eval::prompts::PromptCase {
-                id: "prompt".into(),
-                prompt: self.state.prompt.clone(),
-                system: None,
-                expect: None,
-                expect_regex: None,
-                max_tokens: None,
-                tags: Vec::new(),
-                raw: !self.state.chat_mode,
-            }],
+            _ => vec![self.bar_prompt()],
         }
     }
 
     /// Each lane's stack name, made unique (what the arena reveals and counts votes by).
     pub fn stack_labels(&self) -> Vec<String> {
-        let stem = |p: &Path| {
-            p.file_stem()
-                .map_or_else(String::new, |s| s.to_string_lossy().into_owned())
-        };
-        let mut out: Vec<String> = Vec::new();
-        for (i, l) in self.state.lanes.iter().enumerate() {
-            let mut s = if l.label.is_empty() {
-                let mut s = match (&l.remote, &l.model) {
-                    (Some(r), _) => r.label(),
-                    (None, Some(m)) => stem(m),
-                    (None, None) => format!("lane {}", i + 1),
-                };
-                for a in l.adapters.iter().filter(|a| a.enabled) {
-                    s.push('+');
-                    s.push_str(&stem(&a.path));
-                    if (a.scale - 1.0).abs() > f32::EPSILON {
-                        s.push_str(&format!(":{}", a.scale));
-                    }
-                }
-                s
-            } else {
-                l.label.clone()
-            };
-            if out.contains(&s) {
-                s = format!("{s}#{}", i + 1);
+        let labels = self.state.lanes.iter().enumerate().map(|(i, l)| {
+            if !l.label.is_empty() {
+                return l.label.clone();
             }
-            out.push(s);
-        }
-        out
+            let base = match (&l.remote, &l.model) {
+                (Some(r), _) => r.label(),
+                (None, Some(m)) => scene::file_stem(m),
+                (None, None) => format!("lane {}", i + 1),
+            };
+            let adapters: Vec<(&Path, f32)> = l
+                .adapters
+                .iter()
+                .filter(|a| a.enabled)
+                .map(|a| (a.path.as_path(), a.scale))
+                .collect();
+            scene::stack_label(&base, &adapters)
+        });
+        scene::unique_labels(labels)
     }
 
     /// Lane indices in the order the current round shows them (position 0 is "A").

@@ -202,6 +202,18 @@ pub fn arena_ui(ui: &mut egui::Ui, app: &App, cmds: &mut Vec<Command>) {
             ui.end_row();
         }
     });
+    let mut tags: Vec<String> = Vec::new();
+    for t in &stats.tags {
+        match tags.last_mut() {
+            Some(last) if last.starts_with(&format!("{}:", t.tag)) => {
+                last.push_str(&format!(", {} {:.0} %", t.stack, t.win_rate * 100.0));
+            }
+            _ => tags.push(format!("{}: {} {:.0} %", t.tag, t.stack, t.win_rate * 100.0)),
+        }
+    }
+    if !tags.is_empty() {
+        ui.weak(format!("by tag · {}", tags.join(" · ")));
+    }
     if ui
         .button("Export results")
         .on_hover_text("results.json, results.csv, votes.csv and a win-rate chart (PNG, SVG) in the exports folder")
