@@ -22,6 +22,7 @@ pub enum OutType {
     /// 16-bit float.
     F16,
     /// 8-bit blocks (tensors whose rows are not a multiple of 32 stay f16).
+    #[value(name = "q8_0", alias = "q8-0")]
     Q8_0,
 }
 
@@ -70,7 +71,7 @@ pub fn permute_rows(m: &Matrix, n_head: usize) -> Result<Matrix, PeftError> {
 }
 
 /// Encodes a matrix for a GGUF tensor of `ty` (ggml dims [cols, rows]).
-fn encode(name: String, m: &Matrix, ty: OutType) -> TensorData {
+pub(crate) fn encode(name: String, m: &Matrix, ty: OutType) -> TensorData {
     let dims = vec![m.cols as u64, m.rows as u64];
     let ty = if ty == OutType::Q8_0 && !m.cols.is_multiple_of(32) {
         OutType::F16
@@ -236,6 +237,11 @@ pub fn import(dir: &Path, base: &GgufFile, out: &Path, out_type: OutType) -> Res
         ("adapter.type".to_string(), Value::Str("lora".into())),
         ("adapter.lora.alpha".to_string(), Value::F64(alpha)),
     ];
+    metadata.extend(super::export::provenance(
+        "peft",
+        &format!("nanolab adapters import ({})", format!("{out_type:?}").to_lowercase()),
+        dir,
+    ));
     if let Some(b) = cfg.base_model_name_or_path.as_ref().filter(|b| !b.starts_with('/')) {
         metadata.push(("general.base_model.count".to_string(), Value::U64(1)));
         metadata.push(("general.base_model.0.name".to_string(), Value::Str(b.clone())));
@@ -292,7 +298,27 @@ mod tests {
         assert_eq!((n.as_str(), a, m.as_str()), ("blk.12.attn_k.weight", true, "k_proj"));
         let (n, a, _) = map_name("base_model.model.model.layers.0.mlp.down_proj.lora_B.weight").unwrap();
         assert_eq!((n.as_str(), a), ("blk.0.ffn_down.weight", false));
-        assert!(map_name("base_model.model.lm_head.lora_A.weight").is_err());
+        let (n, a, _) = map_name("base_model.model.lm_head.lora_A.weight").unwrap();
+        assert_eq!((n.as_str(), a), ("output.weight", true));
+        // Without the PEFT prefix, with the `.default` adapter name, and Phi-3's fused modules.
+        let (n, a, _) = map_name("model.layers.3.self_attn.qkv_proj.lora_B.default.weight").unwrap();
+        assert_eq!((n.as_str(), a), ("blk.3.attn_qkv.weight", false));
+        let (n, _, _) = map_name("model.layers.3.mlp.gate_up_proj.lora_A.weight").unwrap();
+        assert_eq!(n, "blk.3.ffn_up.weight");
+        for (key, why) in [
+            (
+                "base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector",
+                "DoRA",
+            ),
+            ("base_model.model.model.embed_tokens.lora_embedding_A", "embed_tokens"),
+            (
+                "base_model.model.lm_head.modules_to_save.default.weight",
+                "modules_to_save",
+            ),
+        ] {
+            let e = map_name(key).unwrap_err().to_string();
+            assert!(e.contains(why) && e.contains(key), "{e}");
+        }
     }
 
     #[test]

@@ -94,6 +94,10 @@ fn module_name(hf: &str) -> Option<&'static str> {
         "gate_proj" => "ffn_gate",
         "up_proj" => "ffn_up",
         "down_proj" => "ffn_down",
+        // Phi-3's fused projections: llama.cpp keeps them fused too (`attn_qkv`, and `ffn_up`
+        // holding gate and up), so they map one to one.
+        "qkv_proj" => "attn_qkv",
+        "gate_up_proj" => "ffn_up",
         _ => return None,
     })
 }
@@ -101,6 +105,21 @@ fn module_name(hf: &str) -> Option<&'static str> {
 /// Maps `…layers.N.self_attn.q_proj.lora_A.weight` to (`blk.N.attn_q.weight`, is_a, hf module).
 pub fn map_name(key: &str) -> Result<(String, bool, String), PeftError> {
     let parts: Vec<&str> = key.split('.').collect();
+    let refuse = |why: &str| Err(PeftError::Unsupported(format!("tensor {key}: {why}")));
+    if parts.contains(&"modules_to_save") || parts.contains(&"original_module") {
+        return refuse("a full copy of a module (modules_to_save); llama.cpp adapters hold only LoRA pairs");
+    }
+    if parts.iter().any(|p| p.starts_with("lora_magnitude_vector")) {
+        return refuse("a DoRA magnitude vector; llama.cpp runs plain LoRA only");
+    }
+    if parts.iter().any(|p| p.starts_with("lora_embedding_")) {
+        return refuse("a LoRA on the token embeddings (embed_tokens), which llama.cpp adapters do not carry");
+    }
+    if let Some(ab) = parts.iter().position(|p| *p == "lora_A" || *p == "lora_B") {
+        if ab > 0 && parts[ab - 1] == "lm_head" {
+            return Ok(("output.weight".into(), parts[ab] == "lora_A", "lm_head".into()));
+        }
+    }
     let layer_pos = parts
         .iter()
         .position(|p| *p == "layers")

@@ -99,6 +99,10 @@ pub enum AdaptersCommand {
         /// The folder.
         dir: PathBuf,
     },
+    /// Write an adapter as a Hugging Face PEFT folder (--peft) or an MLX-LM adapter folder (--mlx).
+    Export(super::adapters_out::ExportArgs),
+    /// Lower an adapter's rank by SVD (f16 or q8_0) and measure what it costs (KLD, same top-1).
+    Compress(super::adapters_out::CompressArgs),
 }
 
 fn file_name(p: &std::path::Path) -> anyhow::Result<String> {
@@ -113,6 +117,12 @@ fn model_header(p: &std::path::Path) -> anyhow::Result<crate::gguf::GgufFile> {
 
 /// Runs an `adapters` subcommand.
 pub fn dispatch(cmd: AdaptersCommand) -> anyhow::Result<()> {
+    // Export and compress need no registry.
+    let cmd = match cmd {
+        AdaptersCommand::Export(a) => return super::adapters_out::export_cmd(&a),
+        AdaptersCommand::Compress(a) => return super::adapters_out::compress_cmd(&a),
+        other => other,
+    };
     let mut reg = Registry::load(registry_path())?;
     match cmd {
         AdaptersCommand::List { model, json } => {
@@ -268,6 +278,7 @@ pub fn dispatch(cmd: AdaptersCommand) -> anyhow::Result<()> {
             reg.save()?;
             Ok(())
         }
+        AdaptersCommand::Export(_) | AdaptersCommand::Compress(_) => Ok(()),
         AdaptersCommand::AddFolder { dir } => {
             if !dir.is_dir() {
                 bail!("{}: not a folder", dir.display());

@@ -1,6 +1,7 @@
 //! Headless subcommands over the same engine the window uses.
 
 mod adapters;
+mod adapters_out;
 mod bench;
 mod diverge;
 pub mod eval;

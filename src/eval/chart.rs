@@ -81,12 +81,50 @@ fn with_backend(
 
 /// Size vs KLD (left) and size vs decode speed (right) for a ladder.
 pub fn write_ladder(path: &Path, title: &str, points: &[LadderPoint]) -> Result<(), ExportError> {
-    with_backend(
-        path,
-        (1100, 500),
-        |r| draw_ladder(r, title, points),
-        |r| draw_ladder(r, title, points),
-    )
+    let chart = SizeChart {
+        title,
+        x_desc: "file size (MiB)",
+        left_desc: "mean KLD vs reference (nats/token)",
+        right_desc: "decode tok/s",
+        points: points
+            .iter()
+            .map(|p| SizePoint {
+                label: p.label.clone(),
+                size: p.size_mib,
+                left: p.kld_mean,
+                right: p.tg_tokens_per_sec,
+            })
+            .collect(),
+    };
+    write_size_chart(path, &chart)
+}
+
+/// One point of a chart over file size.
+#[derive(Debug, Clone)]
+pub struct SizePoint {
+    /// Label drawn beside it.
+    pub label: String,
+    /// File size, in the chart's unit.
+    pub size: f64,
+    /// Value of the left panel.
+    pub left: f64,
+    /// Value of the right panel.
+    pub right: f64,
+}
+
+/// Two panels over file size (a quantization ladder, adapter compression levels).
+#[derive(Debug, Clone)]
+pub struct SizeChart<'a> {
+    /// Title.
+    pub title: &'a str,
+    /// The size axis, with its unit.
+    pub x_desc: &'a str,
+    /// The left panel's axis.
+    pub left_desc: &'a str,
+    /// The right panel's axis.
+    pub right_desc: &'a str,
+    /// Points.
+    pub points: Vec<SizePoint>,
 }
 
 /// One chart panel: area, axis name, y range top, value, colour.
@@ -94,30 +132,31 @@ type Panel<'a, DB> = (
     &'a DrawingArea<DB, Shift>,
     &'a str,
     f64,
-    fn(&LadderPoint) -> f64,
+    fn(&SizePoint) -> f64,
     RGBColor,
 );
 
-fn draw_ladder<DB: DrawingBackend>(
-    root: &DrawingArea<DB, Shift>,
-    title: &str,
-    points: &[LadderPoint],
-) -> Result<(), ExportError> {
+/// Writes a [`SizeChart`] as PNG or SVG.
+pub fn write_size_chart(path: &Path, chart: &SizeChart) -> Result<(), ExportError> {
+    with_backend(
+        path,
+        (1100, 500),
+        |r| draw_size_chart(r, chart),
+        |r| draw_size_chart(r, chart),
+    )
+}
+
+fn draw_size_chart<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &SizeChart) -> Result<(), ExportError> {
     root.fill(&WHITE).map_err(err)?;
-    let root = root.titled(title, ("sans-serif", 22)).map_err(err)?;
+    let root = root.titled(c.title, ("sans-serif", 22)).map_err(err)?;
     let (left, right) = root.split_horizontally(550);
-    let x_max = points.iter().map(|p| p.size_mib).fold(1.0, f64::max) * 1.15;
-    let kld_max = points.iter().map(|p| p.kld_mean).fold(1e-6, f64::max) * 1.25;
-    let tps_max = points.iter().map(|p| p.tg_tokens_per_sec).fold(1.0, f64::max) * 1.25;
+    let points = &c.points;
+    let x_max = points.iter().map(|p| p.size).fold(1e-6, f64::max) * 1.15;
+    let left_max = points.iter().map(|p| p.left).fold(1e-6, f64::max) * 1.25;
+    let right_max = points.iter().map(|p| p.right).fold(1.0, f64::max) * 1.25;
     let panels: [Panel<DB>; 2] = [
-        (
-            &left,
-            "mean KLD vs reference (nats/token)",
-            kld_max,
-            |p| p.kld_mean,
-            RED,
-        ),
-        (&right, "decode tok/s", tps_max, |p| p.tg_tokens_per_sec, BLUE),
+        (&left, c.left_desc, left_max, |p| p.left, RED),
+        (&right, c.right_desc, right_max, |p| p.right, BLUE),
     ];
     for (area, desc, y_max, value, colour) in panels {
         let mut chart = ChartBuilder::on(area)
@@ -128,7 +167,7 @@ fn draw_ladder<DB: DrawingBackend>(
             .map_err(err)?;
         chart
             .configure_mesh()
-            .x_desc("file size (MiB)")
+            .x_desc(c.x_desc)
             .y_desc(desc)
             .draw()
             .map_err(err)?;
@@ -136,14 +175,14 @@ fn draw_ladder<DB: DrawingBackend>(
             .draw_series(
                 points
                     .iter()
-                    .map(|p| Circle::new((p.size_mib, value(p)), 5, colour.filled())),
+                    .map(|p| Circle::new((p.size, value(p)), 5, colour.filled())),
             )
             .map_err(err)?;
         chart
             .draw_series(points.iter().map(|p| {
                 Text::new(
                     format!(" {}", p.label),
-                    (p.size_mib, value(p)),
+                    (p.size, value(p)),
                     ("sans-serif", 15).into_font(),
                 )
             }))
