@@ -56,6 +56,23 @@ fn matrix(d: &Dense, factor: f64) -> Matrix {
 /// rank, so llama.cpp's per-pair scale alpha / rank is 1 and the old scale lives in the factors.
 pub fn compress(adapter: &LoraAdapter, rank: usize) -> Compressed {
     let rank = rank.max(1);
+    if rank >= adapter.max_rank() {
+        // Nothing to truncate: the factors as they are (refactoring them would change nothing but
+        // the rounding, which the engine's f16 arithmetic can see).
+        let mut same = adapter.clone();
+        same.metadata.retain(|(k, _)| !k.starts_with("nanolab.source."));
+        return Compressed {
+            stats: CompressStats {
+                rank: adapter.max_rank(),
+                rank_before: adapter.max_rank(),
+                n_params: adapter.n_params(),
+                n_params_before: adapter.n_params(),
+                energy_kept: 1.0,
+                relative_error: 0.0,
+            },
+            adapter: same,
+        };
+    }
     let (mut kept, mut total) = (0.0_f64, 0.0_f64);
     let mut pairs = std::collections::BTreeMap::new();
     for (name, p) in &adapter.pairs {
@@ -155,6 +172,18 @@ mod tests {
         let a = adapter();
         let same = compress(&a, 8);
         assert!((same.stats.energy_kept - 1.0).abs() < 1e-9);
+        assert_eq!(same.adapter.pairs, a.pairs, "nothing to truncate: the same factors");
+        // A rank between the pairs' (one pair of rank 8, the other 4 after this): the product of
+        // the truncated pair is kept exactly when its rank is not lowered.
+        let mut mixed = a.clone();
+        let small = compress(&a, 4).adapter.pairs["blk.0.attn_v.weight"].clone();
+        mixed.pairs.insert("blk.0.attn_v.weight".into(), small);
+        let refit = compress(&mixed, 6);
+        assert_eq!(refit.adapter.pairs["blk.0.attn_v.weight"].rank(), 4);
+        let want = delta(&mixed.pairs["blk.0.attn_v.weight"], mixed.alpha);
+        let got = delta(&refit.adapter.pairs["blk.0.attn_v.weight"], refit.adapter.alpha);
+        let err = want.iter().zip(&got).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+        assert!(err < 1e-4, "a pair below the target rank keeps its product: {err}");
         for (name, p) in &a.pairs {
             let want = delta(p, a.alpha);
             let got = delta(&same.adapter.pairs[name], same.adapter.alpha);
