@@ -134,6 +134,14 @@ fn peft_export_imports_back_to_the_same_adapter_and_the_same_text() {
     // The round trip is recorded in the file.
     let header = nanolab::gguf::read(&back).unwrap();
     assert_eq!(header.get_str("nanolab.source.format"), Some("peft"));
+    let (ok, out, _) = nanolab(&["adapters", "inspect", "--json", back.to_str().unwrap()]);
+    assert!(ok);
+    let entry: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        entry["source"]["format"], "peft",
+        "the registry says where it came from"
+    );
+    assert!(entry["source"]["file"].as_str().unwrap().ends_with("caps-peft"));
 }
 
 #[test]

@@ -277,3 +277,68 @@ fn killing_the_quantizer_shows_in_the_lab_and_a_rerun_works() {
     });
     assert!(models.path().join("SmolLM2-135M-Instruct.F16.gguf").is_file());
 }
+
+#[test]
+fn compress_on_an_adapter_row_writes_lower_ranks_and_measures_each_against_the_original() {
+    let dir = tempfile::tempdir().unwrap();
+    let adapters = dir.path().join("adapters");
+    let folders = nanolab::ui::app::Folders {
+        models: dir.path().join("models"),
+        adapters: adapters.clone(),
+        registry: dir.path().join("registry.json"),
+        exports: dir.path().join("exports"),
+    };
+    let mut app = App::with_folders(None, Some(exe()), folders);
+    app.rt.pending.push(Command::SetModel {
+        lane: None,
+        path: demo_model(),
+    });
+    app.apply_commands();
+    let lane = app.state.lanes[0].id;
+    app.rt.pending.push(Command::AddAdapter {
+        lane,
+        path: caps_adapter(),
+    });
+    app.apply_commands();
+    app.state.lab.chunks = Some(1);
+    app.state.lab.n_ctx = 256;
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1600.0, 1000.0))
+        .build_ui_state(|ui, app: &mut App| app.frame(ui), app);
+    step_until(&mut h, Duration::from_secs(30), "model loaded", |a| {
+        a.rt.jobs.is_empty()
+    });
+    h.get_by_label("More").click();
+    h.run_steps(2);
+    h.get_by_label("Compress…").click();
+    h.run_steps(2);
+    step_until(&mut h, Duration::from_secs(300), "three ranks measured", |a| {
+        a.rt.lab.compress.is_none() && a.rt.lab.quality_job.is_none() && a.rt.lab.quality.len() == 3
+    });
+    let rows = h.state().rt.lab.quality.clone();
+    for (row, rank) in rows.iter().zip([4, 2, 1]) {
+        assert!(
+            row.adapters.contains(&format!("smollm2-caps.r{rank}.f16.gguf")),
+            "{}",
+            row.adapters
+        );
+        assert!(adapters.join(format!("smollm2-caps.r{rank}.f16.gguf")).is_file());
+        assert!(row.kld_mean.unwrap() > 0.0, "rank {rank} costs something");
+    }
+    // Rank 1 keeps least of the adapter: it costs the most.
+    assert!(rows[2].kld_mean.unwrap() > rows[0].kld_mean.unwrap());
+    assert!(h
+        .state()
+        .rt
+        .lab
+        .message
+        .as_deref()
+        .is_some_and(|m| m.contains("rank 4")));
+    // Export as PEFT from the same menu.
+    h.get_by_label("More").click();
+    h.run_steps(2);
+    h.get_by_label("Export as PEFT").click();
+    h.run_steps(2);
+    let peft = dir.path().join("exports/smollm2-caps-peft");
+    assert!(peft.join("adapter_config.json").is_file() && peft.join("adapter_model.safetensors").is_file());
+}

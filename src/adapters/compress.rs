@@ -114,6 +114,72 @@ pub fn compress(adapter: &LoraAdapter, rank: usize) -> Compressed {
     }
 }
 
+/// One level written to disk.
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// The file.
+    pub path: std::path::PathBuf,
+    /// Its size.
+    pub file_bytes: u64,
+    /// What the truncation kept.
+    pub stats: CompressStats,
+}
+
+/// Compresses the adapter at `adapter_path` to each of `ranks`, writing `path_for(rank)` as `ty`
+/// with its provenance, each checked against `base` like a dropped adapter (a file that does not
+/// fit is removed and the error names it).
+pub fn write_levels(
+    adapter_path: &std::path::Path,
+    ranks: &[usize],
+    ty: super::peft::OutType,
+    base: &crate::gguf::GgufFile,
+    path_for: &dyn Fn(usize) -> std::path::PathBuf,
+) -> Result<Vec<Written>, String> {
+    let original = LoraAdapter::read(adapter_path).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for &rank in ranks {
+        if rank == 0 {
+            return Err("a rank must be at least 1".into());
+        }
+        let path = path_for(rank);
+        if path == adapter_path {
+            return Err(format!("{}: the output would overwrite the adapter", path.display()));
+        }
+        let c = compress(&original, rank);
+        let how = format!(
+            "nanolab adapters compress: rank {} -> {rank} by SVD, {}",
+            c.stats.rank_before,
+            super::peft::type_name(ty)
+        );
+        let extra = super::export::provenance("gguf", &how, adapter_path);
+        let file_bytes = c.adapter.write(&path, ty, &extra).map_err(|e| e.to_string())?;
+        if let Err(e) = super::validate_adapter_file(&path, base) {
+            let _ = std::fs::remove_file(&path);
+            return Err(format!(
+                "{}: the compressed adapter does not fit the model: {e}",
+                path.display()
+            ));
+        }
+        out.push(Written {
+            path,
+            file_bytes,
+            stats: c.stats,
+        });
+    }
+    Ok(out)
+}
+
+/// The ranks worth trying below `rank`: halving down to 1 (8 → 4, 2, 1).
+pub fn halvings(rank: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut r = rank / 2;
+    while r >= 1 {
+        out.push(r);
+        r /= 2;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,7 +187,7 @@ mod tests {
     fn pair(rows: usize, cols: usize, r: usize, seed: u32) -> LoraPair {
         let v = |n: usize, s: u32| -> Vec<f32> {
             (0..n)
-                .map(|i| ((i as u32 * 2_654_435_761 ^ s) % 1000) as f32 / 500.0 - 1.0)
+                .map(|i| (((i as u32).wrapping_mul(2_654_435_761) ^ s) % 1000) as f32 / 500.0 - 1.0)
                 .collect()
         };
         LoraPair {

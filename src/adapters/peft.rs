@@ -26,6 +26,15 @@ pub enum OutType {
     Q8_0,
 }
 
+/// The name the command line uses for `t`.
+pub fn type_name(t: OutType) -> &'static str {
+    match t {
+        OutType::F32 => "f32",
+        OutType::F16 => "f16",
+        OutType::Q8_0 => "q8_0",
+    }
+}
+
 /// What an import produced.
 #[derive(Debug, Clone, Serialize)]
 pub struct ImportReport {

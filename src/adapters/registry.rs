@@ -64,6 +64,33 @@ pub struct Entry {
     pub compatible: Option<Result<(), String>>,
     /// Model file names this adapter is pinned to as a static adapter.
     pub static_for: Vec<String>,
+    /// Where it came from, as nanolab recorded it in the file (import, compression).
+    pub source: Option<Source>,
+}
+
+/// An adapter's origin: the format it was made from, how, and from which file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Source {
+    /// `peft` (a PEFT folder) or `gguf` (another GGUF adapter).
+    pub format: String,
+    /// The conversion or compression, as a command.
+    pub conversion: String,
+    /// The file or folder it was made from.
+    pub file: String,
+}
+
+impl Source {
+    /// The `nanolab.source.*` keys of a GGUF adapter, when it has them.
+    pub fn of(file: &GgufFile) -> Option<Self> {
+        Some(Self {
+            format: file.get_str("nanolab.source.format")?.to_string(),
+            conversion: file
+                .get_str("nanolab.source.conversion")
+                .unwrap_or_default()
+                .to_string(),
+            file: file.get_str("nanolab.source.file").unwrap_or_default().to_string(),
+        })
+    }
 }
 
 /// The project's adapter folder: `$NANOLAB_ADAPTERS`, else `adapters/`.
@@ -228,6 +255,7 @@ impl Registry {
             notes: notes.notes,
             compatible: model.map(|m| super::check(&file, m).map(|_| ()).map_err(|e| e.to_string())),
             static_for,
+            source: Source::of(&file),
             path: path.to_path_buf(),
         })
         .map(|mut e: Entry| {

@@ -210,8 +210,8 @@ pub fn truncate(b: &Dense, a: &Dense, scale: f64, k: usize) -> Truncated {
     let mut uk = Dense::zeros(r, k);
     let mut vk = Dense::zeros(r, k);
     for i in 0..r {
-        for j in 0..k {
-            let root = sigma[j].sqrt();
+        for (j, s) in sigma.iter().enumerate().take(k) {
+            let root = s.sqrt();
             uk.set(i, j, u.at(i, j) * root);
             vk.set(i, j, v.at(i, j) * root);
         }
@@ -265,8 +265,8 @@ mod tests {
         let (u, s, v) = svd(&m);
         let mut us = u.clone();
         for i in 0..6 {
-            for j in 0..6 {
-                us.set(i, j, u.at(i, j) * s[j]);
+            for (j, sj) in s.iter().enumerate() {
+                us.set(i, j, u.at(i, j) * sj);
             }
         }
         assert!(frob(&us.mul(&v.t()), &m) < 1e-10);

@@ -169,6 +169,9 @@ pub fn dispatch(cmd: AdaptersCommand) -> anyhow::Result<()> {
                 let summary = crate::gguf::Summary::of(&crate::gguf::read(&file)?);
                 print!("{}", super::inspect::render(&summary));
                 println!("  sha256          {}", e.sha256);
+                if let Some(s) = &e.source {
+                    println!("  made from       {} ({}): {}", s.file, s.format, s.conversion);
+                }
                 println!("  tags            {}", e.tags.join(", "));
                 println!("  notes           {}", e.notes);
                 if !e.static_for.is_empty() {

@@ -8,10 +8,10 @@ use clap::Args;
 use serde::Serialize;
 
 use super::eval::run_job;
-use crate::adapters::compress::{compress, CompressStats};
+use crate::adapters::compress::{write_levels, CompressStats};
 use crate::adapters::export;
 use crate::adapters::lora_file::LoraAdapter;
-use crate::adapters::peft::OutType;
+use crate::adapters::peft::{type_name, OutType};
 use crate::eval::chart::{write_size_chart, SizeChart, SizePoint};
 use crate::eval::texts::read_text;
 use crate::lab::quality::{QualityItem, QualityJob, QualitySettings};
@@ -129,14 +129,6 @@ pub struct CompressRow {
     pub ln_ppl_ratio: Option<f64>,
 }
 
-fn type_name(t: OutType) -> &'static str {
-    match t {
-        OutType::F32 => "f32",
-        OutType::F16 => "f16",
-        OutType::Q8_0 => "q8_0",
-    }
-}
-
 fn lane(id: u64, model: &Path, adapter: &Path, n_ctx: u32) -> LaneSpec {
     LaneSpec {
         lane: id,
@@ -161,46 +153,32 @@ pub fn compress_cmd(args: &CompressArgs) -> anyhow::Result<()> {
     }
     let base = crate::gguf::validate_model_file(&args.model).map_err(anyhow::Error::msg)?;
     crate::adapters::validate_adapter_file(&args.adapter, &base).map_err(anyhow::Error::msg)?;
-    let original = LoraAdapter::read(&args.adapter)?;
     let original_bytes = std::fs::metadata(&args.adapter)?.len();
     let single = args.ranks.len() == 1 && args.out.extension().is_some_and(|e| e == "gguf");
     let stem = crate::scene::file_stem(&args.adapter);
-    let mut rows = Vec::new();
-    for &rank in &args.ranks {
-        let path = if single {
+    let path_for = |rank: usize| {
+        if single {
             args.out.clone()
         } else {
             args.out.join(format!("{stem}.r{rank}.{}.gguf", type_name(args.r#type)))
-        };
-        if path == args.adapter {
-            bail!("{}: the output would overwrite the adapter", path.display());
         }
-        let c = compress(&original, rank);
-        let how = format!(
-            "nanolab adapters compress: rank {} -> {} by SVD, {}",
-            c.stats.rank_before,
-            rank,
-            type_name(args.r#type)
-        );
-        let extra = export::provenance("gguf", &how, &args.adapter);
-        let file_bytes = c.adapter.write(&path, args.r#type, &extra)?;
-        // Checked exactly as a dropped adapter is, before anything uses it.
-        if let Err(e) = crate::adapters::validate_adapter_file(&path, &base) {
-            let _ = std::fs::remove_file(&path);
-            bail!("{}: the compressed adapter does not fit the model: {e}", path.display());
-        }
-        rows.push(CompressRow {
-            file: path,
+    };
+    let written =
+        write_levels(&args.adapter, &args.ranks, args.r#type, &base, &path_for).map_err(anyhow::Error::msg)?;
+    let mut rows: Vec<CompressRow> = written
+        .into_iter()
+        .map(|w| CompressRow {
+            file: w.path,
             r#type: type_name(args.r#type).into(),
-            file_bytes,
+            file_bytes: w.file_bytes,
             original_bytes,
-            stats: c.stats,
+            stats: w.stats,
             kld_mean: None,
             kld_p99: None,
             same_top_p: None,
             ln_ppl_ratio: None,
-        });
-    }
+        })
+        .collect();
     if !args.no_eval {
         let text = read_text(args.text.as_deref()).map_err(anyhow::Error::msg)?;
         let items = rows

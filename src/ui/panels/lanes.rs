@@ -294,6 +294,7 @@ fn adapters_ui(ui: &mut egui::Ui, lane: &mut LaneState, rt: &Runtime, cmds: &mut
         }
     });
     let id = lane.id;
+    let lane_is_local = lane.remote.is_none() && lane.model.is_some();
     for (i, a) in lane.adapters.iter_mut().enumerate() {
         ui.push_id(i, |ui| {
             ui.horizontal(|ui| {
@@ -305,6 +306,9 @@ fn adapters_ui(ui: &mut egui::Ui, lane: &mut LaneState, rt: &Runtime, cmds: &mut
                     .clicked()
                 {
                     cmds.push(Command::RemoveAdapter { lane: id, index: i });
+                }
+                if lane_is_local {
+                    adapter_menu_ui(ui, id, i, cmds);
                 }
             });
             ui.horizontal(|ui| {
@@ -321,6 +325,37 @@ fn adapters_ui(ui: &mut egui::Ui, lane: &mut LaneState, rt: &Runtime, cmds: &mut
             });
         });
     }
+}
+
+/// Export and compression of one adapter row.
+fn adapter_menu_ui(ui: &mut egui::Ui, lane: LaneId, index: usize, cmds: &mut Vec<Command>) {
+    use crate::ui::app::lab::LabCommand;
+    ui.menu_button("More", |ui| {
+        if ui
+            .button("Compress…")
+            .on_hover_text("Lower the rank by SVD (halving to 1), write each into adapters/ and measure its KLD and same top-1 against this adapter in the lab")
+            .clicked()
+        {
+            cmds.push(Command::Lab(LabCommand::CompressAdapter { lane, index }));
+            ui.close();
+        }
+        if ui
+            .button("Export as PEFT")
+            .on_hover_text("adapter_config.json + adapter_model.safetensors in the exports folder")
+            .clicked()
+        {
+            cmds.push(Command::Lab(LabCommand::ExportAdapter { lane, index, mlx: false }));
+            ui.close();
+        }
+        if ui
+            .button("Export as MLX-LM")
+            .on_hover_text("adapter_config.json + adapters.safetensors in the exports folder")
+            .clicked()
+        {
+            cmds.push(Command::Lab(LabCommand::ExportAdapter { lane, index, mlx: true }));
+            ui.close();
+        }
+    });
 }
 
 fn sampling_ui(ui: &mut egui::Ui, lane: &mut LaneState, from_first: bool) {

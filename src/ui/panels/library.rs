@@ -72,6 +72,9 @@ fn adapters_ui(ui: &mut egui::Ui, state: &State, rt: &Runtime, cmds: &mut Vec<Co
                     e.target_kinds.join(", "),
                     e.sha256
                 );
+                if let Some(src) = &e.source {
+                    tip += &format!("\nmade from {} ({}): {}", src.file, src.format, src.conversion);
+                }
                 if let Some(b) = &e.base_model {
                     tip += &format!("\ntrained on {b}");
                 }

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Receiver;
 
+mod adapters_out;
 mod export;
 
 use super::{App, JobKind};
@@ -22,8 +23,8 @@ use crate::ui::state::LabTab;
 /// Engine lane ids the lab uses, far above the window's lanes, so lab runs never touch a
 /// lane's output or context.
 pub const LAB_LANE_BASE: LaneId = 1 << 40;
-const EVAL_TEST: LaneId = LAB_LANE_BASE;
-const EVAL_REF: LaneId = LAB_LANE_BASE + 1;
+pub(super) const EVAL_TEST: LaneId = LAB_LANE_BASE;
+pub(super) const EVAL_REF: LaneId = LAB_LANE_BASE + 1;
 const DIVERGE_A: LaneId = LAB_LANE_BASE + 2;
 const DIVERGE_B: LaneId = LAB_LANE_BASE + 3;
 const PROMPT_LANES: LaneId = LAB_LANE_BASE + 16;
@@ -62,6 +63,22 @@ pub enum LabCommand {
     SetPromptSet(PathBuf),
     /// Select a token in the comparison.
     SelectToken(Option<usize>),
+    /// Compress a lane's adapter to lower ranks (halving to 1) and measure each against it.
+    CompressAdapter {
+        /// The lane.
+        lane: LaneId,
+        /// The adapter row.
+        index: usize,
+    },
+    /// Write a lane's adapter as a PEFT (or, with `mlx`, an MLX-LM) folder in the exports folder.
+    ExportAdapter {
+        /// The lane.
+        lane: LaneId,
+        /// The adapter row.
+        index: usize,
+        /// MLX-LM instead of PEFT.
+        mlx: bool,
+    },
 }
 
 /// The lab's runtime state.
@@ -93,6 +110,8 @@ pub struct LabRuntime {
     pub message: Option<String>,
     /// Export in progress: where and the result.
     pub export_rx: Option<Receiver<Result<PathBuf, String>>>,
+    /// A compression being written (then measured): the lane's model, the original, the files.
+    pub compress: Option<adapters_out::CompressTask>,
 }
 
 impl LabRuntime {
@@ -103,6 +122,7 @@ impl LabRuntime {
             || self.quality_job.is_some()
             || self.prompt_job.is_some()
             || self.export_rx.is_some()
+            || self.compress.is_some()
     }
 
     /// The quality rows to show: those of the measurement running, else the last one.
@@ -196,6 +216,8 @@ impl App {
                 self.state.lab.show = true;
             }
             LabCommand::SelectToken(i) => self.rt.lab.selected_token = i,
+            LabCommand::CompressAdapter { lane, index } => self.compress_adapter(lane, index),
+            LabCommand::ExportAdapter { lane, index, mlx } => self.export_adapter(lane, index, mlx),
         }
     }
 
@@ -307,6 +329,7 @@ impl App {
     /// Polls the quantization workers and the export (called every frame).
     pub fn poll_lab(&mut self) {
         self.poll_ladder();
+        self.poll_compress();
         if let Some(rx) = &self.rt.lab.export_rx {
             if let Ok(r) = rx.try_recv() {
                 self.rt.lab.export_rx = None;
@@ -318,7 +341,7 @@ impl App {
         }
     }
 
-    fn eval_lane_spec(&self, id: LaneId, model: &Path) -> LaneSpec {
+    pub(super) fn eval_lane_spec(&self, id: LaneId, model: &Path) -> LaneSpec {
         LaneSpec {
             lane: id,
             model: ModelSpec {
@@ -372,7 +395,7 @@ impl App {
     }
 
     /// Starts measuring `items` against `reference` over the lab's text.
-    fn lab_measure(&mut self, items: Vec<QualityItem>, reference: LaneSpec) {
+    pub(super) fn lab_measure(&mut self, items: Vec<QualityItem>, reference: LaneSpec) {
         if self.rt.lab.quality_job.is_some() {
             return;
         }
