@@ -332,3 +332,58 @@ fn vllm_endpoint() {
 fn ollama_endpoint() {
     greedy_matches_itself(&env_url("NANOLAB_OLLAMA_URL"), &env_url("NANOLAB_OLLAMA_MODEL"));
 }
+
+/// A scene with a lane on llama-server beside a local lane, both with the caps adapter: `scene
+/// check` passes without hashes for the endpoint's adapter, `scene run` gives the same texts.
+#[test]
+fn a_scene_with_a_remote_lane_replays_beside_the_local_one() {
+    let server = LlamaServer::start(&[common::caps_adapter()]);
+    let dir = tempfile::tempdir().unwrap();
+    let model = common::demo_model();
+    let sampling = serde_json::json!({ "temperature": 0.0, "seed": 1, "max_tokens": 16 });
+    let scene = serde_json::json!({
+        "nanolab_scene": 1,
+        "lanes": [
+            { "label": "local caps",
+              "model": { "path": model, "sha256": nanolab::models::sha256_file(&model).unwrap() },
+              "adapters": [ { "path": common::caps_adapter(),
+                              "sha256": nanolab::models::sha256_file(&common::caps_adapter()).unwrap(),
+                              "scale": 1.0 } ],
+              "sampling": sampling },
+            { "label": "llama-server caps",
+              "remote": { "url": server.url, "model": served_model() },
+              "adapters": [ { "path": "smollm2-caps", "scale": 1.0 } ],
+              "sampling": sampling },
+        ],
+        "prompts": [
+            { "id": "france", "prompt": PROMPT, "raw": true },
+            { "id": "count", "prompt": "1, 2, 3, 4,", "raw": true },
+        ],
+    });
+    let path = dir.path().join("scene.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&scene).unwrap()).unwrap();
+    let nanolab = |args: &[&str]| {
+        let out = Command::new(common::exe())
+            .args(args)
+            .env("NANOLAB_REGISTRY", dir.path().join("registry.json"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(nanolab(&["scene", "check", path.to_str().unwrap()]).contains("ok, 2 lanes"));
+    let out = nanolab(&["scene", "run", "--json", path.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let runs = v["detail"]["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 4);
+    for id in ["france", "count"] {
+        let text = |lane: &str| {
+            runs.iter()
+                .find(|r| r["lane"] == lane && r["prompt_id"] == id)
+                .map(|r| r["text"].clone())
+                .unwrap()
+        };
+        assert_eq!(text("llama-server caps"), text("local caps"), "prompt {id}");
+        assert!(!text("local caps").as_str().unwrap().is_empty());
+    }
+}
