@@ -134,7 +134,8 @@ fn killing_the_window_mid_stream_loses_nothing_and_leaves_no_engine() {
 fn an_arena_vote_survives_kill_9_of_the_window() {
     let dir = tempfile::tempdir().unwrap();
     let state_path = dir.path().join("state.json");
-    let display = ":96";
+    // A display of its own, so a run beside another never shares one.
+    let display = &format!(":{}", 200 + std::process::id() % 500);
     let mut procs = Killer(vec![xvfb(display)]);
     let scene = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/scenes/demo.json");
     let mut win = Command::new(exe())
@@ -166,7 +167,7 @@ fn an_arena_vote_survives_kill_9_of_the_window() {
     // Keys go to the focused window; without a window manager nothing focuses it but us.
     let found = Command::new("xdotool")
         .env("DISPLAY", display)
-        .args(["search", "--name", "^nanolab$"])
+        .args(["search", "--onlyvisible", "--name", "^nanolab$"])
         .output()
         .expect("xdotool search");
     let id = String::from_utf8_lossy(&found.stdout)
@@ -176,7 +177,19 @@ fn an_arena_vote_survives_kill_9_of_the_window() {
         .to_string();
     assert!(!id.is_empty(), "the window is found by its title");
     xdo(&["windowfocus", &id]);
-    xdo(&["key", "space"]);
+    // A key sent while the focus change is still on its way is lost: press until the round
+    // starts (space does nothing more once it has).
+    let started = |s: &state::State| s.scene.as_ref().is_some_and(|c| c.arena.started);
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        xdo(&["key", "space"]);
+        std::thread::sleep(Duration::from_millis(500));
+        let text = std::fs::read_to_string(&state_path).unwrap_or_default();
+        if serde_json::from_str::<state::State>(&text).is_ok_and(|s| started(&s)) {
+            break;
+        }
+        assert!(Instant::now() < end, "space never started the arena round");
+    }
     wait_state(&state_path, "both answers in", |s| {
         s.scene.as_ref().is_some_and(|c| c.arena.started) && s.lanes.iter().all(|l| l.output.stats.is_some())
     });

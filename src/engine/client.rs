@@ -99,6 +99,14 @@ impl EngineClient {
         self.next_job.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Blocks for the next event of any job; an error (naming `action`) once no event can come.
+    pub fn recv(&self, action: &str) -> Result<Event, ClientError> {
+        self.events_rx.recv().map_err(|_| ClientError::Write {
+            action: action.to_string(),
+            reason: "event channel closed".into(),
+        })
+    }
+
     /// The receiving end of engine events.
     pub fn events(&self) -> &Receiver<Event> {
         &self.events_rx
@@ -253,12 +261,7 @@ impl EngineClient {
         let job = req.job().unwrap_or(0);
         self.send(req)?;
         loop {
-            let Ok(ev) = self.events_rx.recv() else {
-                return Err(ClientError::Write {
-                    action: req.action(),
-                    reason: "event channel closed".into(),
-                });
-            };
+            let ev = self.recv(&req.action())?;
             if ev.job() != Some(job) {
                 continue;
             }

@@ -103,10 +103,7 @@ fn drive(client: &mut EngineClient, job: &mut dyn Job, on_progress: &mut dyn FnM
         if in_flight.is_empty() {
             return Ok(());
         }
-        let ev = client.events().recv().map_err(|_| ClientError::Write {
-            action: "running a lab job".into(),
-            reason: "event channel closed".into(),
-        })?;
+        let ev = client.recv("running a lab job")?;
         let Some(id) = ev.job().filter(|j| in_flight.contains(j)) else {
             continue;
         };
