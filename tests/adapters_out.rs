@@ -25,13 +25,19 @@ fn nanolab(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// nanolab with the arguments of one line (split at spaces; the paths here have none).
+fn nanolab_line(line: &str) -> (bool, String, String) {
+    nanolab(&line.split(' ').collect::<Vec<_>>())
+}
+
 fn greedy_text(adapter: &Path) -> String {
+    let (model, adapter) = (demo_model().display().to_string(), adapter.display().to_string());
     let (ok, out, err) = nanolab(&[
         "run",
         "-m",
-        demo_model().to_str().unwrap(),
+        &model,
         "-a",
-        adapter.to_str().unwrap(),
+        &adapter,
         "--chat",
         "Name three colours.",
         "-n",
@@ -85,15 +91,12 @@ fn peft_export_imports_back_to_the_same_adapter_and_the_same_text() {
     let peft = dir.path().join("caps-peft");
     let model = demo_model();
     let caps = caps_adapter();
-    let (ok, out, err) = nanolab(&[
-        "adapters",
-        "export",
-        caps.to_str().unwrap(),
-        "--peft",
-        peft.to_str().unwrap(),
-        "--model",
-        model.to_str().unwrap(),
-    ]);
+    let (ok, out, err) = nanolab_line(&format!(
+        "adapters export {} --peft {} --model {}",
+        caps.display(),
+        peft.display(),
+        model.display()
+    ));
     assert!(ok, "{err}");
     assert!(out.contains("rank 8") && out.contains("lora_alpha 16"), "{out}");
     let config: serde_json::Value =
@@ -115,17 +118,12 @@ fn peft_export_imports_back_to_the_same_adapter_and_the_same_text() {
 
     // Back through nanolab's importer: the same adapter.
     let back = dir.path().join("caps-back.gguf");
-    let (ok, _, err) = nanolab(&[
-        "adapters",
-        "import",
-        peft.to_str().unwrap(),
-        "--model",
-        model.to_str().unwrap(),
-        "--out",
-        back.to_str().unwrap(),
-        "--type",
-        "f16",
-    ]);
+    let (ok, _, err) = nanolab_line(&format!(
+        "adapters import {} --model {} --out {} --type f16",
+        peft.display(),
+        model.display(),
+        back.display()
+    ));
     assert!(ok, "{err}");
     let (a, b) = (LoraAdapter::read(&caps).unwrap(), LoraAdapter::read(&back).unwrap());
     assert_eq!(a.alpha, b.alpha);
@@ -134,7 +132,7 @@ fn peft_export_imports_back_to_the_same_adapter_and_the_same_text() {
     // The round trip is recorded in the file.
     let header = nanolab::gguf::read(&back).unwrap();
     assert_eq!(header.get_str("nanolab.source.format"), Some("peft"));
-    let (ok, out, _) = nanolab(&["adapters", "inspect", "--json", back.to_str().unwrap()]);
+    let (ok, out, _) = nanolab_line(&format!("adapters inspect --json {}", back.display()));
     assert!(ok);
     let entry: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
@@ -149,17 +147,13 @@ fn mlx_export_has_mlx_lm_layout_transposed_from_peft() {
     let dir = tempfile::tempdir().unwrap();
     let (mlx, peft) = (dir.path().join("mlx"), dir.path().join("peft"));
     let (model, caps) = (demo_model(), caps_adapter());
-    let (ok, _, err) = nanolab(&[
-        "adapters",
-        "export",
-        caps.to_str().unwrap(),
-        "--mlx",
-        mlx.to_str().unwrap(),
-        "--peft",
-        peft.to_str().unwrap(),
-        "--model",
-        model.to_str().unwrap(),
-    ]);
+    let (ok, _, err) = nanolab_line(&format!(
+        "adapters export {} --mlx {} --peft {} --model {}",
+        caps.display(),
+        mlx.display(),
+        peft.display(),
+        model.display()
+    ));
     assert!(ok, "{err}");
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(mlx.join("adapter_config.json")).unwrap()).unwrap();
@@ -194,20 +188,12 @@ fn compression_at_full_rank_is_exact_and_lower_ranks_trade_size_for_kld() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("compressed");
     let (model, caps) = (demo_model(), caps_adapter());
-    let (ok, json, err) = nanolab(&[
-        "adapters",
-        "compress",
-        caps.to_str().unwrap(),
-        "--model",
-        model.to_str().unwrap(),
-        "--ranks",
-        "8,2",
-        "--out",
-        out.to_str().unwrap(),
-        "--chunks",
-        "2",
-        "--json",
-    ]);
+    let (ok, json, err) = nanolab_line(&format!(
+        "adapters compress {} --model {} --ranks 8,2 --out {} --chunks 2 --json",
+        caps.display(),
+        model.display(),
+        out.display()
+    ));
     assert!(ok, "{err}");
     let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
     let (full, low) = (&rows[0], &rows[1]);
@@ -265,20 +251,12 @@ fn compression_at_full_rank_is_exact_and_lower_ranks_trade_size_for_kld() {
         .is_some_and(|c| c.contains("rank 8 -> 8 by SVD")));
     // q8_0 at rank 2 is smaller still.
     let q8 = dir.path().join("caps.r2.q8.gguf");
-    let (ok, _, err) = nanolab(&[
-        "adapters",
-        "compress",
-        caps.to_str().unwrap(),
-        "--model",
-        model.to_str().unwrap(),
-        "--rank",
-        "2",
-        "--type",
-        "q8_0",
-        "--out",
-        q8.to_str().unwrap(),
-        "--no-eval",
-    ]);
+    let (ok, _, err) = nanolab_line(&format!(
+        "adapters compress {} --model {} --rank 2 --type q8_0 --out {} --no-eval",
+        caps.display(),
+        model.display(),
+        q8.display()
+    ));
     assert!(ok, "{err}");
     assert!(std::fs::metadata(&q8).unwrap().len() < low["file_bytes"].as_u64().unwrap());
 }
@@ -288,35 +266,22 @@ fn bad_exports_and_compressions_say_why() {
     let dir = tempfile::tempdir().unwrap();
     let (model, caps) = (demo_model(), caps_adapter());
     let peft = dir.path().join("p");
-    let (ok, _, err) = nanolab(&[
-        "adapters",
-        "export",
-        caps.to_str().unwrap(),
-        "--peft",
-        peft.to_str().unwrap(),
-    ]);
+    let (ok, _, err) = nanolab_line(&format!("adapters export {} --peft {}", caps.display(), peft.display()));
     assert!(!ok);
     assert!(err.contains("--model") && err.contains("permuted"), "{err}");
-    let (ok, _, err) = nanolab(&[
-        "adapters",
-        "export",
-        model.to_str().unwrap(),
-        "--peft",
-        peft.to_str().unwrap(),
-    ]);
+    let (ok, _, err) = nanolab_line(&format!(
+        "adapters export {} --peft {}",
+        model.display(),
+        peft.display()
+    ));
     assert!(!ok);
     assert!(err.contains("not a LoRA adapter"), "{err}");
-    let (ok, _, err) = nanolab(&[
-        "adapters",
-        "compress",
-        caps.to_str().unwrap(),
-        "--model",
-        model.to_str().unwrap(),
-        "--rank",
-        "0",
-        "--out",
-        dir.path().join("x.gguf").to_str().unwrap(),
-    ]);
+    let (ok, _, err) = nanolab_line(&format!(
+        "adapters compress {} --model {} --rank 0 --out {}",
+        caps.display(),
+        model.display(),
+        dir.path().join("x.gguf").display()
+    ));
     assert!(!ok);
     assert!(err.contains("at least 1"), "{err}");
     assert!(!dir.path().join("x.gguf").exists());

@@ -88,28 +88,7 @@ fn hf_module(name: &str, arch: &str) -> Result<HfModule, ExportError> {
 
 /// Undoes [`super::peft::permute_rows`]: rows [half, 2] per head back to [2, half].
 pub fn unpermute_rows(m: &Matrix, n_head: usize) -> Result<Matrix, ExportError> {
-    if n_head == 0 || !m.rows.is_multiple_of(n_head * 2) {
-        return Err(ExportError::Unsupported(format!(
-            "{} rows cannot be split into {n_head} heads to undo the Q/K permutation",
-            m.rows
-        )));
-    }
-    let half = m.rows / n_head / 2;
-    let mut out = vec![0f32; m.data.len()];
-    for h in 0..n_head {
-        for s in 0..2 {
-            for i in 0..half {
-                let hf = h * 2 * half + s * half + i;
-                let gguf = h * 2 * half + i * 2 + s;
-                out[hf * m.cols..(hf + 1) * m.cols].copy_from_slice(&m.data[gguf * m.cols..(gguf + 1) * m.cols]);
-            }
-        }
-    }
-    Ok(Matrix {
-        rows: m.rows,
-        cols: m.cols,
-        data: out,
-    })
+    super::peft::reorder_rows(m, n_head, true).map_err(ExportError::Unsupported)
 }
 
 /// Every pair as (Hugging Face module, A, B in Hugging Face row order).
@@ -241,12 +220,7 @@ pub fn to_peft(adapter: &LoraAdapter, base: Option<&GgufFile>, dir: &Path) -> Re
             (vec![b.rows, b.cols], tensor_bytes(&b, f16)),
         );
     }
-    let weights = dir.join("adapter_model.safetensors");
-    let config = dir.join("adapter_config.json");
-    write_safetensors(&weights, &tensors, f16)?;
-    write_json(
-        &config,
-        &serde_json::json!({
+    let config = serde_json::json!({
             "peft_type": "LORA",
             "task_type": "CAUSAL_LM",
             "r": rank,
@@ -262,15 +236,30 @@ pub fn to_peft(adapter: &LoraAdapter, base: Option<&GgufFile>, dir: &Path) -> Re
             "base_model_name_or_path": base_model_name(adapter),
             "rank_pattern": {},
             "alpha_pattern": {},
-        }),
-    )?;
+    });
+    let files = write_folder(dir, "adapter_model.safetensors", &tensors, f16, &config)?;
     Ok(ExportReport {
         dir: dir.to_path_buf(),
-        files: vec![config, weights],
+        files,
         tensors: adapter.pairs.len(),
         rank,
         alpha_or_scale: adapter.alpha,
     })
+}
+
+/// Writes the weights and `adapter_config.json` into `dir`; their paths.
+fn write_folder(
+    dir: &Path,
+    weights_name: &str,
+    tensors: &BTreeMap<String, (Vec<usize>, Vec<u8>)>,
+    f16: bool,
+    config: &serde_json::Value,
+) -> Result<Vec<PathBuf>, ExportError> {
+    let weights = dir.join(weights_name);
+    let config_path = dir.join("adapter_config.json");
+    write_safetensors(&weights, tensors, f16)?;
+    write_json(&config_path, config)?;
+    Ok(vec![config_path, weights])
 }
 
 /// Writes `adapter` as an MLX-LM adapter folder in `dir`: `lora_a` is Aᵀ (in × r), `lora_b` Bᵀ
@@ -303,23 +292,18 @@ pub fn to_mlx(adapter: &LoraAdapter, base: Option<&GgufFile>, dir: &Path) -> Res
         );
     }
     let scale = adapter.alpha / rank as f64;
-    let weights = dir.join("adapters.safetensors");
-    let config = dir.join("adapter_config.json");
-    write_safetensors(&weights, &tensors, false)?;
-    write_json(
-        &config,
-        &serde_json::json!({
+    let config = serde_json::json!({
             "fine_tune_type": "lora",
             // LoRA layers are made for the last `num_layers` layers; those this adapter does not
             // touch get a zero lora_b there and change nothing.
             "num_layers": layers.saturating_sub(first),
             "lora_parameters": { "rank": rank, "scale": scale, "dropout": 0.0, "keys": keys },
             "model": base_model_name(adapter),
-        }),
-    )?;
+    });
+    let files = write_folder(dir, "adapters.safetensors", &tensors, false, &config)?;
     Ok(ExportReport {
         dir: dir.to_path_buf(),
-        files: vec![config, weights],
+        files,
         tensors: adapter.pairs.len(),
         rank,
         alpha_or_scale: scale,

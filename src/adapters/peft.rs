@@ -55,20 +55,26 @@ pub struct ImportReport {
 /// The row permutation llama.cpp's converter applies to llama-family Q and K weights:
 /// rows grouped per head as [2, half] become [half, 2].
 pub fn permute_rows(m: &Matrix, n_head: usize) -> Result<Matrix, PeftError> {
+    reorder_rows(m, n_head, false).map_err(PeftError::Mismatch)
+}
+
+/// [`permute_rows`], or with `inverse` its undoing ([half, 2] per head back to [2, half]).
+pub fn reorder_rows(m: &Matrix, n_head: usize, inverse: bool) -> Result<Matrix, String> {
     if n_head == 0 || !m.rows.is_multiple_of(n_head * 2) {
-        return Err(PeftError::Mismatch(format!(
+        return Err(format!(
             "{} rows cannot be split into {n_head} heads for the Q/K permutation",
             m.rows
-        )));
+        ));
     }
     let half = m.rows / n_head / 2;
     let mut out = vec![0f32; m.data.len()];
     for h in 0..n_head {
         for s in 0..2 {
             for i in 0..half {
-                let old = h * 2 * half + s * half + i;
-                let new = h * 2 * half + i * 2 + s;
-                out[new * m.cols..(new + 1) * m.cols].copy_from_slice(&m.data[old * m.cols..(old + 1) * m.cols]);
+                let hf = h * 2 * half + s * half + i;
+                let gguf = h * 2 * half + i * 2 + s;
+                let (from, to) = if inverse { (gguf, hf) } else { (hf, gguf) };
+                out[to * m.cols..(to + 1) * m.cols].copy_from_slice(&m.data[from * m.cols..(from + 1) * m.cols]);
             }
         }
     }

@@ -15,7 +15,7 @@ use crate::adapters::peft::{type_name, OutType};
 use crate::eval::chart::{write_size_chart, SizeChart, SizePoint};
 use crate::eval::texts::read_text;
 use crate::lab::quality::{QualityItem, QualityJob, QualitySettings};
-use crate::protocol::{AdapterSpec, LaneSpec, ModelSpec};
+use crate::protocol::{AdapterSpec, LaneSpec};
 
 /// `adapters export` arguments.
 #[derive(Debug, Args)]
@@ -130,20 +130,11 @@ pub struct CompressRow {
 }
 
 fn lane(id: u64, model: &Path, adapter: &Path, n_ctx: u32) -> LaneSpec {
-    LaneSpec {
-        lane: id,
-        model: ModelSpec {
-            path: model.to_path_buf(),
-            gpu_layers: None,
-        },
-        n_ctx,
-        threads: None,
-        adapters: vec![AdapterSpec {
-            path: adapter.to_path_buf(),
-            scale: 1.0,
-        }],
-        remote: None,
-    }
+    let stack = [AdapterSpec {
+        path: adapter.to_path_buf(),
+        scale: 1.0,
+    }];
+    super::eval::lane(id, model, &stack, n_ctx, None)
 }
 
 /// Runs `adapters compress`.

@@ -69,7 +69,8 @@ pub struct QualityArgs {
     pub no_static: bool,
 }
 
-fn lane(id: LaneId, path: &Path, adapters: &[AdapterSpec], n_ctx: u32, threads: Option<u32>) -> LaneSpec {
+/// A local lane on `path` with `adapters`.
+pub(super) fn lane(id: LaneId, path: &Path, adapters: &[AdapterSpec], n_ctx: u32, threads: Option<u32>) -> LaneSpec {
     LaneSpec {
         lane: id,
         model: ModelSpec {
