@@ -196,7 +196,8 @@ impl Shooter {
 
     fn ready(&self) -> bool {
         match self.phase {
-            Phase::RemoteDialog => self.frames_in_phase > 5,
+            // egui fades a new window in: wait until it is opaque.
+            Phase::RemoteDialog => self.frames_in_phase > 5 && self.phase_started.elapsed() > Duration::from_secs(1),
             Phase::ArenaBlind => {
                 self.app.state.scene.as_ref().is_some_and(|s| s.arena.started)
                     && !self.app.arena_generating()
