@@ -218,6 +218,23 @@ fn a_dropped_prompt_set_runs_on_every_lane_and_a_broken_one_says_why() {
     assert!((cards[1].pass_rate - 1.0 / 3.0).abs() < 1e-9, "{:?}", cards[1]);
     assert_eq!(h.state().rt.lab.runs.len(), 12);
     h.get_by_label("same as ref");
+    // Three runs at once ("at once" in the tab): the same greedy results, in the same order.
+    let texts = |a: &App| {
+        a.rt.lab
+            .runs
+            .iter()
+            .map(|r| (r.lane.clone(), r.prompt_id.clone(), r.seed, r.text.clone()))
+            .collect::<Vec<_>>()
+    };
+    let one_at_a_time = texts(h.state());
+    h.state_mut().state.lab.parallel = 3;
+    h.run_steps(1);
+    h.get_by_label("Run on all lanes").click();
+    h.run_steps(2);
+    step_until(&mut h, Duration::from_secs(120), "scorecards again", |a| {
+        a.rt.lab.prompt_job.is_none() && a.rt.lab.runs.len() == 12
+    });
+    assert_eq!(texts(h.state()), one_at_a_time);
 
     let dir = tempfile::tempdir().unwrap();
     let broken = dir.path().join("broken.jsonl");

@@ -219,6 +219,8 @@ pub struct LabSettings {
     pub seeds: String,
     /// Temperature for prompt-set runs.
     pub temperature: f32,
+    /// Prompt-set runs at once (the engine steps them together; remote ones go out together).
+    pub parallel: usize,
 }
 
 impl Default for LabSettings {
@@ -237,6 +239,7 @@ impl Default for LabSettings {
             prompt_set: None,
             seeds: "1,2,3".into(),
             temperature: 0.7,
+            parallel: 1,
         }
     }
 }

@@ -465,7 +465,8 @@ impl App {
             temperature: self.state.lab.temperature,
             max_tokens: 64,
         };
-        self.rt.lab.prompt_job = Some(PromptSetJob::new(set, lanes, &seeds, sampling));
+        self.rt.lab.prompt_job =
+            Some(PromptSetJob::new(set, lanes, &seeds, sampling).parallel(self.state.lab.parallel));
         self.lab_pump(LabJob::Prompt);
     }
 

@@ -29,6 +29,9 @@ pub(super) fn prompts_ui(ui: &mut egui::Ui, state: &mut State, rt: &Runtime, cmd
                 .range(0.0..=2.0)
                 .speed(0.05),
         );
+        ui.label("at once");
+        ui.add(egui::DragValue::new(&mut state.lab.parallel).range(1..=8))
+            .on_hover_text("Runs in flight together: local lanes decode them side by side, remote lanes send them concurrently; greedy results are the same as one at a time");
     });
     ui.horizontal(|ui| {
         let progress = rt.lab.prompt_progress();
