@@ -33,12 +33,18 @@ pub struct AdapterRow {
 pub struct TokenRecord {
     /// Token text.
     pub piece: String,
-    /// Probability of this token.
+    /// Probability of this token (NaN when a remote endpoint sent none; JSON writes that as
+    /// `null`, read back as NaN).
+    #[serde(deserialize_with = "nan_if_null")]
     pub prob: f32,
     /// The most likely tokens at this step.
     pub top: Vec<TopToken>,
     /// Time since the previous token, ms.
     pub latency_ms: f64,
+}
+
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
+    Ok(Option::<f32>::deserialize(d)?.unwrap_or(f32::NAN))
 }
 
 /// A lane's latest output.
@@ -364,4 +370,29 @@ pub fn load(path: &Path) -> (State, Option<StateError>) {
 /// Writes the state atomically (temporary file, then rename).
 pub fn save(path: &Path, json: &str) -> std::io::Result<()> {
     crate::paths::write_atomic(path, json.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_without_a_probability_survives_the_state_file() {
+        // A remote lane on an endpoint that sends no logprobs records NaN; serde_json writes null.
+        let mut s = State::default();
+        let id = s.add_lane(None);
+        if let Some(l) = s.lane_mut(id) {
+            l.output.tokens.push(TokenRecord {
+                piece: "Paris".into(),
+                prob: f32::NAN,
+                top: Vec::new(),
+                latency_ms: 12.0,
+            });
+        }
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(json.contains("\"prob\":null"), "{json}");
+        let back: State = serde_json::from_str(&json).expect("the state file reads back");
+        assert!(back.lanes[0].output.tokens[0].prob.is_nan());
+        assert_eq!(back.lanes[0].output.tokens[0].piece, "Paris");
+    }
 }

@@ -606,7 +606,14 @@ fn tokens_ui(ui: &mut egui::Ui, lane: &LaneState) {
 }
 
 fn token_tip(ui: &mut egui::Ui, t: &crate::ui::state::TokenRecord) {
-    ui.label(format!("{:?}  p = {:.3}  ({:.1} ms)", t.piece, t.prob, t.latency_ms));
+    if t.prob.is_nan() {
+        ui.label(format!(
+            "{:?}  p not sent by the endpoint  ({:.1} ms)",
+            t.piece, t.latency_ms
+        ));
+    } else {
+        ui.label(format!("{:?}  p = {:.3}  ({:.1} ms)", t.piece, t.prob, t.latency_ms));
+    }
     egui::Grid::new("top5").num_columns(2).show(ui, |ui| {
         for alt in &t.top {
             ui.monospace(format!("{:?}", alt.piece));
