@@ -197,9 +197,8 @@ pub fn import(dir: &Path, base: &GgufFile, out: &Path, out_type: OutType) -> Res
         .architecture()
         .ok_or_else(|| PeftError::Mismatch("the base model has no architecture".into()))?
         .to_string();
-    let permute_qk = matches!(arch.as_str(), "llama" | "mistral" | "granite");
-    let n_head = base.arch_u64("attention.head_count").unwrap_or(0) as usize;
-    let n_head_kv = base.arch_u64("attention.head_count_kv").map_or(n_head, |v| v as usize);
+    let permute_qk = super::lora_file::permutes_qk(&arch);
+    let (n_head, n_head_kv) = super::lora_file::head_counts(base);
 
     let mut pairs: BTreeMap<String, (Option<Matrix>, Option<Matrix>, String)> = BTreeMap::new();
     for (key, m) in tensors {

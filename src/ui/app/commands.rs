@@ -321,7 +321,7 @@ impl App {
         }
     }
 
-    fn add_adapter(&mut self, lane: LaneId, path: PathBuf) {
+    pub(super) fn add_adapter(&mut self, lane: LaneId, path: PathBuf) {
         let Some(model) = self
             .state
             .lanes

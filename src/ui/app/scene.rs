@@ -187,24 +187,35 @@ impl App {
             l.n_ctx = lane.n_ctx;
             l.sampling = lane.sampling.clone();
             l.paced = lane.paced;
-            l.adapters = found
-                .adapters
-                .iter()
-                .map(|(p, scale, enabled)| {
-                    let summary = crate::gguf::read(p).ok().map(|f| crate::gguf::Summary::of(&f));
-                    AdapterRow {
+            l.output = LaneOutput::default();
+            if lane.remote.is_some() {
+                // The endpoint's adapters, by the names it serves them under.
+                l.adapters = found
+                    .adapters
+                    .iter()
+                    .map(|(p, scale, enabled)| AdapterRow {
                         path: p.clone(),
                         enabled: *enabled,
                         scale: *scale,
-                        ranks: summary
-                            .as_ref()
-                            .and_then(|s| s.adapter.as_ref().map(|a| a.ranks.clone()))
-                            .unwrap_or_default(),
-                        file_bytes: summary.map_or(0, |s| s.file_bytes),
-                    }
-                })
-                .collect();
-            l.output = LaneOutput::default();
+                        ranks: Vec::new(),
+                        file_bytes: 0,
+                    })
+                    .collect();
+                continue;
+            }
+            // Local files go in as a dropped adapter does: checked against the model, ranks and
+            // size from the header.
+            for (path, scale, enabled) in &found.adapters {
+                self.add_adapter(id, path.clone());
+                if let Some(row) = self
+                    .state
+                    .lane_mut(id)
+                    .and_then(|l| l.adapters.iter_mut().find(|a| a.path == *path))
+                {
+                    row.scale = *scale;
+                    row.enabled = *enabled;
+                }
+            }
         }
         if let Some(first) = prompts.first() {
             self.state.prompt.clone_from(&first.prompt);
@@ -392,15 +403,13 @@ impl App {
     }
 
     fn arena_mut(&mut self) -> &mut ArenaState {
-        let prompts = self.arena_prompts();
-        &mut self
-            .state
-            .scene
-            .get_or_insert_with(|| SceneSession {
-                prompts,
+        if self.state.scene.is_none() {
+            self.state.scene = Some(SceneSession {
+                prompts: vec![self.bar_prompt()],
                 ..SceneSession::default()
-            })
-            .arena
+            });
+        }
+        &mut self.state.scene.get_or_insert_with(SceneSession::default).arena
     }
 
     /// Whether generations of the current round are still coming in.
@@ -545,7 +554,16 @@ fn hashed(mut outline: Scene, path: &Path, old_dir: Option<&Path>) -> Result<Sce
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let record = |f: &Path| FileRef::record(f, dir).map_err(|e| format!("{}: {e}", f.display()));
+    // The same model on several lanes is hashed once.
+    let mut recorded: std::collections::HashMap<PathBuf, FileRef> = std::collections::HashMap::new();
+    let mut record = |f: &Path| -> Result<FileRef, String> {
+        if let Some(r) = recorded.get(f) {
+            return Ok(r.clone());
+        }
+        let r = FileRef::record(f, dir).map_err(|e| format!("{}: {e}", f.display()))?;
+        recorded.insert(f.to_path_buf(), r.clone());
+        Ok(r)
+    };
     for lane in &mut outline.lanes {
         if let Some(m) = &mut lane.model {
             *m = record(&m.path)?;

@@ -330,30 +330,29 @@ fn adapters_ui(ui: &mut egui::Ui, lane: &mut LaneState, rt: &Runtime, cmds: &mut
 /// Export and compression of one adapter row.
 fn adapter_menu_ui(ui: &mut egui::Ui, lane: LaneId, index: usize, cmds: &mut Vec<Command>) {
     use crate::ui::app::lab::LabCommand;
+    let items = [
+        (
+            "Compress…",
+            "Lower the rank by SVD (halving to 1), write each into adapters/ and measure its KLD and same top-1 against this adapter in the lab",
+            LabCommand::CompressAdapter { lane, index },
+        ),
+        (
+            "Export as PEFT",
+            "adapter_config.json + adapter_model.safetensors in the exports folder",
+            LabCommand::ExportAdapter { lane, index, mlx: false },
+        ),
+        (
+            "Export as MLX-LM",
+            "adapter_config.json + adapters.safetensors in the exports folder",
+            LabCommand::ExportAdapter { lane, index, mlx: true },
+        ),
+    ];
     ui.menu_button("More", |ui| {
-        if ui
-            .button("Compress…")
-            .on_hover_text("Lower the rank by SVD (halving to 1), write each into adapters/ and measure its KLD and same top-1 against this adapter in the lab")
-            .clicked()
-        {
-            cmds.push(Command::Lab(LabCommand::CompressAdapter { lane, index }));
-            ui.close();
-        }
-        if ui
-            .button("Export as PEFT")
-            .on_hover_text("adapter_config.json + adapter_model.safetensors in the exports folder")
-            .clicked()
-        {
-            cmds.push(Command::Lab(LabCommand::ExportAdapter { lane, index, mlx: false }));
-            ui.close();
-        }
-        if ui
-            .button("Export as MLX-LM")
-            .on_hover_text("adapter_config.json + adapters.safetensors in the exports folder")
-            .clicked()
-        {
-            cmds.push(Command::Lab(LabCommand::ExportAdapter { lane, index, mlx: true }));
-            ui.close();
+        for (label, tip, command) in items {
+            if ui.button(label).on_hover_text(tip).clicked() {
+                cmds.push(Command::Lab(command));
+                ui.close();
+            }
         }
     });
 }
