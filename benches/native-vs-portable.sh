@@ -5,6 +5,9 @@
 # Prints pp512 and tg128 t/s (mean ± sd) and the native / portable ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# nanolab loads plain weight buffers where llama.cpp's AMX kernels run (they crash here; see
+# engine::weight_repacking), so the baseline does too.
+NOREPACK=(); grep -qw amx_int8 /proc/cpuinfo && NOREPACK=(--repack 0)
 MODEL=${1:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
 REPS=${REPS:-5}
 THREADS=$(nproc)
@@ -18,7 +21,7 @@ done
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 declare -A pp tg
 lb() {
-  local out; out=$("$2/llama-bench" -m "$MODEL" -p 512 -n 128 -r 1 -t "$THREADS" -o csv 2>/dev/null)
+  local out; out=$("$2/llama-bench" -m "$MODEL" -p 512 -n 128 -r 1 -t "$THREADS" "${NOREPACK[@]}" -o csv 2>/dev/null)
   pp[$1]+=" $(echo "$out" | awk -F, 'NR>1 && /"512","0"/ {gsub(/"/,""); print $(NF-1)}' | head -1)"
   tg[$1]+=" $(echo "$out" | awk -F, 'NR>1 && /"0","128"/ {gsub(/"/,""); print $(NF-1)}' | head -1)"
 }

@@ -8,6 +8,9 @@
 # a time, so 1 is like for like; PARALLEL=4 shows what batching buys llama-server).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# nanolab loads plain weight buffers where llama.cpp's AMX kernels run (they crash here; see
+# engine::weight_repacking), so the baseline does too.
+NOREPACK=(); grep -qw amx_int8 /proc/cpuinfo && NOREPACK=(--no-repack)
 MODEL=${MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
 REQUESTS=${REQUESTS:-200}
 CONCURRENCY=${CONCURRENCY:-16}
@@ -37,7 +40,7 @@ run_nanolab() {
 }
 run_llama_server() {
   local p; p=$(port)
-  "$BIN/llama-server" -m "$MODEL" --host 127.0.0.1 --port "$p" -c $((CTX * PARALLEL)) --parallel "$PARALLEL" \
+  "$BIN/llama-server" "${NOREPACK[@]}" -m "$MODEL" --host 127.0.0.1 --port "$p" -c $((CTX * PARALLEL)) --parallel "$PARALLEL" \
     -t "$THREADS" --no-webui --no-cache-prompt >/dev/null 2>&1 &
   local pid=$!
   wait_up "http://127.0.0.1:$p"

@@ -6,6 +6,9 @@
 # speed_tg and speed_pp for every batch size, as the mean over REPS rounds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# nanolab loads plain weight buffers where llama.cpp's AMX kernels run (they crash here; see
+# engine::weight_repacking), so the baseline does too.
+NOREPACK=(); grep -qw amx_int8 /proc/cpuinfo && NOREPACK=(--no-repack)
 MODEL=${1:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
 REPS=${REPS:-3}
 PP=${PP:-128}
@@ -20,7 +23,7 @@ echo "model $MODEL, pp $PP, tg $TG, npl $NPL, $THREADS threads, context $ctx"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 run_baseline() {
-  "$BIN/llama-batched-bench" -m "$MODEL" -c "$ctx" -b 2048 -ub 512 -npp "$PP" -ntg "$TG" -npl "$NPL" \
+  "$BIN/llama-batched-bench" "${NOREPACK[@]}" -m "$MODEL" -c "$ctx" -b 2048 -ub 512 -npp "$PP" -ntg "$TG" -npl "$NPL" \
     -t "$THREADS" --output-format jsonl 2>/dev/null | grep '^{' >> "$out/base.jsonl"
 }
 run_nanolab() {

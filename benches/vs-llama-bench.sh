@@ -4,6 +4,9 @@
 # run alternately with `nanolab bench` on the same model; prints both and the ratio.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# nanolab loads plain weight buffers where llama.cpp's AMX kernels run (they crash here; see
+# engine::weight_repacking), so the baseline does too.
+NOREPACK=(); grep -qw amx_int8 /proc/cpuinfo && NOREPACK=(--repack 0)
 MODEL=${1:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
 REPS=${REPS:-5}
 BIN=$(scripts/llama-tools.sh)
@@ -14,7 +17,7 @@ echo "llama-bench: $(cat target/llama-tools/version.txt)"
 echo "nanolab: llama.cpp from $(basename "$sys_dir") (ggml $sys_ggml)"
 lb_pp=(); lb_tg=(); nl_pp=(); nl_tg=()
 run_llama_bench() {
-  out=$("$BIN/llama-bench" -m "$MODEL" -p 512 -n 128 -r 1 -t "$THREADS" -o csv 2>/dev/null)
+  out=$("$BIN/llama-bench" -m "$MODEL" -p 512 -n 128 -r 1 -t "$THREADS" "${NOREPACK[@]}" -o csv 2>/dev/null)
   lb_pp+=("$(echo "$out" | awk -F, 'NR>1 && /"512","0"/ {gsub(/"/,""); print $(NF-1)}' | head -1)")
   lb_tg+=("$(echo "$out" | awk -F, 'NR>1 && /"0","128"/ {gsub(/"/,""); print $(NF-1)}' | head -1)")
 }

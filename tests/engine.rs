@@ -362,6 +362,10 @@ fn lanes_stream_together_with_the_same_greedy_text_as_alone() {
     for (i, s) in together.iter().enumerate() {
         assert_eq!(s.text, alone[i], "lane {} changed when run beside the others", i + 1);
         assert_eq!(s.lanes_together, 3, "lane {}", i + 1);
+        // Lanes 1 and 3 share model and stack: one decode per step for both. Lane 2's adapter
+        // needs a context of its own.
+        let batched = if i == 1 { 1 } else { 2 };
+        assert_eq!(s.batched_with, batched, "lane {}", i + 1);
         assert!(s.generated_tokens > 1);
         // Its own decode calls are faster than the tokens arrived, with two lanes taking turns.
         assert!(
@@ -390,6 +394,65 @@ fn lanes_stream_together_with_the_same_greedy_text_as_alone() {
     }
     // The last one waited for the two before it, and its time to first token says so.
     assert!(alone_again[2].ttft_ms > alone_again[0].decode_ms + alone_again[1].decode_ms);
+}
+
+#[test]
+fn lanes_with_one_stack_decode_in_one_batch_and_late_ones_join() {
+    let model = demo_model();
+    let caps = AdapterSpec {
+        path: caps_adapter(),
+        scale: 1.0,
+    };
+    let mut c = client();
+    let prompts = ["Write a list of fruits:\n1.", "The capital of France is", "def add(a, b):"];
+    let lanes: Vec<LaneSpec> = (1..=3).map(|l| lane(l, &model, 512, vec![caps.clone()])).collect();
+    let alone: Vec<String> = lanes
+        .iter()
+        .zip(prompts)
+        .map(|(l, p)| stats(&generate(&mut c, l.clone(), p, greedy(48)).1).text)
+        .collect();
+    // Lanes 1 and 2 start together; lane 3 is sent once lane 1 has streamed tokens, and joins.
+    let mut jobs = Vec::new();
+    let mut send = |c: &mut EngineClient, i: usize| {
+        let job = c.next_job();
+        c.send(&Request::Generate {
+            job,
+            lane: lanes[i].clone(),
+            prompt: Prompt::Raw { text: prompts[i].into() },
+            sampling: greedy(48),
+            top_n: 3,
+            exclusive: false,
+        })
+        .unwrap();
+        job
+    };
+    jobs.push(send(&mut c, 0));
+    jobs.push(send(&mut c, 1));
+    let mut ends = std::collections::HashMap::new();
+    let mut tokens_seen = 0;
+    wait_for(Duration::from_secs(120), || {
+        let ev = c.events().recv_timeout(Duration::from_millis(100)).ok()?;
+        if let Event::Token { lane: 1, prob, top, .. } = &ev {
+            tokens_seen += 1;
+            assert!(*prob > 0.0 && *prob <= 1.0 && top.len() == 3, "probabilities from the batch");
+            if tokens_seen == 5 {
+                jobs.push(send(&mut c, 2));
+            }
+        }
+        if ev.is_terminal() {
+            ends.insert(ev.job().unwrap(), stats(&ev));
+        }
+        (ends.len() == 3 && jobs.len() == 3).then_some(())
+    })
+    .expect("every generation ended");
+    for (i, job) in jobs.iter().enumerate() {
+        let s = &ends[job];
+        assert_eq!(s.text, alone[i], "lane {} changed in the batch", i + 1);
+        assert!(s.batched_with >= 2, "lane {} decoded alone: {}", i + 1, s.batched_with);
+    }
+    // After the pool is gone, a lane alone decodes alone again, with the same text.
+    let again = stats(&generate(&mut c, lanes[2].clone(), prompts[2], greedy(48)).1);
+    assert_eq!((again.text.as_str(), again.batched_with), (alone[2].as_str(), 1));
 }
 
 #[test]

@@ -195,6 +195,7 @@ fn quality_numbers_match_llama_perplexity_within_one_percent() {
     let run = |args: &[&str]| -> String {
         let out = Command::new(&bin)
             .args(["-c", "512", "-b", "512", "--chunks", "4", "-t", "2"])
+            .args((!nanolab::engine::weight_repacking()).then_some("--no-repack"))
             .args(args)
             .output()
             .unwrap();

@@ -15,7 +15,7 @@ mod text;
 mod worker;
 
 pub use client::{ClientError, EngineClient, Waker};
-pub use llama::{cpu_features, llama_build};
+pub use llama::{cpu_features, llama_build, weight_repacking};
 
 /// Layers the engine offloads when none are asked for: all of them where llama.cpp found a GPU,
 /// none otherwise.

@@ -446,6 +446,11 @@ pub struct RunStats {
     /// Most generations running at once while this one ran (1: it ran alone).
     #[serde(default)]
     pub lanes_together: u32,
+    /// Most sequences decoded in one `llama_decode` with this lane's tokens: lanes on the same
+    /// model and adapter stack share a context and decode together (1: it decoded alone; 0: not
+    /// known, a remote run). Its decode times are then those shared calls.
+    #[serde(default)]
+    pub batched_with: u32,
     /// Peak resident memory of the engine process, bytes.
     pub peak_rss_bytes: u64,
     /// Resident memory of the engine process now, bytes.

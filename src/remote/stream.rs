@@ -288,6 +288,7 @@ impl Run<'_> {
             itl_p95_ms: percentile(&itl, 0.95),
             seen_decode_tokens_per_sec: per_s(n.saturating_sub(1), decode_ms),
             lanes_together: 0,
+            batched_with: 0,
             peak_rss_bytes: 0,
             rss_bytes: 0,
             text: self.text,

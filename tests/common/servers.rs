@@ -128,6 +128,10 @@ impl LlamaServer {
                 "2",
             ])
             .args(["--lora-init-without-apply", "--no-webui"]);
+        // Loaded the way nanolab loads it (see `weight_repacking`).
+        if !nanolab::engine::weight_repacking() {
+            cmd.arg("--no-repack");
+        }
         for a in adapters {
             cmd.arg("--lora").arg(a);
         }

@@ -39,8 +39,26 @@ unsafe extern "C" fn should_abort(data: *mut std::ffi::c_void) -> bool {
 }
 
 impl Context {
-    /// Creates a context of `n_ctx` tokens on `model` for up to `n_seq` sequences.
+    /// Creates a context of `n_ctx` tokens on `model` for up to `n_seq` sequences, each with
+    /// its own `n_ctx / n_seq` cells.
     pub fn new(model: &Model, n_ctx: u32, n_threads: i32, n_batch: u32, n_seq: u32) -> Result<Self, LlamaError> {
+        Self::create(model, n_ctx, n_threads, n_batch, n_seq, false)
+    }
+
+    /// A context whose `n_cells` KV cells are shared by up to `n_seq` sequences, each taking
+    /// what it uses (a unified cache: no sequence is capped below the whole).
+    pub fn new_shared(model: &Model, n_cells: u32, n_threads: i32, n_seq: u32) -> Result<Self, LlamaError> {
+        Self::create(model, n_cells, n_threads, n_seq.max(1), n_seq, true)
+    }
+
+    fn create(
+        model: &Model,
+        n_ctx: u32,
+        n_threads: i32,
+        n_batch: u32,
+        n_seq: u32,
+        unified: bool,
+    ) -> Result<Self, LlamaError> {
         clear_recent();
         let abort = Arc::new(AtomicBool::new(false));
         // SAFETY: params are plain data; the model is alive and outlives the context.
@@ -52,6 +70,7 @@ impl Context {
             p.n_seq_max = n_seq.max(1);
             p.n_threads = n_threads;
             p.n_threads_batch = n_threads;
+            p.kv_unified = unified;
             p.no_perf = true;
             llama_cpp_sys_2::llama_init_from_model(model.as_ptr(), p)
         };
@@ -102,6 +121,45 @@ impl Context {
             let mem = llama_cpp_sys_2::llama_get_memory(self.ptr.as_ptr());
             llama_cpp_sys_2::llama_memory_clear(mem, true);
         }
+    }
+
+    /// Drops one sequence's cells.
+    pub fn clear_seq(&mut self, seq: i32) {
+        // SAFETY: the context is alive; removing a whole sequence cannot fail.
+        unsafe {
+            let mem = llama_cpp_sys_2::llama_get_memory(self.ptr.as_ptr());
+            llama_cpp_sys_2::llama_memory_seq_rm(mem, seq, -1, -1);
+        }
+    }
+
+    /// The KV cells of sequence `seq`, as bytes [`Context::set_seq_state`] reads back.
+    pub fn seq_state(&self, seq: i32) -> Result<Vec<u8>, LlamaError> {
+        // SAFETY: the context is alive; the buffer holds the size llama.cpp asked for.
+        unsafe {
+            let size = llama_cpp_sys_2::llama_state_seq_get_size(self.ptr.as_ptr(), seq);
+            let mut buf = vec![0u8; size];
+            let written = llama_cpp_sys_2::llama_state_seq_get_data(self.ptr.as_ptr(), buf.as_mut_ptr(), size, seq);
+            if written == 0 || written > size {
+                return Err(LlamaError::Decode(reason("could not read a sequence's KV cells")));
+            }
+            buf.truncate(written);
+            Ok(buf)
+        }
+    }
+
+    /// Puts a sequence's cells (from [`Context::seq_state`] of a context on the same model) in
+    /// as sequence `seq`, which must be empty.
+    pub fn set_seq_state(&mut self, seq: i32, state: &[u8]) -> Result<(), LlamaError> {
+        clear_recent();
+        // SAFETY: the context is alive; llama.cpp reads at most `state.len()` bytes.
+        let read = unsafe {
+            llama_cpp_sys_2::llama_state_seq_set_data(self.ptr.as_ptr(), state.as_ptr(), state.len(), seq)
+        };
+        if read == 0 {
+            self.clear_seq(seq);
+            return Err(LlamaError::Decode(reason("no room for a sequence's KV cells")));
+        }
+        Ok(())
     }
 
     /// Decodes `tokens` at positions starting at `pos0`, in batches. With `all_logits`, logits

@@ -155,6 +155,16 @@ pub fn cpu_features() -> Vec<String> {
     features_on(&system_info())
 }
 
+/// Whether models load with llama.cpp's extra weight buffers (repacked layouts and AMX tiles).
+/// Off where this build uses AMX: llama.cpp's AMX matrix multiply (ggml-cpu/amx) crashes with
+/// SIGSEGV on the first batch of several tokens on the Xeon machines this project runs on, in
+/// llama-bench as well, so nanolab loads plain buffers there and compares against llama.cpp's
+/// tools run with `--no-repack` (`--repack 0` for llama-bench).
+pub fn weight_repacking() -> bool {
+    static REPACK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *REPACK.get_or_init(|| !cpu_features().iter().any(|f| f.starts_with("AMX")))
+}
+
 fn features_on(info: &str) -> Vec<String> {
     info.split(['|', ':'])
         .filter_map(|part| {

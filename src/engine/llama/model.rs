@@ -50,6 +50,7 @@ impl Model {
         let raw = unsafe {
             let mut params = llama_cpp_sys_2::llama_model_default_params();
             params.n_gpu_layers = i32::try_from(gpu_layers).unwrap_or(i32::MAX);
+            params.use_extra_bufts = super::weight_repacking();
             params.progress_callback = Some(progress_trampoline);
             params.progress_callback_user_data = (&raw mut state).cast();
             llama_cpp_sys_2::llama_model_load_from_file(c_path.as_ptr(), params)
@@ -113,6 +114,19 @@ impl Model {
         let kv_width = head_dim * u64::try_from(n_head_kv).unwrap_or(0);
         // K and V, 2 bytes each (f16), per layer.
         2 * 2 * kv_width * u64::try_from(n_layer).unwrap_or(0)
+    }
+
+    /// Whether a sequence's KV cells can be copied into a context shared by several sequences
+    /// and decode there as they would alone: plain attention caches only (a sliding-window
+    /// cache keeps a window per context, a recurrent state is no cells at all).
+    pub fn kv_moves_between_contexts(&self) -> bool {
+        // SAFETY: plain queries on a live model.
+        unsafe {
+            let m = self.ptr.as_ptr();
+            llama_cpp_sys_2::llama_model_n_swa(m) == 0
+                && !llama_cpp_sys_2::llama_model_is_recurrent(m)
+                && !llama_cpp_sys_2::llama_model_is_hybrid(m)
+        }
     }
 
     /// The embedded chat template, if any.

@@ -1,10 +1,12 @@
 //! Generation on the engine thread as a state machine, so that lanes stream together:
 //! [`Worker::start_generation`] sets the lane up, clears its KV and decodes the prompt; each
 //! [`Worker::step_generation`] samples one token, streams it (stop strings held back) and
-//! decodes it. The scheduler (`schedule.rs`) steps every running generation in turn.
+//! decodes it, on its lane's context or, batched with others, in a pool (`pool.rs`). The
+//! scheduler (`schedule.rs`) steps every running generation in turn.
 
 use std::time::Instant;
 
+use super::pool::{PoolId, PoolKey};
 use super::*;
 
 /// What a `Generate` request asks for.
@@ -51,6 +53,14 @@ pub(super) struct Generation {
     pub(super) exclusive: bool,
     /// Most generations running at once while this one ran; the scheduler raises it.
     pub(super) lanes_together: u32,
+    /// Most sequences in one decode with this one's token (1: it decoded alone).
+    pub(super) batched_with: u32,
+    /// What it shares a pool under; `None`: it always decodes on its own context.
+    key: Option<PoolKey>,
+    /// Its pool and sequence there, once it moved in.
+    pub(super) seat: Option<(PoolId, i32)>,
+    /// Where the logits it samples next are: its pool's context, or its lane's.
+    pub(super) logits_in: Option<PoolId>,
     model: Rc<LoadedModel>,
     sampler: Sampler,
     assembler: TextAssembler,
@@ -75,8 +85,29 @@ pub(super) struct Generation {
     generated: u32,
 }
 
-fn ms_since(t: Instant) -> f64 {
+/// A step's first half: the generation ended, or its new token awaits its decode.
+pub(super) enum Sampled {
+    Ended(JobResultOr<RunStats>),
+    Decode { token: i32, pos: i32 },
+}
+
+pub(super) fn ms_since(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1000.0
+}
+
+impl Generation {
+    pub(super) fn pool_key(&self) -> Option<&PoolKey> {
+        self.key.as_ref()
+    }
+
+    /// KV cells it can fill before it must end: its prompt and every token it may generate.
+    pub(super) fn kv_budget(&self) -> u32 {
+        let n_ctx = u32::try_from(self.n_ctx).unwrap_or(u32::MAX);
+        self.prompt_tokens
+            .saturating_add(self.max_tokens)
+            .saturating_add(1)
+            .min(n_ctx)
+    }
 }
 
 impl Worker {
@@ -120,11 +151,16 @@ impl Worker {
             Err(e) => return Err(e.into()),
         };
         let prefill_ms = ms_since(t0);
+        let key = self.pool_key(w.spec.lane, w.exclusive);
         Ok(Generation {
             job,
             lane: w.spec.lane,
             exclusive: w.exclusive,
             lanes_together: 1,
+            batched_with: 1,
+            key,
+            seat: None,
+            logits_in: None,
             n_vocab: usize::try_from(model.info.n_vocab).unwrap_or(0),
             model,
             sampler,
@@ -148,13 +184,22 @@ impl Worker {
         })
     }
 
-    /// One token: sampled, streamed and decoded. `Some` once the generation has ended.
+    /// One token: sampled, streamed and decoded on the generation's own context. `Some` once
+    /// the generation has ended.
     pub(super) fn step_generation(
         &mut self,
         g: &mut Generation,
         sink: &mut dyn EventSink,
     ) -> Option<JobResultOr<RunStats>> {
-        let stop = |g: &mut Generation, sink: &mut dyn EventSink, why| Some(Ok(g.finish(why, sink)));
+        match self.sample_step(g, sink) {
+            Sampled::Ended(outcome) => Some(outcome),
+            Sampled::Decode { token, pos } => self.decode_own(g, token, pos, sink),
+        }
+    }
+
+    /// Samples the next token from the last decode's logits and streams it.
+    pub(super) fn sample_step(&mut self, g: &mut Generation, sink: &mut dyn EventSink) -> Sampled {
+        let stop = |g: &mut Generation, sink: &mut dyn EventSink, why| Sampled::Ended(Ok(g.finish(why, sink)));
         if self.cancel.is_cancelled(g.job) {
             return stop(g, sink, StopReason::Cancelled);
         }
@@ -165,13 +210,17 @@ impl Worker {
         if n_pos >= g.n_ctx {
             return stop(g, sink, StopReason::ContextFull);
         }
-        let Some(lane) = self.lanes.get_mut(&g.lane) else {
-            return Some(Err("the lane was dropped while it generated".to_string().into()));
+        let ctx = match g.logits_in {
+            Some(pool) => self.pools.get(pool).map(super::pool::Pool::ctx),
+            None => self.lanes.get(&g.lane).map(|l| &l.ctx),
+        };
+        let Some(ctx) = ctx else {
+            return Sampled::Ended(Err("the lane was dropped while it generated".to_string().into()));
         };
         let started = Instant::now();
         let idx = i32::try_from(g.out_idx).unwrap_or(0);
-        let token = g.sampler.sample(&lane.ctx, idx);
-        let (prob, top) = match lane.ctx.logits(g.out_idx, g.n_vocab) {
+        let token = g.sampler.sample(ctx, idx);
+        let (prob, top) = match ctx.logits(g.out_idx, g.n_vocab) {
             Some(logits) => token_probs(logits, token, g.top_n, &g.model.model),
             None => (0.0, Vec::new()),
         };
@@ -212,18 +261,30 @@ impl Worker {
         if g.step + 1 == g.max_tokens {
             return stop(g, sink, StopReason::MaxTokens);
         }
+        Sampled::Decode {
+            token,
+            pos: i32::try_from(n_pos).unwrap_or(i32::MAX),
+        }
+    }
+
+    /// Decodes the generation's new token on its lane's own context.
+    pub(super) fn decode_own(
+        &mut self,
+        g: &mut Generation,
+        token: i32,
+        pos: i32,
+        sink: &mut dyn EventSink,
+    ) -> Option<JobResultOr<RunStats>> {
+        let Some(lane) = self.lanes.get_mut(&g.lane) else {
+            return Some(Err("the lane was dropped while it generated".to_string().into()));
+        };
         let t_decode = Instant::now();
-        match lane
-            .ctx
-            .decode(&[token], i32::try_from(n_pos).unwrap_or(i32::MAX), false)
-        {
+        match lane.ctx.decode(&[token], pos, false) {
             Ok(_) => {}
-            Err(_) if self.cancel.is_cancelled(g.job) => return stop(g, sink, StopReason::Cancelled),
+            Err(_) if self.cancel.is_cancelled(g.job) => return Some(Ok(g.finish(StopReason::Cancelled, sink))),
             Err(e) => return Some(Err(e.into())),
         }
-        g.decode_pending_ms = ms_since(t_decode);
-        g.out_idx = 0;
-        g.step += 1;
+        g.decoded(None, 0, ms_since(t_decode), 1);
         None
     }
 
@@ -239,8 +300,17 @@ impl Worker {
 }
 
 impl Generation {
+    /// Records a decode of its token: where its logits are now, and what the decode took.
+    pub(super) fn decoded(&mut self, logits_in: Option<PoolId>, out_idx: usize, ms: f64, batch: u32) {
+        self.logits_in = logits_in;
+        self.out_idx = out_idx;
+        self.decode_pending_ms = ms;
+        self.batched_with = self.batched_with.max(batch);
+        self.step += 1;
+    }
+
     /// Releases any held text and reports the run.
-    fn finish(&mut self, stop_reason: StopReason, sink: &mut dyn EventSink) -> RunStats {
+    pub(super) fn finish(&mut self, stop_reason: StopReason, sink: &mut dyn EventSink) -> RunStats {
         let tail = self.assembler.finish();
         if !tail.is_empty() {
             sink.send(Event::Token {
@@ -276,6 +346,7 @@ impl Generation {
             itl_p95_ms: metrics::percentile(&self.own_itls_ms, 0.95),
             seen_decode_tokens_per_sec: rate(intervals, seen_ms),
             lanes_together: self.lanes_together,
+            batched_with: self.batched_with,
             peak_rss_bytes,
             rss_bytes,
             text: self.assembler.text().to_string(),

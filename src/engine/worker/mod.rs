@@ -21,6 +21,7 @@ use eval::{DivergeArgs, EvalArgs};
 mod generate;
 use generate::Wanted;
 mod batched;
+mod pool;
 mod schedule;
 use batched::BatchedTest;
 
@@ -84,6 +85,7 @@ type JobResultOr<T> = Result<T, JobError>;
 pub struct Worker {
     // Field order matters for drop: lanes (contexts) before models.
     lanes: BTreeMap<LaneId, Lane>,
+    pools: pool::Pools,
     models: HashMap<(PathBuf, u32), Rc<LoadedModel>>,
     cancel: CancelBoard,
     threads: i32,
@@ -95,6 +97,7 @@ impl Worker {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(8) as i32;
         Self {
             lanes: BTreeMap::new(),
+            pools: pool::Pools::default(),
             models: HashMap::new(),
             cancel,
             threads,
@@ -228,6 +231,7 @@ impl Worker {
     }
 
     fn unload(&mut self, path: &Path) {
+        self.pools.forget_model(path);
         self.lanes.retain(|_, l| l.model.info.path != path);
         self.models.retain(|(p, _), _| p != path);
     }
@@ -335,7 +339,7 @@ impl Worker {
                     .into());
                 }
             }
-            let threads = spec.threads.map_or(self.threads, |t| t.max(1) as i32);
+            let threads = self.lane_threads(spec);
             // One pass takes a whole step of every sequence (llama-batched-bench's default batch).
             let n_batch = if n_seq > 1 { N_BATCH.max(2048) } else { N_BATCH };
             let ctx = Context::new(&model.model, n_ctx, threads, n_batch, n_seq)?;
@@ -364,6 +368,11 @@ impl Worker {
             .get(&spec.lane)
             .ok_or_else(|| JobError::from("lane vanished during setup".to_string()))?;
         Ok((lane_info(lane, swap_ms, context_created), load_ms))
+    }
+
+    /// CPU threads a lane's contexts use.
+    fn lane_threads(&self, spec: &LaneSpec) -> i32 {
+        spec.threads.map_or(self.threads, |t| t.max(1) as i32)
     }
 
     /// Loads any new adapters and applies the stack if it changed; returns the time it took.

@@ -3,12 +3,15 @@
 //! lanes stream together. Anything else waits until the generations before it have ended (it
 //! may change a lane they use), except `Status` and `Devices`, which only read. A generation
 //! marked `exclusive` runs alone: it waits for the others to end and none starts beside it.
+//! Generations that share a model and an adapter stack decode in one batch (`pool.rs`).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::Instant;
 
-use super::generate::{Generation, Wanted};
+use super::generate::{ms_since, Generation, Sampled, Wanted};
+use super::llama::SeqToken;
+use super::pool::PoolId;
 use super::*;
 
 impl Worker {
@@ -83,18 +86,63 @@ impl Worker {
     }
 
     /// One step of every running generation; those that end send their terminal event.
+    /// Generations in a pool sample first and then decode their tokens together, one
+    /// `llama_decode` per pool.
     fn step_round(&mut self, running: &mut Vec<Generation>, sink: &mut dyn EventSink) {
         let together = u32::try_from(running.len()).unwrap_or(u32::MAX);
-        let mut i = 0;
-        while let Some(g) = running.get_mut(i) {
+        self.group(running);
+        let mut ended: Vec<(usize, JobResultOr<RunStats>)> = Vec::new();
+        let mut batches: BTreeMap<PoolId, Vec<(usize, SeqToken)>> = BTreeMap::new();
+        for (i, g) in running.iter_mut().enumerate() {
             g.lanes_together = g.lanes_together.max(together);
-            match self.step_generation(g, sink) {
-                None => i += 1,
-                Some(outcome) => {
-                    let g = running.remove(i);
-                    self.end(g.job, outcome.map(|stats| JobResult::Generated { stats }), sink);
+            match self.sample_step(g, sink) {
+                Sampled::Ended(outcome) => ended.push((i, outcome)),
+                Sampled::Decode { token, pos } => match g.seat {
+                    Some((pool, seq)) => batches.entry(pool).or_default().push((
+                        i,
+                        SeqToken {
+                            token,
+                            pos,
+                            seq,
+                            logits: true,
+                        },
+                    )),
+                    None => {
+                        if let Some(outcome) = self.decode_own(g, token, pos, sink) {
+                            ended.push((i, outcome));
+                        }
+                    }
+                },
+            }
+        }
+        for (pool, members) in batches {
+            let batch: Vec<SeqToken> = members.iter().map(|(_, t)| *t).collect();
+            let t0 = Instant::now();
+            let result = self.pools.decode(pool, &batch);
+            let ms = ms_since(t0);
+            let n = u32::try_from(batch.len()).unwrap_or(u32::MAX);
+            for (row, (i, _)) in members.into_iter().enumerate() {
+                let Some(g) = running.get_mut(i) else { continue };
+                match &result {
+                    Ok(()) => g.decoded(Some(pool), row, ms, n),
+                    Err(_) if self.cancel.is_cancelled(g.job) => {
+                        ended.push((i, Ok(g.finish(StopReason::Cancelled, sink))));
+                    }
+                    Err(e) => ended.push((i, Err(JobError::from(e.to_string())))),
                 }
             }
+        }
+        ended.sort_by_key(|(i, _)| *i);
+        let mut done = Vec::with_capacity(ended.len());
+        for (i, outcome) in ended.into_iter().rev() {
+            let g = running.remove(i);
+            if let Some((pool, seq)) = g.seat {
+                self.pools.leave(pool, seq);
+            }
+            done.push((g.job, outcome));
+        }
+        for (job, outcome) in done.into_iter().rev() {
+            self.end(job, outcome.map(|stats| JobResult::Generated { stats }), sink);
         }
     }
 }

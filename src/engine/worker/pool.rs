@@ -1,0 +1,203 @@
+//! Generations on lanes that share a model, an adapter stack, a context length and a thread
+//! count decode in one batch: a shared context with a sequence each and one `llama_decode` per
+//! step for all of them. llama.cpp applies adapters per context, so lanes with different
+//! stacks cannot share one; they keep their own contexts and take turns.
+//!
+//! A generation always starts on its own lane's context (prefill and first token exactly as
+//! when it runs alone). Once two or more with the same key are running, each moves into a pool
+//! by copying its sequence's KV cells byte for byte, so what it computes next does not change,
+//! and from then on its tokens go into the shared decode. A pool is freed when its last
+//! sequence ends.
+
+use std::collections::BTreeMap;
+
+use super::generate::Generation;
+use super::llama::SeqToken;
+use super::*;
+
+/// Most sequences one pool holds.
+pub(super) const MAX_SEATS: u32 = 16;
+
+/// KV cells are allocated in blocks of this many (llama.cpp pads contexts to 256 too).
+const CELL_BLOCK: u32 = 256;
+
+/// Pool handle, unique for the worker's life.
+pub(super) type PoolId = u64;
+
+/// What generations must have in common to decode in one batch.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct PoolKey {
+    model: (PathBuf, u32),
+    adapters: Vec<AdapterSpec>,
+    n_ctx: u32,
+    threads: i32,
+}
+
+/// One shared context and who sits in it.
+pub(super) struct Pool {
+    /// Declared first: freed before the adapters and model it uses.
+    ctx: Context,
+    _stack: Vec<(Rc<Adapter>, f32)>,
+    key: PoolKey,
+    /// Index = sequence id; each seat's KV budget in cells.
+    seats: Vec<Option<(JobId, u32)>>,
+    cells: u32,
+    _model: Rc<LoadedModel>,
+}
+
+impl Pool {
+    fn used_cells(&self) -> u32 {
+        self.seats.iter().flatten().map(|(_, b)| b).sum()
+    }
+
+    fn free_seat(&self, budget: u32) -> Option<usize> {
+        if self.used_cells().saturating_add(budget) > self.cells {
+            return None;
+        }
+        self.seats.iter().position(Option::is_none)
+    }
+
+    /// The context the members decode in.
+    pub(super) fn ctx(&self) -> &Context {
+        &self.ctx
+    }
+}
+
+/// The worker's pools.
+#[derive(Default)]
+pub(super) struct Pools {
+    by_id: BTreeMap<PoolId, Pool>,
+    next: PoolId,
+}
+
+impl Pools {
+    pub(super) fn get(&self, id: PoolId) -> Option<&Pool> {
+        self.by_id.get(&id)
+    }
+
+    /// Frees a generation's seat; the pool goes when it is empty.
+    pub(super) fn leave(&mut self, id: PoolId, seq: i32) {
+        let Some(pool) = self.by_id.get_mut(&id) else { return };
+        if let Some(seat) = usize::try_from(seq).ok().and_then(|s| pool.seats.get_mut(s)) {
+            *seat = None;
+        }
+        pool.ctx.clear_seq(seq);
+        if pool.seats.iter().all(Option::is_none) {
+            self.by_id.remove(&id);
+        }
+    }
+
+    /// Drops every pool on the model at `path` (before the model is unloaded).
+    pub(super) fn forget_model(&mut self, path: &Path) {
+        self.by_id.retain(|_, p| p.key.model.0 != path);
+    }
+
+    /// One decode of every token in `batch` (a token per sequence) in pool `id`.
+    pub(super) fn decode(&mut self, id: PoolId, batch: &[SeqToken]) -> Result<(), LlamaError> {
+        match self.by_id.get_mut(&id) {
+            Some(p) => p.ctx.decode_sequences(batch),
+            None => Err(LlamaError::Decode("the shared context is gone".into())),
+        }
+    }
+}
+
+impl Worker {
+    /// The key a generation on `lane` batches under, or `None` if it must run on its own
+    /// context (exclusive runs, or a model whose cache cannot move between contexts).
+    pub(super) fn pool_key(&self, lane: LaneId, exclusive: bool) -> Option<PoolKey> {
+        let l = self.lanes.get(&lane)?;
+        if exclusive || !l.model.model.kv_moves_between_contexts() {
+            return None;
+        }
+        Some(PoolKey {
+            model: (l.model.info.path.clone(), l.model.info.gpu_layers),
+            adapters: l.spec.adapters.clone(),
+            n_ctx: l.ctx.n_ctx(),
+            threads: self.lane_threads(&l.spec),
+        })
+    }
+
+    /// Moves running generations into pools wherever two or more share a key. A generation
+    /// that cannot move (no memory for a pool, no room in it) stays on its own context.
+    pub(super) fn group(&mut self, running: &mut [Generation]) {
+        for i in 0..running.len() {
+            let Some(key) = running[i].pool_key().cloned() else { continue };
+            if running[i].seat.is_some() {
+                continue;
+            }
+            let budget = running[i].kv_budget();
+            let found = self
+                .pools
+                .by_id
+                .iter()
+                .find(|(_, p)| p.key == key && p.free_seat(budget).is_some())
+                .map(|(id, _)| *id);
+            let id = match found {
+                Some(id) => id,
+                None => {
+                    let peers: Vec<u32> = running
+                        .iter()
+                        .filter(|g| g.seat.is_none() && g.pool_key() == Some(&key))
+                        .map(Generation::kv_budget)
+                        .collect();
+                    if peers.len() < 2 {
+                        continue;
+                    }
+                    match self.new_pool(&running[i], key, &peers) {
+                        Some(id) => id,
+                        None => continue,
+                    }
+                }
+            };
+            self.seat(&mut running[i], id);
+        }
+    }
+
+    /// A pool sized for `peers` (their KV budgets) and as many again, so that generations
+    /// starting later can join it.
+    fn new_pool(&mut self, g: &Generation, key: PoolKey, peers: &[u32]) -> Option<PoolId> {
+        let lane = self.lanes.get(&g.lane)?;
+        let wanted: u32 = peers.iter().sum::<u32>().saturating_mul(2);
+        let cells = wanted
+            .div_ceil(CELL_BLOCK)
+            .saturating_mul(CELL_BLOCK)
+            .min(key.n_ctx.saturating_mul(MAX_SEATS));
+        let kv_bytes = lane.model.model.kv_bytes_per_token() * u64::from(cells);
+        if metrics::mem_available_bytes().is_some_and(|avail| kv_bytes > avail) {
+            return None;
+        }
+        let ctx = Context::new_shared(&lane.model.model, cells, key.threads, MAX_SEATS).ok()?;
+        let mut pool = Pool {
+            ctx,
+            _stack: lane.active.clone(),
+            key,
+            seats: vec![None; MAX_SEATS as usize],
+            cells,
+            _model: Rc::clone(&lane.model),
+        };
+        let refs: Vec<(&Adapter, f32)> = pool._stack.iter().map(|(a, s)| (a.as_ref(), *s)).collect();
+        llama::set_stack(&mut pool.ctx, &refs).ok()?;
+        let id = self.pools.next;
+        self.pools.next += 1;
+        self.pools.by_id.insert(id, pool);
+        Some(id)
+    }
+
+    /// Copies the generation's cells from its lane's context into a free seat of pool `id`.
+    fn seat(&mut self, g: &mut Generation, id: PoolId) {
+        let budget = g.kv_budget();
+        let (Some(lane), Some(pool)) = (self.lanes.get(&g.lane), self.pools.by_id.get_mut(&id)) else {
+            return;
+        };
+        let Some(seat) = pool.free_seat(budget) else { return };
+        let seq = i32::try_from(seat).unwrap_or(0);
+        let moved = lane
+            .ctx
+            .seq_state(0)
+            .and_then(|state| pool.ctx.set_seq_state(seq, &state));
+        if moved.is_ok() {
+            pool.seats[seat] = Some((g.job, budget));
+            g.seat = Some((id, seq));
+        }
+    }
+}
