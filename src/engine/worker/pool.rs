@@ -1,7 +1,7 @@
-//! Generations on lanes that share a model, an adapter stack, a context length and a thread
-//! count decode in one batch: a shared context with a sequence each and one `llama_decode` per
-//! step for all of them. llama.cpp applies adapters per context, so lanes with different
-//! stacks cannot share one; they keep their own contexts and take turns.
+//! Generations on lanes that share a model, a context length and a thread count, with no
+//! adapters, decode in one batch: a shared context with a sequence each and one `llama_decode`
+//! per step for all of them. Lanes with adapters keep their own contexts and take turns (see
+//! [`Worker::pool_key`] for why: batched, their text would change).
 //!
 //! A generation always starts on its own lane's context (prefill and first token exactly as
 //! when it runs alone). Once two or more with the same key are running, each moves into a pool
@@ -28,16 +28,14 @@ pub(super) type PoolId = u64;
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct PoolKey {
     model: (PathBuf, u32),
-    adapters: Vec<AdapterSpec>,
     n_ctx: u32,
     threads: i32,
 }
 
 /// One shared context and who sits in it.
 pub(super) struct Pool {
-    /// Declared first: freed before the adapters and model it uses.
+    /// Declared first: freed before the model it uses.
     ctx: Context,
-    _stack: Vec<(Rc<Adapter>, f32)>,
     key: PoolKey,
     /// Index = sequence id; each seat's KV budget in cells.
     seats: Vec<Option<(JobId, u32)>>,
@@ -103,15 +101,19 @@ impl Pools {
 
 impl Worker {
     /// The key a generation on `lane` batches under, or `None` if it must run on its own
-    /// context (exclusive runs, or a model whose cache cannot move between contexts).
+    /// context: exclusive runs, a model whose cache cannot move between contexts, and lanes
+    /// with adapters. llama.cpp multiplies an f32/f16 LoRA matrix by a single column with
+    /// ggml's dot product and by two or more with tinyBLAS (`llamafile_sgemm` refuses n < 2),
+    /// which sums in another order: batched, a greedy text changed after 20 tokens (tested).
+    /// The quantized base weights go through the same kernel either way, so base lanes decode
+    /// exactly as alone.
     pub(super) fn pool_key(&self, lane: LaneId, exclusive: bool) -> Option<PoolKey> {
         let l = self.lanes.get(&lane)?;
-        if exclusive || !l.model.model.kv_moves_between_contexts() {
+        if exclusive || !l.model.model.kv_moves_between_contexts() || !l.active.is_empty() {
             return None;
         }
         Some(PoolKey {
             model: (l.model.info.path.clone(), l.model.info.gpu_layers),
-            adapters: l.spec.adapters.clone(),
             n_ctx: l.ctx.n_ctx(),
             threads: self.lane_threads(&l.spec),
         })
@@ -167,16 +169,13 @@ impl Worker {
             return None;
         }
         let ctx = Context::new_shared(&lane.model.model, cells, key.threads, MAX_SEATS).ok()?;
-        let mut pool = Pool {
+        let pool = Pool {
             ctx,
-            _stack: lane.active.clone(),
             key,
             seats: vec![None; MAX_SEATS as usize],
             cells,
             _model: Rc::clone(&lane.model),
         };
-        let refs: Vec<(&Adapter, f32)> = pool._stack.iter().map(|(a, s)| (a.as_ref(), *s)).collect();
-        llama::set_stack(&mut pool.ctx, &refs).ok()?;
         let id = self.pools.next;
         self.pools.next += 1;
         self.pools.by_id.insert(id, pool);

@@ -532,6 +532,15 @@ fn stats_strip(
                 "Tokens per second as they arrived while lanes generated together, a step of each in turn",
             );
         }
+        if s.batched_with > 1 {
+            item(
+                ui,
+                "batched",
+                format!("{} sequences", s.batched_with),
+                "Lanes on the same model without adapters shared one context and decoded in one llama_decode \
+                 per step; this lane's decode times are those shared calls",
+            );
+        }
         item(
             ui,
             "tokens",
