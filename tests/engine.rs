@@ -400,7 +400,11 @@ fn lanes_stream_together_with_the_same_greedy_text_as_alone() {
 fn base_lanes_decode_in_one_batch_and_late_ones_join() {
     let model = demo_model();
     let mut c = client();
-    let prompts = ["Write a list of fruits:\n1.", "The capital of France is", "def add(a, b):"];
+    let prompts = [
+        "Write a list of fruits:\n1.",
+        "The capital of France is",
+        "def add(a, b):",
+    ];
     let lanes: Vec<LaneSpec> = (1..=3).map(|l| lane(l, &model, 512, vec![])).collect();
     let alone: Vec<String> = lanes
         .iter()
@@ -414,7 +418,9 @@ fn base_lanes_decode_in_one_batch_and_late_ones_join() {
         c.send(&Request::Generate {
             job,
             lane: lanes[i].clone(),
-            prompt: Prompt::Raw { text: prompts[i].into() },
+            prompt: Prompt::Raw {
+                text: prompts[i].into(),
+            },
             sampling: greedy(48),
             top_n: 3,
             exclusive: false,
@@ -430,7 +436,10 @@ fn base_lanes_decode_in_one_batch_and_late_ones_join() {
         let ev = c.events().recv_timeout(Duration::from_millis(100)).ok()?;
         if let Event::Token { lane: 1, prob, top, .. } = &ev {
             tokens_seen += 1;
-            assert!(*prob > 0.0 && *prob <= 1.0 && top.len() == 3, "probabilities from the batch");
+            assert!(
+                *prob > 0.0 && *prob <= 1.0 && top.len() == 3,
+                "probabilities from the batch"
+            );
             if tokens_seen == 5 {
                 jobs.push(send(&mut c, 2));
             }
@@ -467,7 +476,10 @@ fn lanes_with_one_adapter_stack_take_turns_and_keep_their_text() {
     let alone = stats(&generate(&mut c, lanes[0].clone(), prompt, greedy(48)).1).text;
     let (_, together) = send_together(&mut c, &lanes, prompt, 48, false);
     for s in &together {
-        assert_eq!((s.text.as_str(), s.batched_with, s.lanes_together), (alone.as_str(), 1, 2));
+        assert_eq!(
+            (s.text.as_str(), s.batched_with, s.lanes_together),
+            (alone.as_str(), 1, 2)
+        );
     }
 }
 

@@ -152,9 +152,8 @@ impl Context {
     pub fn set_seq_state(&mut self, seq: i32, state: &[u8]) -> Result<(), LlamaError> {
         clear_recent();
         // SAFETY: the context is alive; llama.cpp reads at most `state.len()` bytes.
-        let read = unsafe {
-            llama_cpp_sys_2::llama_state_seq_set_data(self.ptr.as_ptr(), state.as_ptr(), state.len(), seq)
-        };
+        let read =
+            unsafe { llama_cpp_sys_2::llama_state_seq_set_data(self.ptr.as_ptr(), state.as_ptr(), state.len(), seq) };
         if read == 0 {
             self.clear_seq(seq);
             return Err(LlamaError::Decode(reason("no room for a sequence's KV cells")));

@@ -123,7 +123,9 @@ impl Worker {
     /// that cannot move (no memory for a pool, no room in it) stays on its own context.
     pub(super) fn group(&mut self, running: &mut [Generation]) {
         for i in 0..running.len() {
-            let Some(key) = running[i].pool_key().cloned() else { continue };
+            let Some(key) = running[i].pool_key().cloned() else {
+                continue;
+            };
             if running[i].seat.is_some() {
                 continue;
             }
