@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what nanolab needs on Debian/Ubuntu (as root) or prints the exact apt line (otherwise).
 # Usage: scripts/setup.sh [--test]   (--test adds what the test suite needs: Xvfb, xdotool, strace,
-# and the Python venv target/py-openai with the official openai client for the serve tests)
+# the Python venv target/py-openai with the official openai client for the serve tests, and
+# target/py-fixtures with torch, transformers and peft for the architecture fixture tests)
 set -euo pipefail
 
 pkgs=(cmake libclang-dev pkg-config python3-pip
@@ -31,15 +32,22 @@ if ! command -v cargo >/dev/null; then
 fi
 if [[ "${1:-}" == "--test" ]]; then
   # The serve tests talk to `nanolab serve` with the official openai client, pinned in
-  # tests/serve/requirements.txt; made once, remade when the pins change.
-  venv=target/py-openai
-  req=tests/serve/requirements.txt
-  if [[ ! -x "$venv/bin/python" ]] || ! cmp -s "$req" "$venv/requirements.txt"; then
-    echo "setup: making $venv (openai client for the serve tests)"
-    rm -rf "$venv"
-    mkdir -p target
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check -r "$req"
-    cp "$req" "$venv/requirements.txt"
-  fi
+  # tests/serve/requirements.txt.
+  # venv VENV REQUIREMENTS WHAT [PIP_FLAGS...]: made once, remade when the pins change.
+  venv() {
+    local venv=$1 req=$2 what=$3
+    shift 3
+    if [[ ! -x "$venv/bin/python" ]] || ! cmp -s "$req" "$venv/requirements.txt"; then
+      echo "setup: making $venv ($what)"
+      rm -rf "$venv"
+      mkdir -p target
+      python3 -m venv "$venv"
+      "$venv/bin/pip" install -q --disable-pip-version-check "$@" -r "$req"
+      cp "$req" "$venv/requirements.txt"
+    fi
+  }
+  venv target/py-openai tests/serve/requirements.txt "openai client for the serve tests"
+  # torch, transformers and peft for the architecture fixtures (tests/arch_fixtures.rs): the pins
+  # are the whole closure, so --no-deps keeps NVIDIA's runtime packages (gigabytes) out.
+  venv target/py-fixtures tests/fixtures/archs/requirements.txt "torch, transformers, peft for the fixture tests" --no-deps
 fi

@@ -413,7 +413,7 @@ fn base_lanes_decode_in_one_batch_and_late_ones_join() {
         .collect();
     // Lanes 1 and 2 start together; lane 3 is sent once lane 1 has streamed tokens, and joins.
     let mut jobs = Vec::new();
-    let mut send = |c: &mut EngineClient, i: usize| {
+    let send = |c: &mut EngineClient, i: usize| {
         let job = c.next_job();
         c.send(&Request::Generate {
             job,

@@ -156,9 +156,15 @@ pub fn check(adapter: &GgufFile, model: &GgufFile) -> Result<CompatReport, Compa
                 ))
             }
         };
-        // ggml dims: lora_a [in, rank], lora_b [rank, out]; base weight [in, out].
-        let (a_in, rank_a) = (a.first().copied().unwrap_or(0), a.get(1).copied().unwrap_or(1));
-        let (rank_b, b_out) = (b.first().copied().unwrap_or(0), b.get(1).copied().unwrap_or(1));
+        // ggml dims: lora_a [in, rank], lora_b [rank, out]; base weight [in, out]. The token
+        // embeddings' pair is flipped (llama.cpp takes rows of lora_a per token): lora_a
+        // [rank, vocab], lora_b [rank, embd], base [embd, vocab].
+        let dim = |d: &[u64], i: usize, or: u64| d.get(i).copied().unwrap_or(or);
+        let (a_in, rank_a, rank_b, b_out) = if base == crate::adapters::peft::TOKEN_EMBD {
+            (dim(b, 1, 1), dim(a, 0, 0), dim(b, 0, 0), dim(a, 1, 1))
+        } else {
+            (dim(a, 0, 0), dim(a, 1, 1), dim(b, 0, 0), dim(b, 1, 1))
+        };
         if rank_a != rank_b {
             return Err(CompatError::Rank {
                 tensor: base.into(),

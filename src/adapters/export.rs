@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::lora_file::{head_counts, permutes_qk, LoraAdapter};
-use super::peft::Matrix;
+use super::peft::{Matrix, TOKEN_EMBD};
 use crate::gguf::{GgufFile, Value};
 
 /// Why an export failed.
@@ -55,6 +55,13 @@ struct HfModule {
 
 /// The Hugging Face module of a llama.cpp base tensor name.
 fn hf_module(name: &str, arch: &str) -> Result<HfModule, ExportError> {
+    if name == TOKEN_EMBD {
+        return Ok(HfModule {
+            path: "model.embed_tokens".into(),
+            key: "embed_tokens".into(),
+            layer: None,
+        });
+    }
     if name == "output.weight" {
         return Ok(HfModule {
             path: "lm_head".into(),
@@ -132,20 +139,6 @@ fn tensor_bytes(m: &Matrix, f16: bool) -> Vec<u8> {
     }
 }
 
-fn transpose(m: &Matrix) -> Matrix {
-    let mut data = vec![0f32; m.data.len()];
-    for i in 0..m.rows {
-        for j in 0..m.cols {
-            data[j * m.rows + i] = m.data[i * m.cols + j];
-        }
-    }
-    Matrix {
-        rows: m.cols,
-        cols: m.rows,
-        data,
-    }
-}
-
 fn write_safetensors(
     path: &Path,
     tensors: &BTreeMap<String, (Vec<usize>, Vec<u8>)>,
@@ -211,14 +204,17 @@ pub fn to_peft(adapter: &LoraAdapter, base: Option<&GgufFile>, dir: &Path) -> Re
     for (module, a, b) in hf_pairs(adapter, base)? {
         targets.insert(module.key.rsplit('.').next().unwrap_or(&module.key).to_string());
         let prefix = format!("base_model.model.{}", module.path);
-        tensors.insert(
-            format!("{prefix}.lora_A.weight"),
-            (vec![a.rows, a.cols], tensor_bytes(&a, f16)),
-        );
-        tensors.insert(
-            format!("{prefix}.lora_B.weight"),
-            (vec![b.rows, b.cols], tensor_bytes(&b, f16)),
-        );
+        // peft names an embedding's pair lora_embedding_A (rank × vocab) / _B (embd × rank).
+        let (a_key, b_key) = if module.key == "embed_tokens" {
+            (
+                format!("{prefix}.lora_embedding_A"),
+                format!("{prefix}.lora_embedding_B"),
+            )
+        } else {
+            (format!("{prefix}.lora_A.weight"), format!("{prefix}.lora_B.weight"))
+        };
+        tensors.insert(a_key, (vec![a.rows, a.cols], tensor_bytes(&a, f16)));
+        tensors.insert(b_key, (vec![b.rows, b.cols], tensor_bytes(&b, f16)));
     }
     let config = serde_json::json!({
             "peft_type": "LORA",
@@ -269,7 +265,7 @@ pub fn to_mlx(adapter: &LoraAdapter, base: Option<&GgufFile>, dir: &Path) -> Res
     let pairs = hf_pairs(adapter, base)?;
     if pairs.iter().any(|(m, _, _)| m.layer.is_none()) {
         return Err(ExportError::Unsupported(
-            "MLX-LM adapters cover the transformer layers only; this adapter also adapts lm_head".into(),
+            "MLX-LM adapters cover the transformer layers only; this adapter also adapts lm_head or the token embeddings".into(),
         ));
     }
     let layers = base
@@ -281,7 +277,7 @@ pub fn to_mlx(adapter: &LoraAdapter, base: Option<&GgufFile>, dir: &Path) -> Res
     let keys: BTreeSet<String> = pairs.iter().map(|(m, _, _)| m.key.clone()).collect();
     let mut tensors = BTreeMap::new();
     for (module, a, b) in &pairs {
-        let (at, bt) = (transpose(a), transpose(b));
+        let (at, bt) = (a.transposed(), b.transposed());
         tensors.insert(
             format!("{}.lora_a", module.path),
             (vec![at.rows, at.cols], tensor_bytes(&at, false)),

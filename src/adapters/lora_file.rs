@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::peft::{encode, Matrix, OutType};
+use super::peft::{encode, Matrix, OutType, TOKEN_EMBD};
 use crate::gguf::writer::{self, TensorData};
 use crate::gguf::{GgufFile, Value};
 
@@ -116,6 +116,8 @@ impl LoraAdapter {
             let (Some(a), Some(b)) = (a, b) else {
                 return Err(format(format!("{name}: lora_a or lora_b is missing")));
             };
+            // In memory every pair is A (rank × in), B (out × rank); see `TOKEN_EMBD`.
+            let a = if name == TOKEN_EMBD { a.transposed() } else { a };
             if a.rows != b.cols {
                 return Err(format(format!(
                     "{name}: lora_a has rank {} but lora_b {}",
@@ -193,8 +195,13 @@ impl LoraAdapter {
             .pairs
             .iter()
             .flat_map(|(name, p)| {
+                let a = if name == TOKEN_EMBD {
+                    std::borrow::Cow::Owned(p.a.transposed())
+                } else {
+                    std::borrow::Cow::Borrowed(&p.a)
+                };
                 [
-                    encode(format!("{name}.lora_a"), &p.a, ty),
+                    encode(format!("{name}.lora_a"), &a, ty),
                     encode(format!("{name}.lora_b"), &p.b, ty),
                 ]
             })

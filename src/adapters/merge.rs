@@ -141,9 +141,21 @@ pub fn merge(
                     .map_err(|e| MergeError::Input(e.to_string()))
                     .and_then(|raw| dequantize(ti, &raw))
             };
-            let rank = t.dims.get(1).copied().unwrap_or(1) as usize;
+            let (a, rank) = if name == super::peft::TOKEN_EMBD {
+                // Stored as Aᵀ (ggml [rank, vocab]); the sum below wants A (rank rows of vocab).
+                let rank = t.dims.first().copied().unwrap_or(1) as usize;
+                let at = read(t)?;
+                let m = super::peft::Matrix {
+                    rows: at.len() / rank.max(1),
+                    cols: rank,
+                    data: at,
+                };
+                (m.transposed().data, rank)
+            } else {
+                (read(t)?, t.dims.get(1).copied().unwrap_or(1) as usize)
+            };
             deltas.entry(name.to_string()).or_default().push(Delta {
-                a: read(t)?,
+                a,
                 b: read(b_info)?,
                 rank,
                 scale: scale * (alpha as f32) / rank as f32,

@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::peft_files::read_config;
-pub use super::peft_files::{map_name, parse_config, read_tensors, tensors_from_bytes, Matrix, PeftConfig, PeftError};
+pub use super::peft_files::{
+    is_base_layer_copy, map_name, parse_config, read_tensors, tensors_from_bytes, Matrix, PeftConfig, PeftError,
+    TOKEN_EMBD,
+};
 use crate::gguf::writer::{self, TensorData};
 use crate::gguf::{GgmlType, GgufFile, Value};
 
@@ -186,6 +189,16 @@ fn tokenizer_warnings(dir: &Path, base: &GgufFile) -> Vec<String> {
     warnings
 }
 
+fn skipped_warning(skipped: &[String]) -> Option<String> {
+    (!skipped.is_empty()).then(|| {
+        format!(
+            "skipped {} copies of base weights that peft saves beside an embed_tokens/lm_head LoRA ({}); the base model's own are used",
+            skipped.len(),
+            skipped.join(", ")
+        )
+    })
+}
+
 /// Converts the PEFT folder `dir` to a GGUF LoRA for `base` at `out`.
 pub fn import(dir: &Path, base: &GgufFile, out: &Path, out_type: OutType) -> Result<ImportReport, PeftError> {
     if !dir.is_dir() {
@@ -193,6 +206,7 @@ pub fn import(dir: &Path, base: &GgufFile, out: &Path, out_type: OutType) -> Res
     }
     let cfg = read_config(dir)?;
     let tensors = read_tensors(&dir.join("adapter_model.safetensors"))?;
+    super::peft_files::refuse_unsupported(&cfg, &tensors.keys().map(String::as_str).collect::<Vec<_>>())?;
     let arch = base
         .architecture()
         .ok_or_else(|| PeftError::Mismatch("the base model has no architecture".into()))?
@@ -201,7 +215,12 @@ pub fn import(dir: &Path, base: &GgufFile, out: &Path, out_type: OutType) -> Res
     let (n_head, n_head_kv) = super::lora_file::head_counts(base);
 
     let mut pairs: BTreeMap<String, (Option<Matrix>, Option<Matrix>, String)> = BTreeMap::new();
+    let mut skipped = Vec::new();
     for (key, m) in tensors {
+        if is_base_layer_copy(&key) {
+            skipped.push(key);
+            continue;
+        }
         let (base_name, is_a, hf_module) = map_name(&key)?;
         let e = pairs.entry(base_name).or_insert((None, None, hf_module));
         if is_a {
@@ -232,6 +251,7 @@ pub fn import(dir: &Path, base: &GgufFile, out: &Path, out_type: OutType) -> Res
             (true, "k_proj") => permute_rows(&b, n_head_kv)?,
             _ => b,
         };
+        let a = if name == TOKEN_EMBD { a.transposed() } else { a };
         out_tensors.push(encode(format!("{name}.lora_a"), &a, out_type));
         out_tensors.push(encode(format!("{name}.lora_b"), &b, out_type));
     }
@@ -298,7 +318,10 @@ pub fn import(dir: &Path, base: &GgufFile, out: &Path, out_type: OutType) -> Res
         rank: cfg.r,
         alpha,
         file_bytes: std::fs::metadata(out).map_or(0, |m| m.len()),
-        warnings: tokenizer_warnings(dir, base),
+        warnings: skipped_warning(&skipped)
+            .into_iter()
+            .chain(tokenizer_warnings(dir, base))
+            .collect(),
     })
 }
 
@@ -314,6 +337,10 @@ mod tests {
         assert_eq!((n.as_str(), a), ("blk.0.ffn_down.weight", false));
         let (n, a, _) = map_name("base_model.model.lm_head.lora_A.weight").unwrap();
         assert_eq!((n.as_str(), a), ("output.weight", true));
+        let (n, a, _) = map_name("base_model.model.model.embed_tokens.lora_embedding_A").unwrap();
+        assert_eq!((n.as_str(), a), ("token_embd.weight", true));
+        assert!(is_base_layer_copy("base_model.model.lm_head.base_layer.weight"));
+        assert!(!is_base_layer_copy("base_model.model.lm_head.lora_A.weight"));
         // Without the PEFT prefix, with the `.default` adapter name, and Phi-3's fused modules.
         let (n, a, _) = map_name("model.layers.3.self_attn.qkv_proj.lora_B.default.weight").unwrap();
         assert_eq!((n.as_str(), a), ("blk.3.attn_qkv.weight", false));
@@ -324,7 +351,6 @@ mod tests {
                 "base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector",
                 "DoRA",
             ),
-            ("base_model.model.model.embed_tokens.lora_embedding_A", "embed_tokens"),
             (
                 "base_model.model.lm_head.modules_to_save.default.weight",
                 "modules_to_save",

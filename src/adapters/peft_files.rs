@@ -71,6 +71,9 @@ pub struct PeftConfig {
     /// DoRA (unsupported).
     #[serde(default)]
     pub use_dora: bool,
+    /// Modules saved whole beside the LoRA (unsupported when non-empty).
+    #[serde(default)]
+    pub modules_to_save: Option<Vec<String>>,
 }
 
 /// A float matrix, row-major (rows × cols), as PEFT stores it.
@@ -82,6 +85,34 @@ pub struct Matrix {
     pub cols: usize,
     /// Values.
     pub data: Vec<f32>,
+}
+
+impl Matrix {
+    /// This matrix transposed (cols × rows).
+    pub fn transposed(&self) -> Matrix {
+        let mut data = vec![0f32; self.data.len()];
+        for i in 0..self.rows {
+            for j in 0..self.cols {
+                data[j * self.rows + i] = self.data[i * self.cols + j];
+            }
+        }
+        Matrix {
+            rows: self.cols,
+            cols: self.rows,
+            data,
+        }
+    }
+}
+
+/// llama.cpp's name of the token embedding matrix. Its LoRA pair is stored the other way round:
+/// lora_a as Aᵀ (ggml [rank, vocab], so llama.cpp can take rows of it per token) and lora_b as B.
+pub const TOKEN_EMBD: &str = "token_embd.weight";
+
+/// Whether a safetensors key is the untouched copy of a base weight that peft saves beside the
+/// LoRA pair when it adapts `embed_tokens` or `lm_head` (`save_embedding_layers`). llama.cpp's
+/// converter skips these too: the base model already holds them.
+pub fn is_base_layer_copy(key: &str) -> bool {
+    key.split('.').any(|p| p == "base_layer")
 }
 
 /// llama.cpp's module name for a Hugging Face projection name.
@@ -112,8 +143,18 @@ pub fn map_name(key: &str) -> Result<(String, bool, String), PeftError> {
     if parts.iter().any(|p| p.starts_with("lora_magnitude_vector")) {
         return refuse("a DoRA magnitude vector; llama.cpp runs plain LoRA only");
     }
-    if parts.iter().any(|p| p.starts_with("lora_embedding_")) {
-        return refuse("a LoRA on the token embeddings (embed_tokens), which llama.cpp adapters do not carry");
+    if let Some(ab) = parts
+        .iter()
+        .position(|p| *p == "lora_embedding_A" || *p == "lora_embedding_B")
+    {
+        if ab > 0 && parts[ab - 1] == "embed_tokens" {
+            return Ok((
+                TOKEN_EMBD.into(),
+                parts[ab] == "lora_embedding_A",
+                "embed_tokens".into(),
+            ));
+        }
+        return refuse("an embedding LoRA on a module other than embed_tokens");
     }
     if let Some(ab) = parts.iter().position(|p| *p == "lora_A" || *p == "lora_B") {
         if ab > 0 && parts[ab - 1] == "lm_head" {
@@ -143,6 +184,36 @@ pub fn map_name(key: &str) -> Result<(String, bool, String), PeftError> {
         parts[ab_pos] == "lora_A",
         hf_module.to_string(),
     ))
+}
+
+/// Refuses what llama.cpp cannot run: DoRA (`use_dora`), naming its magnitude vectors, and
+/// whole modules saved beside the LoRA (`modules_to_save`), naming their tensors.
+pub fn refuse_unsupported(cfg: &PeftConfig, tensor_names: &[&str]) -> Result<(), PeftError> {
+    let saved = cfg.modules_to_save.as_deref().unwrap_or_default();
+    if !saved.is_empty() {
+        let whole: Vec<&str> = tensor_names
+            .iter()
+            .copied()
+            .filter(|n| saved.iter().any(|m| n.split('.').any(|p| p == m)) && !n.contains("lora_"))
+            .collect();
+        return Err(PeftError::Unsupported(format!(
+            "modules_to_save {saved:?}: the adapter carries whole copies of those modules ({}); llama.cpp adapters hold only LoRA pairs",
+            if whole.is_empty() { "none saved".to_string() } else { whole.join(", ") }
+        )));
+    }
+    if !cfg.use_dora {
+        return Ok(());
+    }
+    let vectors: Vec<&str> = tensor_names
+        .iter()
+        .copied()
+        .filter(|n| n.contains("lora_magnitude_vector"))
+        .collect();
+    Err(PeftError::Unsupported(format!(
+        "a DoRA adapter (use_dora in adapter_config.json, {} magnitude vectors such as {}); llama.cpp runs plain LoRA only",
+        vectors.len(),
+        vectors.first().copied().unwrap_or("none saved")
+    )))
 }
 
 pub(crate) fn read_config(dir: &Path) -> Result<PeftConfig, PeftError> {
@@ -182,9 +253,6 @@ pub fn parse_config(path: &Path, text: &str) -> Result<PeftConfig, PeftError> {
     }
     if !cfg.rank_pattern.is_empty() || !cfg.alpha_pattern.is_empty() {
         return Err(PeftError::Unsupported("per-module rank_pattern/alpha_pattern".into()));
-    }
-    if cfg.use_dora {
-        return Err(PeftError::Unsupported("DoRA adapters".into()));
     }
     Ok(cfg)
 }

@@ -180,8 +180,10 @@ fn adapter_summary(file: &GgufFile) -> AdapterSummary {
     let mut targets = BTreeSet::new();
     for t in &file.tensors {
         if let Some(base) = t.name.strip_suffix(".lora_a") {
-            // lora_a has ggml dims [in, rank].
-            if let Some(&rank) = t.dims.get(1) {
+            // lora_a has ggml dims [in, rank], but [rank, vocab] for the token embeddings
+            // (llama.cpp takes a row of it per token).
+            let rank_dim = usize::from(base != "token_embd.weight");
+            if let Some(&rank) = t.dims.get(rank_dim) {
                 ranks.insert(rank);
             }
             targets.insert(base.to_string());

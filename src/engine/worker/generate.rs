@@ -87,7 +87,8 @@ pub(super) struct Generation {
 
 /// A step's first half: the generation ended, or its new token awaits its decode.
 pub(super) enum Sampled {
-    Ended(JobResultOr<RunStats>),
+    // Boxed: a finished run's stats are ~250 bytes and this is returned once per token.
+    Ended(Box<JobResultOr<RunStats>>),
     Decode { token: i32, pos: i32 },
 }
 
@@ -192,14 +193,15 @@ impl Worker {
         sink: &mut dyn EventSink,
     ) -> Option<JobResultOr<RunStats>> {
         match self.sample_step(g, sink) {
-            Sampled::Ended(outcome) => Some(outcome),
+            Sampled::Ended(outcome) => Some(*outcome),
             Sampled::Decode { token, pos } => self.decode_own(g, token, pos, sink),
         }
     }
 
     /// Samples the next token from the last decode's logits and streams it.
     pub(super) fn sample_step(&mut self, g: &mut Generation, sink: &mut dyn EventSink) -> Sampled {
-        let stop = |g: &mut Generation, sink: &mut dyn EventSink, why| Sampled::Ended(Ok(g.finish(why, sink)));
+        let stop =
+            |g: &mut Generation, sink: &mut dyn EventSink, why| Sampled::Ended(Box::new(Ok(g.finish(why, sink))));
         if self.cancel.is_cancelled(g.job) {
             return stop(g, sink, StopReason::Cancelled);
         }
@@ -215,7 +217,9 @@ impl Worker {
             None => self.lanes.get(&g.lane).map(|l| &l.ctx),
         };
         let Some(ctx) = ctx else {
-            return Sampled::Ended(Err("the lane was dropped while it generated".to_string().into()));
+            return Sampled::Ended(Box::new(Err("the lane was dropped while it generated"
+                .to_string()
+                .into())));
         };
         let started = Instant::now();
         let idx = i32::try_from(g.out_idx).unwrap_or(0);

@@ -96,7 +96,7 @@ impl Worker {
         for (i, g) in running.iter_mut().enumerate() {
             g.lanes_together = g.lanes_together.max(together);
             match self.sample_step(g, sink) {
-                Sampled::Ended(outcome) => ended.push((i, outcome)),
+                Sampled::Ended(outcome) => ended.push((i, *outcome)),
                 Sampled::Decode { token, pos } => match g.seat {
                     Some((pool, seq)) => batches.entry(pool).or_default().push((
                         i,
