@@ -4,8 +4,9 @@
 # CONCURRENCY clients using the official openai client, against each server in turn, alternating
 # the order over ROUNDS rounds in one run. Prints requests answered, latency p50/p95, aggregate
 # completion tok/s and the ratio nanolab / llama-server. Both servers listen on 127.0.0.1 only.
-# llama-server runs with --parallel PARALLEL (default 1: nanolab's engine runs one generation at
-# a time, so 1 is like for like; PARALLEL=4 shows what batching buys llama-server).
+# Both servers run with --parallel PARALLEL (default 1): up to PARALLEL generations at once,
+# decoded in one batch (nanolab: requests on one model without adapters share a batch, see
+# engine/worker/pool.rs; llama-server: its slots).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # nanolab loads plain weight buffers where llama.cpp's AMX kernels run (they crash here; see
@@ -23,7 +24,7 @@ PY=target/py-openai/bin/python
 BIN=$(scripts/llama-tools.sh llama-server)
 cargo build --release -q
 THREADS=$(nproc)
-echo "llama-server: $(cat target/llama-tools/version.txt), --parallel $PARALLEL"
+echo "llama-server: $(cat target/llama-tools/version.txt); both servers with --parallel $PARALLEL"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "load: $REQUESTS requests, $CONCURRENCY concurrent clients, $MAX_TOKENS tokens each, greedy"
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -32,7 +33,7 @@ results=()
 run_nanolab() {
   local p; p=$(port)
   NANOLAB_REGISTRY=$(mktemp -d)/registry.json target/release/nanolab serve --model "$MODEL" --port "$p" \
-    --ctx "$CTX" --threads "$THREADS" --queue $((REQUESTS + 1)) >/dev/null 2>&1 &
+    --ctx "$CTX" --threads "$THREADS" --parallel "$PARALLEL" --queue $((REQUESTS + 1)) >/dev/null 2>&1 &
   local pid=$!
   wait_up "http://127.0.0.1:$p"
   results+=("nanolab $($PY benches/serve_load.py "http://127.0.0.1:$p/v1" "$(basename "$MODEL" .gguf)" "$REQUESTS" "$CONCURRENCY" "$MAX_TOKENS")")

@@ -47,7 +47,7 @@ if [[ "${1:-}" == "--test" ]]; then
     fi
   }
   venv target/py-openai tests/serve/requirements.txt "openai client for the serve tests"
-  # torch, transformers and peft for the architecture fixtures (tests/arch_fixtures.rs): the pins
-  # are the whole closure, so --no-deps keeps NVIDIA's runtime packages (gigabytes) out.
-  venv target/py-fixtures tests/fixtures/archs/requirements.txt "torch, transformers, peft for the fixture tests" --no-deps
+  # torch, transformers and peft for the architecture fixtures (tests/arch_fixtures.rs); PyPI's
+  # Linux torch brings NVIDIA's runtime libraries (about 3 GiB), which it loads even on the CPU.
+  venv target/py-fixtures tests/fixtures/archs/requirements.txt "torch, transformers, peft for the fixture tests"
 fi

@@ -6,24 +6,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
+use common::nanolab_isolated as nanolab;
 use common::*;
 use nanolab::adapters::lora_file::LoraAdapter;
-
-fn nanolab(args: &[&str]) -> (bool, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(exe())
-        .args(args)
-        .env("NANOLAB_REGISTRY", dir.path().join("registry.json"))
-        .output()
-        .expect("run nanolab");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// nanolab with the arguments of one line (split at spaces; the paths here have none).
 fn nanolab_line(line: &str) -> (bool, String, String) {

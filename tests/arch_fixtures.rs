@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::nanolab_isolated as nanolab;
 use common::*;
 use nanolab::gguf::{self, Value};
 
@@ -26,20 +27,6 @@ fn fixture(arch: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/archs")
         .join(arch)
-}
-
-fn nanolab(args: &[&str]) -> (bool, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(exe())
-        .args(args)
-        .env("NANOLAB_REGISTRY", dir.path().join("registry.json"))
-        .output()
-        .expect("run nanolab");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn path(p: &Path) -> String {
@@ -187,20 +174,10 @@ fn safetensors(p: &Path) -> Tensors<usize> {
         .collect()
 }
 
-fn fixtures_python() -> PathBuf {
-    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/py-fixtures/bin/python");
-    assert!(
-        py.is_file(),
-        "{} is missing: `scripts/setup.sh --test` makes it (torch, transformers, peft)",
-        py.display()
-    );
-    py
-}
-
 #[test]
 fn export_gives_peft_its_own_tensors_back_and_peft_loads_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let python = fixtures_python();
+    let python = venv_python("py-fixtures");
     let checker = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/archs/peft_load.py");
     for arch in ARCHS {
         let dir = fixture(arch);

@@ -7,13 +7,14 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use common::servers::Server;
+use common::venv_python;
 
 const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1";
 
@@ -132,20 +133,10 @@ fn engine_pid(server_pid: i32) -> Option<i32> {
         .next()
 }
 
-fn venv_python() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/py-openai/bin/python");
-    assert!(
-        p.is_file(),
-        "{} missing: `scripts/setup.sh --test` (run by `make test`) makes the openai venv",
-        p.display()
-    );
-    p
-}
-
 #[test]
 fn the_official_openai_client_works_against_serve() {
     let s = Server::start(&["--api-key", "test-key"]);
-    let out = Command::new(venv_python())
+    let out = Command::new(venv_python("py-openai"))
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/serve/openai_client.py"))
         .args([&s.url("/v1"), MODEL, "smollm2-caps", "test-key"])
         .output()

@@ -286,6 +286,22 @@ fn serve_lanes_serves_each_lane_under_its_name_until_stopped() {
         !v["choices"][0]["message"]["content"].as_str().unwrap().is_empty(),
         "{v}"
     );
+    // The answered request reaches the window (the Served requests graph and the count), with
+    // the token count the client was told.
+    let completion_tokens = v["usage"]["completion_tokens"].as_u64().unwrap();
+    step_until(
+        &mut h,
+        Duration::from_secs(10),
+        "the served request in the window",
+        |a| a.rt.serving.as_ref().is_some_and(|s| !s.served.is_empty()),
+    );
+    h.get_by_label("1 request answered");
+    let (n, r) = h.state().rt.serving.as_ref().unwrap().served[0].clone();
+    assert_eq!(
+        (n, r.model.as_str(), u64::from(r.generated_tokens)),
+        (1, "lane-2", completion_tokens)
+    );
+    assert!(r.decode_tokens_per_sec > 0.0 && r.ttft_ms > 0.0, "{r:?}");
     h.get_by_label("Stop serving").click();
     h.run_steps(2);
     assert!(h.state().rt.serving.is_none());

@@ -249,6 +249,63 @@ fn a_dropped_prompt_set_runs_on_every_lane_and_a_broken_one_says_why() {
 }
 
 #[test]
+fn prompt_sets_spread_a_remote_lane_over_more_endpoints_from_the_window() {
+    // Lane 2 on a llama-server that is dead when the set runs; a second one serves the same
+    // model. Without "more endpoints" the set fails naming the dead one; with it every prompt is
+    // answered, by the live server.
+    let mut dead = servers::LlamaServer::start(&[]);
+    let alive = servers::LlamaServer::start(&[]);
+    let models = tempfile::tempdir().unwrap();
+    let mut h = lab_app(models.path());
+    let set = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/eval/prompts-demo.jsonl");
+    drop_file(&mut h, &set, egui::pos2(400.0, 400.0));
+    {
+        let s = &mut h.state_mut().state;
+        s.lanes[1].adapters.clear();
+        s.lanes[1].remote = Some(nanolab::protocol::RemoteSpec {
+            url: dead.url.clone(),
+            model: "SmolLM2-135M-Instruct.Q4_1".into(),
+            api_key_env: None,
+        });
+        s.lab.seeds = "1".into();
+        s.lab.temperature = 0.0;
+    }
+    dead.kill();
+    h.run_steps(2);
+    h.get_by_label("Run on all lanes").click();
+    step_until(&mut h, Duration::from_secs(120), "the set to fail", |a| {
+        a.rt.lab.prompt_job.is_none() && a.rt.lab.message.is_some()
+    });
+    let msg = h.state().rt.lab.message.clone().unwrap();
+    assert!(msg.contains(&dead.url), "{msg}");
+    assert!(h.state().rt.lab.scorecards.is_empty(), "{msg}");
+
+    h.state_mut().rt.lab.message = None;
+    // The field shows once a lane is remote.
+    h.get_by_label("more endpoints");
+    h.state_mut().state.lab.endpoints = format!("{} ", alive.url);
+    h.run_steps(2);
+    h.get_by_label("Run on all lanes").click();
+    step_until(&mut h, Duration::from_secs(180), "scorecards", |a| {
+        a.rt.lab.prompt_job.is_none() && !a.rt.lab.scorecards.is_empty()
+    });
+    let runs = h.state().rt.lab.runs.clone();
+    let n_prompts = std::fs::read_to_string(&set)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count();
+    assert_eq!(runs.len(), 2 * n_prompts, "{:?}", h.state().rt.lab.message);
+    let remote_label = h.state().rt.lab.scorecards[1].lane.clone();
+    let remote_runs: Vec<_> = runs.iter().filter(|r| r.lane == remote_label).collect();
+    assert_eq!(remote_runs.len(), n_prompts);
+    assert!(
+        remote_runs.iter().all(|r| r.n_gen > 0 && !r.text.is_empty()),
+        "{remote_runs:?}"
+    );
+}
+
+#[test]
 fn killing_the_quantizer_shows_in_the_lab_and_a_rerun_works() {
     let models = tempfile::tempdir().unwrap();
     let mut h = lab_app(models.path());

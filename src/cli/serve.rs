@@ -48,6 +48,10 @@ pub struct ServeArgs {
     /// `[{"name": "lane-1", "model": FILE, "adapters": [{"path": FILE, "scale": 1.0}]}]`.
     #[arg(long)]
     pub lanes_file: Option<PathBuf>,
+    /// Print a line `served {JSON}` on stdout for every answered request (model, prompt and
+    /// generated tokens, TTFT, decode tok/s), as the window's "Serve lanes" reads them.
+    #[arg(long)]
+    pub report_requests: bool,
 }
 
 /// Runs the server; an exposed address without a key exits with status 2.
@@ -72,6 +76,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         queue: args.queue,
         parallel: args.parallel,
         static_pins: !args.no_static,
+        report_requests: args.report_requests,
     };
     if let Err(e) = check_exposure(&config) {
         eprintln!("error: {e}");

@@ -74,6 +74,25 @@ pub struct LaneAlias {
     pub adapters: Vec<AdapterSpec>,
 }
 
+/// One request `nanolab serve --report-requests` answered, from the engine's own measurement;
+/// printed on stdout as [`SERVED_PREFIX`] and this as JSON, for the window's "Serve lanes" graph.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServedRequest {
+    /// The model name the request used (`lane-1`).
+    pub model: String,
+    /// Prompt tokens.
+    pub prompt_tokens: u32,
+    /// Generated tokens.
+    pub generated_tokens: u32,
+    /// Time to first token as the engine saw it.
+    pub ttft_ms: f64,
+    /// Decode rate of this request's own decode calls.
+    pub decode_tokens_per_sec: f64,
+}
+
+/// The start of a [`ServedRequest`] line on `nanolab serve`'s stdout.
+pub const SERVED_PREFIX: &str = "served ";
+
 /// Sampling settings. A temperature of 0 is greedy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::protocol::{Event, JobResult, Request, RunStats, TopToken};
+use crate::protocol::{Event, JobResult, Request, RunStats, ServedRequest, TopToken, SERVED_PREFIX};
 
 use super::completion::{engine_error, now_secs, response_id, Kind, Prepared, EVENT_SLACK};
 use super::dispatch::SubmitError;
@@ -111,6 +111,7 @@ pub(super) async fn respond(state: Shared, mut p: Prepared, kind: Kind) -> Respo
             include_usage: p.include_usage,
             pacer: p.pacer.take(),
             sent_text: String::new(),
+            report: state.report_requests,
         };
         tokio::spawn(stream.run(first, rx));
         Sse::new(ReceiverStream::new(out_rx))
@@ -118,7 +119,12 @@ pub(super) async fn respond(state: Shared, mut p: Prepared, kind: Kind) -> Respo
             .into_response()
     } else {
         match collect(first, &mut rx, &mut p.pacer).await {
-            Ok((tokens, stats)) => Json(whole_response(&id, &p, kind, &tokens, &stats)).into_response(),
+            Ok((tokens, stats)) => {
+                if state.report_requests {
+                    report_served(&p.model_name, &stats);
+                }
+                Json(whole_response(&id, &p, kind, &tokens, &stats)).into_response()
+            }
             Err(e) => e.into_response(),
         }
     }
@@ -234,6 +240,25 @@ struct Streamer {
     include_usage: bool,
     pacer: Option<Pacer>,
     sent_text: String,
+    /// Print a `served` line when the answer is complete.
+    report: bool,
+}
+
+/// One `served {JSON}` line on stdout for an answered request (`--report-requests`).
+fn report_served(model: &str, stats: &RunStats) {
+    let line = ServedRequest {
+        model: model.to_string(),
+        prompt_tokens: stats.prompt_tokens,
+        generated_tokens: stats.generated_tokens,
+        ttft_ms: stats.ttft_ms,
+        decode_tokens_per_sec: stats.decode_tokens_per_sec,
+    };
+    if let Ok(json) = serde_json::to_string(&line) {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        // A reader that went away (the window closed) only loses the report, not the answer.
+        let _ = writeln!(out, "{SERVED_PREFIX}{json}").and_then(|()| out.flush());
+    }
 }
 
 impl Streamer {
@@ -334,6 +359,9 @@ impl Streamer {
             }
         }
         let _ = self.out.send(Ok(SseEvent::default().data("[DONE]"))).await;
+        if self.report {
+            report_served(&self.model, stats);
+        }
     }
 
     async fn fail(&self, e: ApiError) {

@@ -46,6 +46,8 @@ pub struct ServeConfig {
     pub parallel: u32,
     /// Apply the registry's static pins.
     pub static_pins: bool,
+    /// Print a `served` line per answered request on stdout.
+    pub report_requests: bool,
 }
 
 /// Why the server refuses to start.
@@ -103,6 +105,7 @@ pub fn run(config: ServeConfig) -> anyhow::Result<()> {
         threads: config.threads,
         gpu_layers: config.gpu_layers,
         static_pins: config.static_pins,
+        report_requests: config.report_requests,
         global_lora: Mutex::new(Vec::new()),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -41,6 +41,8 @@ pub struct AppState {
     pub gpu_layers: Option<u32>,
     /// Apply the registry's static pins.
     pub static_pins: bool,
+    /// Print a `served` line per answered request on stdout.
+    pub report_requests: bool,
     /// Global adapter scales by `/lora-adapters` id, used by requests that name no adapters.
     pub global_lora: Mutex<Vec<LoraScale>>,
 }

@@ -227,6 +227,9 @@ pub struct LabSettings {
     pub temperature: f32,
     /// Prompt-set runs at once (the engine steps them together; remote ones go out together).
     pub parallel: usize,
+    /// More endpoints serving remote lanes' models under the same names (fan-out), separated by
+    /// spaces or commas.
+    pub endpoints: String,
 }
 
 impl Default for LabSettings {
@@ -246,6 +249,7 @@ impl Default for LabSettings {
             seeds: "1,2,3".into(),
             temperature: 0.7,
             parallel: 1,
+            endpoints: String::new(),
         }
     }
 }

@@ -16,6 +16,36 @@ use nanolab::gguf::writer::{self, TensorData};
 use nanolab::gguf::{GgmlType, Value};
 use nanolab::protocol::*;
 
+/// Runs the nanolab binary with an adapter registry of its own in a fresh temporary folder (the
+/// user's is never read or written): whether it succeeded, its stdout and its stderr.
+pub fn nanolab_isolated(args: &[&str]) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(exe())
+        .args(args)
+        .env("NANOLAB_REGISTRY", dir.path().join("registry.json"))
+        .output()
+        .expect("run nanolab");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The Python of a test venv under target/ (`py-openai`, `py-fixtures`).
+pub fn venv_python(venv: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join(venv)
+        .join("bin/python");
+    assert!(
+        p.is_file(),
+        "{} missing: `scripts/setup.sh --test` (run by `make test`) makes the venv",
+        p.display()
+    );
+    p
+}
+
 /// The demo model (fetched by `make test`).
 pub fn demo_model() -> PathBuf {
     let p = std::env::var_os("NANOLAB_TEST_MODEL")

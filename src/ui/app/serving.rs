@@ -1,15 +1,21 @@
 //! "Serve lanes": the window's lanes served over the OpenAI API by a `nanolab serve` child on
 //! 127.0.0.1, each under its own name (`lane-1`, …) with its stack as the window resolves it
-//! (static pins included). The child has its own engine, so served requests do not slow or
-//! show in the window's lanes; it ends with the window.
+//! (static pins included). The child has its own engine, so served requests do not slow the
+//! window's lanes; it reports each answered request (`--report-requests`), which the graphs
+//! panel draws as "Served requests". It ends with the window.
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
 
 use crate::process::StderrTail;
-use crate::protocol::LaneAlias;
+use crate::protocol::{LaneAlias, ServedRequest, SERVED_PREFIX};
+
+/// Answered requests kept for the graph; older ones are dropped.
+const MAX_SERVED: usize = 1000;
 
 enum Line {
     Listening(String),
@@ -26,6 +32,11 @@ pub struct Serving {
     pub url: Option<String>,
     /// The served names.
     pub names: Vec<String>,
+    /// Requests answered so far (the last [`MAX_SERVED`]), with their number from 1.
+    pub served: Vec<(usize, ServedRequest)>,
+    /// Filled by the reader thread, which must never block: a full pipe would stall the server.
+    incoming: Arc<Mutex<VecDeque<ServedRequest>>>,
+    answered: usize,
 }
 
 impl Serving {
@@ -35,7 +46,15 @@ impl Serving {
         let json = serde_json::to_vec_pretty(&lanes).map_err(|e| e.to_string())?;
         crate::paths::write_atomic(&lanes_file, &json).map_err(|e| format!("{}: {e}", lanes_file.display()))?;
         let mut child = Command::new(exe)
-            .args(["serve", "--host", "127.0.0.1", "--port", "0", "--lanes-file"])
+            .args([
+                "serve",
+                "--report-requests",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--lanes-file",
+            ])
             .arg(&lanes_file)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -49,12 +68,24 @@ impl Serving {
         };
         let stderr = StderrTail::spawn("serve-stderr", err, false).map_err(|e| e.to_string())?;
         let (tx, lines) = mpsc::sync_channel(4);
+        let incoming = Arc::new(Mutex::new(VecDeque::new()));
+        let sink = Arc::clone(&incoming);
         std::thread::Builder::new()
             .name("serve-watch".into())
             .spawn(move || {
                 for line in BufReader::new(out).lines().map_while(Result::ok) {
                     if let Some(url) = line.strip_prefix("listening on ") {
                         let _ = tx.send(Line::Listening(url.trim().to_string()));
+                    } else if let Some(json) = line.strip_prefix(SERVED_PREFIX) {
+                        let Ok(req) = serde_json::from_str::<ServedRequest>(json) else {
+                            continue;
+                        };
+                        if let Ok(mut q) = sink.lock() {
+                            if q.len() == MAX_SERVED {
+                                q.pop_front();
+                            }
+                            q.push_back(req);
+                        }
                     }
                 }
                 let _ = tx.send(Line::Ended);
@@ -67,11 +98,23 @@ impl Serving {
             lanes_file,
             url: None,
             names: lanes.into_iter().map(|l| l.name).collect(),
+            served: Vec::new(),
+            incoming,
+            answered: 0,
         })
     }
 
     /// Reads what the child said; an error message once it has ended.
     pub fn poll(&mut self) -> Option<String> {
+        if let Ok(mut q) = self.incoming.lock() {
+            for req in q.drain(..) {
+                self.answered += 1;
+                self.served.push((self.answered, req));
+            }
+        }
+        if self.served.len() > MAX_SERVED {
+            self.served.drain(..self.served.len() - MAX_SERVED);
+        }
         while let Ok(line) = self.lines.try_recv() {
             match line {
                 Line::Listening(url) => self.url = Some(url),

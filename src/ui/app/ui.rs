@@ -212,9 +212,14 @@ impl App {
                 match &s.url {
                     Some(url) => {
                         ui.label(format!("serving at {url}/v1")).on_hover_text(format!(
-                            "Models: {}. Served by its own engine: requests do not appear in these lanes or graphs",
+                            "Models: {}. Served by its own engine: requests appear in the Served requests graph, not in these lanes",
                             s.names.join(", ")
                         ));
+                        match s.served.last() {
+                            Some((1, _)) => ui.label("1 request answered"),
+                            Some((n, _)) => ui.label(format!("{n} requests answered")),
+                            None => ui.weak("no requests yet"),
+                        };
                     }
                     None => {
                         ui.weak("starting the server…");

@@ -1,6 +1,7 @@
-//! Live graphs: per-token latency and tokens/s per lane, engine memory by kind over time.
+//! Live graphs: per-token latency and tokens/s per lane, engine memory by kind over time, the
+//! simulated devices, and the requests "Serve lanes" answered.
 
-use egui_plot::{Legend, Line, Plot, PlotPoints};
+use egui_plot::{Legend, Line, Plot, PlotPoints, Points};
 
 use crate::ui::app::Runtime;
 use crate::ui::state::State;
@@ -10,7 +11,9 @@ const MIB: f64 = 1024.0 * 1024.0;
 /// The graphs panel.
 pub fn graphs_ui(ui: &mut egui::Ui, state: &State, rt: &Runtime) {
     let with_device = !rt.sims.is_empty();
-    let width = (ui.available_width() - 16.0) / if with_device { 5.0 } else { 3.0 };
+    let served = rt.serving.as_ref().map(|s| &s.served).filter(|s| !s.is_empty());
+    let plots = 3.0 + if with_device { 2.0 } else { 0.0 } + if served.is_some() { 1.0 } else { 0.0 };
+    let width = (ui.available_width() - 16.0) / plots;
     let height = (ui.available_height() - 24.0).max(140.0);
     ui.horizontal(|ui| {
         ui.vertical(|ui| {
@@ -102,6 +105,38 @@ pub fn graphs_ui(ui: &mut egui::Ui, state: &State, rt: &Runtime) {
         if with_device {
             device_plots(ui, state, rt, width, height);
         }
+        if let Some(served) = served {
+            served_plot(ui, served, width, height);
+        }
+    });
+}
+
+/// Each answered request's decode rate and time to first token, by served name, in order.
+fn served_plot(ui: &mut egui::Ui, served: &[(usize, crate::protocol::ServedRequest)], width: f32, height: f32) {
+    let mut names: Vec<&str> = served.iter().map(|(_, r)| r.model.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    ui.vertical(|ui| {
+        ui.strong("Served requests").on_hover_text(
+            "Requests answered by \"Serve lanes\", in order: decode tok/s and time to first token (ms) of each, \
+             as its engine measured them",
+        );
+        Plot::new("served")
+            .width(width)
+            .height(height)
+            .legend(Legend::default())
+            .x_axis_label("request")
+            .allow_scroll(false)
+            .show(ui, |plot| {
+                for name in names {
+                    let of = || served.iter().filter(move |(_, r)| r.model == name);
+                    let tps: PlotPoints = of().map(|(n, r)| [*n as f64, r.decode_tokens_per_sec]).collect();
+                    let ttft: PlotPoints = of().map(|(n, r)| [*n as f64, r.ttft_ms]).collect();
+                    // Points, not lines: one request is one measurement, and the first must show.
+                    plot.points(Points::new(format!("{name} tok/s"), tps).radius(3.0));
+                    plot.points(Points::new(format!("{name} TTFT ms"), ttft).radius(3.0));
+                }
+            });
     });
 }
 

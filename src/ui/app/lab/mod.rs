@@ -465,8 +465,23 @@ impl App {
             temperature: self.state.lab.temperature,
             max_tokens: 64,
         };
-        self.rt.lab.prompt_job =
-            Some(PromptSetJob::new(set, lanes, &seeds, sampling).parallel(self.state.lab.parallel));
+        let endpoints: Vec<String> = self
+            .state
+            .lab
+            .endpoints
+            .split([',', ' '])
+            .filter(|u| !u.trim().is_empty())
+            .map(crate::remote::base_url)
+            .collect();
+        if !endpoints.is_empty() && lanes.iter().all(|(_, l)| l.remote.is_none()) {
+            self.rt.lab.message =
+                Some("more endpoints spread remote lanes' runs; no lane here is remote, so they are not used".into());
+        }
+        self.rt.lab.prompt_job = Some(
+            PromptSetJob::new(set, lanes, &seeds, sampling)
+                .parallel(self.state.lab.parallel)
+                .fan_out(endpoints),
+        );
         self.lab_pump(LabJob::Prompt);
     }
 

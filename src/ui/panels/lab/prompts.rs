@@ -33,6 +33,20 @@ pub(super) fn prompts_ui(ui: &mut egui::Ui, state: &mut State, rt: &Runtime, cmd
         ui.add(egui::DragValue::new(&mut state.lab.parallel).range(1..=8))
             .on_hover_text("Runs in flight together: local lanes decode them side by side, remote lanes send them concurrently; greedy results are the same as one at a time");
     });
+    if state.lanes.iter().any(|l| l.remote.is_some()) {
+        ui.horizontal(|ui| {
+            ui.label("more endpoints");
+            ui.add(
+                egui::TextEdit::singleline(&mut state.lab.endpoints)
+                    .hint_text("http://host:8080 http://host2:8080")
+                    .desired_width(crate::ui::theme::WIDE_CONTROL_WIDTH),
+            )
+            .on_hover_text(
+                "Servers with the same model under the same name as the remote lanes' own: runs go to the least \
+                 busy, and one that meets a dead or overloaded endpoint is sent to another; every prompt is scored once",
+            );
+        });
+    }
     ui.horizontal(|ui| {
         let progress = rt.lab.prompt_progress();
         let running = progress.is_some();
