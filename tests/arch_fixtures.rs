@@ -9,6 +9,7 @@
 //!   another text than the base model alone;
 //! - the converter's file exported back to PEFT holds peft's own tensors, and peft itself loads
 //!   that export onto the Hugging Face model with the logits of the adapter it saved;
+//! - merging the qwen3 adapter adds peft's own embedding delta to the token embeddings;
 //! - DoRA and modules_to_save folders saved by peft are refused naming the reason and tensor.
 
 mod common;
@@ -235,6 +236,50 @@ fn export_gives_peft_its_own_tensors_back_and_peft_loads_it() {
         // mistral's export is rsLoRA written as plain LoRA with alpha·sqrt(r): the same scale.
         assert!(diff < 1e-4, "{arch}: peft's logits with the export differ by {diff}");
     }
+}
+
+#[test]
+fn merging_an_embedding_lora_adds_peft_s_delta_to_the_token_embeddings() {
+    // Expected from peft's own tensors: ΔE[v][e] = alpha/r · Σ_k A[k][v] · B[e][k].
+    let dir = fixture("qwen3");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("merged.gguf");
+    nanolab::adapters::merge::merge(
+        &dir.join("base.gguf"),
+        &[(dir.join("lora.gguf"), 1.0)],
+        &out,
+        nanolab::adapters::merge::MergedType::F32,
+        &mut |_| {},
+    )
+    .unwrap();
+    let tensor = |p: &Path, name: &str| {
+        let f = gguf::read(p).unwrap();
+        let t = f.tensor(name).unwrap().clone();
+        let raw = f.read_tensor_bytes(&t).unwrap();
+        (t.dims.clone(), nanolab::adapters::merge::dequantize(&t, &raw).unwrap())
+    };
+    let (dims, base) = tensor(&dir.join("base.gguf"), "token_embd.weight");
+    let (_, merged) = tensor(&out, "token_embd.weight");
+    let (embd, vocab) = (dims[0] as usize, dims[1] as usize);
+    let peft = safetensors(&dir.join("peft/adapter_model.safetensors"));
+    let (a_shape, a) = &peft["base_model.model.model.embed_tokens.lora_embedding_A"];
+    let (b_shape, b) = &peft["base_model.model.model.embed_tokens.lora_embedding_B"];
+    let r = a_shape[0];
+    assert_eq!((a_shape[1], b_shape[0], b_shape[1]), (vocab, embd, r));
+    let scale = 8.0 / r as f32;
+    let mut moved = 0f32;
+    for v in 0..vocab {
+        for e in 0..embd {
+            let delta: f32 = (0..r).map(|k| a[k * vocab + v] * b[e * r + k]).sum();
+            let (want, got) = (base[v * embd + e] + scale * delta, merged[v * embd + e]);
+            assert!(
+                (want - got).abs() <= 1e-4 * (1.0 + want.abs()),
+                "[{v}][{e}]: {got} vs {want}"
+            );
+            moved = moved.max((got - base[v * embd + e]).abs());
+        }
+    }
+    assert!(moved > 1e-3, "the merge left the embeddings as they were");
 }
 
 #[test]

