@@ -461,6 +461,75 @@ fn base_lanes_decode_in_one_batch_and_late_ones_join() {
 }
 
 #[test]
+fn lanes_starting_with_the_same_prompt_decode_its_prefix_once_and_keep_their_text() {
+    let model = demo_model();
+    let mut c = client();
+    let same = "The following is a list of the largest cities in Europe by population:\n1.";
+    let other = "The following is a list of the largest cities in Europe by area:\n1.";
+    let lanes: Vec<LaneSpec> = (1..=4).map(|l| lane(l, &model, 512, vec![])).collect();
+    let prompt_of = |i: usize| if i == 3 { other } else { same };
+    let alone: Vec<RunStats> = lanes
+        .iter()
+        .enumerate()
+        .map(|(i, l)| stats(&generate(&mut c, l.clone(), prompt_of(i), greedy(40)).1))
+        .collect();
+    assert_ne!(
+        alone[0].text, alone[3].text,
+        "the two prompts should give different texts"
+    );
+    for s in &alone {
+        assert_eq!(s.prompt_reused_tokens, 0, "a lane alone decodes its whole prompt");
+    }
+    let jobs: Vec<JobId> = lanes
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            let job = c.next_job();
+            c.send(&Request::Generate {
+                job,
+                lane: spec.clone(),
+                prompt: Prompt::Raw {
+                    text: prompt_of(i).into(),
+                },
+                sampling: greedy(40),
+                top_n: 0,
+                exclusive: false,
+            })
+            .unwrap();
+            job
+        })
+        .collect();
+    let mut ends = std::collections::HashMap::new();
+    wait_for(Duration::from_secs(120), || {
+        let ev = c.events().recv_timeout(Duration::from_millis(100)).ok()?;
+        if ev.is_terminal() {
+            ends.insert(ev.job().unwrap(), stats(&ev));
+        }
+        (ends.len() == jobs.len()).then_some(())
+    })
+    .expect("every generation ended");
+    let together: Vec<&RunStats> = jobs.iter().map(|j| &ends[j]).collect();
+    for (i, s) in together.iter().enumerate() {
+        assert_eq!(
+            s.text,
+            alone[i].text,
+            "lane {} changed with a copied prompt prefix",
+            i + 1
+        );
+        assert_eq!(s.prompt_tokens, alone[i].prompt_tokens);
+    }
+    // Lane 1 decodes its prompt; lanes 2 and 3 copy all of it but the last token, whose logits
+    // they need; lane 4 copies the words both prompts begin with.
+    let n = alone[0].prompt_tokens;
+    assert_eq!(together[0].prompt_reused_tokens, 0);
+    assert_eq!(together[1].prompt_reused_tokens, n - 1);
+    assert_eq!(together[2].prompt_reused_tokens, n - 1);
+    let common = together[3].prompt_reused_tokens;
+    assert!(common >= 8 && common < n - 2, "lane 4 reused {common} of {n}");
+    assert!(together[1].prefill_tokens_per_sec > 0.0);
+}
+
+#[test]
 fn lanes_with_one_adapter_stack_take_turns_and_keep_their_text() {
     // llama.cpp multiplies f32/f16 LoRA matrices by one column with its own dot product and by
     // several with tinyBLAS, which rounds differently: batched, this prompt's text changed

@@ -442,9 +442,14 @@ pub struct RunStats {
     pub ttft_ms: f64,
     /// Prompt tokens.
     pub prompt_tokens: u32,
-    /// Prompt processing time, ms.
+    /// Prompt tokens whose KV cells were copied from another lane running the same prompt
+    /// prefix on the same model and stack, at the same time, instead of being decoded again
+    /// (llama-server's `cache_n`). The prefill figures cover only the rest.
+    #[serde(default)]
+    pub prompt_reused_tokens: u32,
+    /// Time this lane's own prompt decode took (and the copy of reused cells), ms.
     pub prefill_ms: f64,
-    /// Prompt tokens per second.
+    /// Prompt tokens this lane decoded itself, per second of `prefill_ms`.
     pub prefill_tokens_per_sec: f64,
     /// Tokens generated.
     pub generated_tokens: u32,

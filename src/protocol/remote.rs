@@ -27,6 +27,9 @@ impl RemoteSpec {
 pub struct ServerTimings {
     /// Prompt tokens the server processed (after any cache reuse).
     pub prompt_n: u32,
+    /// Prompt tokens it took from its cache instead (llama-server's `cache_n`; 0 if not sent).
+    #[serde(default)]
+    pub cache_n: u32,
     /// Prompt processing time, ms.
     pub prompt_ms: f64,
     /// Prompt tokens per second.

@@ -108,6 +108,7 @@ fn timings(v: &Value) -> Option<ServerTimings> {
     let f = |k: &str| v.get(k).and_then(Value::as_f64);
     Some(ServerTimings {
         prompt_n: f("prompt_n")? as u32,
+        cache_n: f("cache_n").unwrap_or(0.0) as u32,
         prompt_ms: f("prompt_ms")?,
         prompt_per_second: f("prompt_per_second").unwrap_or(0.0),
         predicted_n: f("predicted_n")? as u32,
@@ -278,6 +279,7 @@ impl Run<'_> {
             load_ms: 0.0,
             ttft_ms,
             prompt_tokens: prompt_tokens.unwrap_or(0),
+            prompt_reused_tokens: t.map_or(0, |t| t.cache_n),
             prefill_ms: t.map_or(0.0, |t| t.prompt_ms),
             prefill_tokens_per_sec: t.map_or(0.0, |t| t.prompt_per_second),
             // Counted as the local engine counts: the tokens streamed, end-of-generation excluded.

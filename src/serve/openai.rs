@@ -240,9 +240,10 @@ pub fn usage(stats: &RunStats) -> Value {
 pub fn timings(stats: &RunStats) -> Value {
     let per_token = |ms: f64, n: u32| if n > 0 { ms / f64::from(n) } else { 0.0 };
     json!({
-        "prompt_n": stats.prompt_tokens,
+        "prompt_n": stats.prompt_tokens.saturating_sub(stats.prompt_reused_tokens),
+        "cache_n": stats.prompt_reused_tokens,
         "prompt_ms": stats.prefill_ms,
-        "prompt_per_token_ms": per_token(stats.prefill_ms, stats.prompt_tokens),
+        "prompt_per_token_ms": per_token(stats.prefill_ms, stats.prompt_tokens.saturating_sub(stats.prompt_reused_tokens)),
         "prompt_per_second": stats.prefill_tokens_per_sec,
         "predicted_n": stats.generated_tokens,
         "predicted_ms": stats.decode_ms,

@@ -67,7 +67,10 @@ pub(super) struct Generation {
     info: LaneInfo,
     load_ms: f64,
     received: Instant,
+    prompt: Vec<i32>,
     prompt_tokens: u32,
+    /// Prompt tokens copied from another lane's context rather than decoded.
+    prompt_reused: u32,
     n_ctx: usize,
     n_vocab: usize,
     top_n: usize,
@@ -101,6 +104,11 @@ impl Generation {
         self.key.as_ref()
     }
 
+    /// Its prompt's tokens (held at positions 0.. of its lane's context while it runs).
+    pub(super) fn prompt(&self) -> &[i32] {
+        &self.prompt
+    }
+
     /// KV cells it can fill before it must end: its prompt and every token it may generate.
     pub(super) fn kv_budget(&self) -> u32 {
         let n_ctx = u32::try_from(self.n_ctx).unwrap_or(u32::MAX);
@@ -112,8 +120,15 @@ impl Generation {
 }
 
 impl Worker {
-    /// Sets the lane up and decodes the prompt; the generation then waits for its steps.
-    pub(super) fn start_generation(&mut self, w: Wanted, sink: &mut dyn EventSink) -> JobResultOr<Generation> {
+    /// Sets the lane up and decodes the prompt; the generation then waits for its steps. The
+    /// prompt's longest prefix that one of the `running` generations it could batch with has
+    /// in its lane's context is copied from there instead of decoded again.
+    pub(super) fn start_generation(
+        &mut self,
+        w: Wanted,
+        running: &[Generation],
+        sink: &mut dyn EventSink,
+    ) -> JobResultOr<Generation> {
         let job = w.job;
         let (info, load_ms) = self.setup_lane(job, &w.spec, sink)?;
         let lane = self
@@ -140,8 +155,15 @@ impl Worker {
         }
         self.cancel.attach(job, lane.ctx.abort_flag());
         lane.ctx.clear();
+        let key = self.pool_key(w.spec.lane, w.exclusive);
         let t0 = Instant::now();
-        let last_batch = match lane.ctx.decode(&tokens, 0, false) {
+        let reused = self.share_prefix(w.spec.lane, key.as_ref(), &tokens, running);
+        let lane = self
+            .lanes
+            .get_mut(&w.spec.lane)
+            .ok_or_else(|| JobError::from("lane missing".to_string()))?;
+        let pos0 = i32::try_from(reused).unwrap_or(0);
+        let last_batch = match lane.ctx.decode(&tokens[reused..], pos0, false) {
             Ok(n) => n,
             Err(_) if self.cancel.is_cancelled(job) => {
                 return Err(JobError {
@@ -152,7 +174,6 @@ impl Worker {
             Err(e) => return Err(e.into()),
         };
         let prefill_ms = ms_since(t0);
-        let key = self.pool_key(w.spec.lane, w.exclusive);
         Ok(Generation {
             job,
             lane: w.spec.lane,
@@ -170,6 +191,8 @@ impl Worker {
             load_ms,
             received: w.received,
             prompt_tokens: tokens.len() as u32,
+            prompt_reused: u32::try_from(reused).unwrap_or(0),
+            prompt: tokens,
             n_ctx,
             top_n: w.top_n.min(10) as usize,
             max_tokens: w.sampling.max_tokens,
@@ -294,7 +317,7 @@ impl Worker {
 
     /// Runs a generation alone to its end (for [`Worker::handle`]).
     pub(super) fn generate(&mut self, w: Wanted, sink: &mut dyn EventSink) -> JobResultOr<RunStats> {
-        let mut g = self.start_generation(w, sink)?;
+        let mut g = self.start_generation(w, &[], sink)?;
         loop {
             if let Some(outcome) = self.step_generation(&mut g, sink) {
                 return outcome;
@@ -341,8 +364,12 @@ impl Generation {
             load_ms: self.load_ms,
             ttft_ms: self.ttft_ms,
             prompt_tokens: self.prompt_tokens,
+            prompt_reused_tokens: self.prompt_reused,
             prefill_ms: self.prefill_ms,
-            prefill_tokens_per_sec: rate(f64::from(self.prompt_tokens), self.prefill_ms),
+            prefill_tokens_per_sec: rate(
+                f64::from(self.prompt_tokens.saturating_sub(self.prompt_reused)),
+                self.prefill_ms,
+            ),
             generated_tokens: self.generated,
             decode_ms,
             decode_tokens_per_sec: rate(intervals, decode_ms),

@@ -75,7 +75,7 @@ impl Worker {
             match Wanted::from_request(req, received) {
                 Ok(w) => {
                     let job = w.job;
-                    match self.start_generation(w, sink) {
+                    match self.start_generation(w, running, sink) {
                         Ok(g) => running.push(g),
                         Err(e) => self.end(job, Err(e), sink),
                     }
@@ -86,33 +86,43 @@ impl Worker {
     }
 
     /// One step of every running generation; those that end send their terminal event.
-    /// Generations in a pool sample first and then decode their tokens together, one
-    /// `llama_decode` per pool.
+    /// Every generation samples (and streams) its token first; then those sharing a key move
+    /// into pools, so a lane that just started shows its first token before a pool is set up
+    /// for it; then each pool decodes its members' tokens in one `llama_decode`.
     fn step_round(&mut self, running: &mut Vec<Generation>, sink: &mut dyn EventSink) {
         let together = u32::try_from(running.len()).unwrap_or(u32::MAX);
-        self.group(running);
         let mut ended: Vec<(usize, JobResultOr<RunStats>)> = Vec::new();
-        let mut batches: BTreeMap<PoolId, Vec<(usize, SeqToken)>> = BTreeMap::new();
+        let mut sampled: Vec<(usize, i32, i32)> = Vec::new();
         for (i, g) in running.iter_mut().enumerate() {
             g.lanes_together = g.lanes_together.max(together);
             match self.sample_step(g, sink) {
                 Sampled::Ended(outcome) => ended.push((i, *outcome)),
-                Sampled::Decode { token, pos } => match g.seat {
-                    Some((pool, seq)) => batches.entry(pool).or_default().push((
-                        i,
-                        SeqToken {
-                            token,
-                            pos,
-                            seq,
-                            logits: true,
-                        },
-                    )),
-                    None => {
-                        if let Some(outcome) = self.decode_own(g, token, pos, sink) {
-                            ended.push((i, outcome));
-                        }
+                Sampled::Decode { token, pos } => sampled.push((i, token, pos)),
+            }
+        }
+        let mut going = vec![false; running.len()];
+        for &(i, _, _) in &sampled {
+            going[i] = true;
+        }
+        self.group(running, &going);
+        let mut batches: BTreeMap<PoolId, Vec<(usize, SeqToken)>> = BTreeMap::new();
+        for (i, token, pos) in sampled {
+            let Some(g) = running.get_mut(i) else { continue };
+            match g.seat {
+                Some((pool, seq)) => batches.entry(pool).or_default().push((
+                    i,
+                    SeqToken {
+                        token,
+                        pos,
+                        seq,
+                        logits: true,
+                    },
+                )),
+                None => {
+                    if let Some(outcome) = self.decode_own(g, token, pos, sink) {
+                        ended.push((i, outcome));
                     }
-                },
+                }
             }
         }
         for (pool, members) in batches {

@@ -123,7 +123,7 @@ impl App {
         }
     }
 
-    fn lane_error(&mut self, lane: Option<LaneId>, message: String) {
+    pub(super) fn lane_error(&mut self, lane: Option<LaneId>, message: String) {
         match lane.and_then(|id| self.state.lane_mut(id)) {
             Some(l) => l.output.error = Some(message),
             None => self.rt.banner = Some(message),

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::{App, Command, FetchMsg, JobKind, MemSample};
-use crate::protocol::{Event, JobResult};
+use crate::protocol::{Event, JobResult, LaneId, Request};
 use crate::ui::state::TokenRecord;
 
 /// At most this long per frame is spent applying engine events.
@@ -88,6 +88,7 @@ impl App {
             self.rt.jobs.remove(&job);
             self.rt.load_progress.remove(&lane_id);
         }
+        let mut prepare = false;
         let Some(lane) = self.state.lane_mut(lane_id) else {
             return;
         };
@@ -141,13 +142,38 @@ impl App {
                     }
                     lane.output.stats = Some(stats);
                 }
-                JobResult::ModelLoaded { .. } => {}
+                JobResult::ModelLoaded { .. } => prepare = matches!(kind, JobKind::Load { .. }),
                 _ => {}
             },
             Event::Error { message, cancelled, .. } => {
                 lane.output.error = Some(if cancelled { "stopped".to_string() } else { message });
             }
             Event::Ready { .. } => {}
+        }
+        if prepare {
+            self.prepare_lane(lane_id);
+        }
+    }
+
+    /// Sets a lane's context (and adapters) up in the engine once its model is in, as
+    /// llama-server sets its slots up at start: the first run then spends its time to first
+    /// token on the prompt, and lanes started together do not wait for each other's set-up.
+    fn prepare_lane(&mut self, lane_id: LaneId) {
+        let Some(i) = self
+            .state
+            .lanes
+            .iter()
+            .position(|l| l.id == lane_id && l.remote.is_none())
+        else {
+            return;
+        };
+        let Some(spec) = self.lane_spec(i, lane_id) else { return };
+        let job = self.rt.engine.next_job();
+        match self.rt.engine.send(&Request::SetupLane { job, lane: spec }) {
+            Ok(()) => {
+                self.rt.jobs.insert(job, JobKind::Load { lane: lane_id });
+            }
+            Err(e) => self.lane_error(Some(lane_id), e.to_string()),
         }
     }
 
