@@ -14,6 +14,7 @@ use std::process::Command;
 use common::servers::{LlamaServer, Server};
 use nanolab::engine::EngineClient;
 use nanolab::eval::prompts::PromptSet;
+use nanolab::lab::approx_diverge::ApproxDivergeJob;
 use nanolab::lab::prompts::{PromptSampling, PromptSetJob};
 use nanolab::protocol::*;
 
@@ -233,6 +234,118 @@ fn nanolab_serve_is_an_endpoint_with_stacks_by_name() {
     }
 }
 
+/// The exact comparison, both lanes local, through the engine.
+fn exact_divergence(c: &mut EngineClient, a: LaneSpec, b: LaneSpec, n: u32) -> DivergenceResult {
+    let job = c.next_job();
+    c.send(&Request::Diverge {
+        job,
+        lane_a: a,
+        lane_b: b,
+        prompt: Prompt::Raw { text: PROMPT.into() },
+        sampling: common::greedy(n),
+        top_n: 5,
+    })
+    .unwrap();
+    loop {
+        match c.recv("diverge").unwrap() {
+            Event::Done {
+                result: JobResult::Divergence { result },
+                ..
+            } => return result,
+            ev @ Event::Error { .. } => panic!("{ev:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// The comparison with a lane on an endpoint, through the lab's job.
+fn approx_divergence(c: &mut EngineClient, a: LaneSpec, b: LaneSpec, n: u32) -> DivergenceResult {
+    let prompt = Prompt::Raw { text: PROMPT.into() };
+    let mut job = ApproxDivergeJob::new(a, b, prompt, common::greedy(n), 5);
+    nanolab::lab::run_to_end(c, &mut job, &mut |_| {}).unwrap();
+    job.result.expect("a result")
+}
+
+#[test]
+fn divergence_with_a_remote_lane_is_approximate_and_agrees_with_the_exact_one() {
+    let server = LlamaServer::start(&[common::caps_adapter()]);
+    let serve = Server::start(&[]);
+    let serve_url = format!("http://{}", serve.addr);
+    let mut c = common::client();
+    let model = common::demo_model();
+    let stem = model.file_stem().unwrap().to_str().unwrap().to_string();
+    let caps = || vec![adapter(common::caps_adapter(), 1.0)];
+    let base_a = common::lane(1, &model, 2048, vec![]);
+    let exact = exact_divergence(&mut c, base_a.clone(), common::lane(2, &model, 2048, caps()), 24);
+    assert!(exact.approximate.is_none());
+    assert!(exact.summary.kl_mean > 0.01, "the caps adapter should diverge");
+    // Lane B on llama-server and on nanolab serve, lane A local; then lane A on llama-server
+    // (which sends token ids) and lane B local.
+    let cases = [
+        (base_a.clone(), remote_lane(3, &server.url, &served_model(), caps())),
+        (base_a.clone(), remote_lane(3, &serve_url, &stem, caps())),
+        (
+            remote_lane(3, &server.url, &served_model(), vec![]),
+            common::lane(2, &model, 2048, caps()),
+        ),
+    ];
+    for (a, b) in cases {
+        let label = format!("A {} B {}", a.model.path.display(), b.model.path.display());
+        let approx = approx_divergence(&mut c, a, b, 24);
+        assert!(approx.approximate.is_some(), "{label}");
+        assert_eq!(approx.text, exact.text, "{label}");
+        assert_eq!(approx.tokens.len(), exact.tokens.len(), "{label}");
+        assert_eq!(approx.prompt_tokens, exact.prompt_tokens, "{label}");
+        assert_eq!(
+            approx.summary.first_disagreement, exact.summary.first_disagreement,
+            "{label}"
+        );
+        for (x, e) in approx.tokens.iter().zip(&exact.tokens) {
+            assert_eq!(x.token_id, e.token_id, "{label}");
+            assert_eq!(x.top1_agree, e.top1_agree, "{label}: position {}", e.index);
+            assert!((x.p_a - e.p_a).abs() < 2e-3, "{label}: p_a {} vs {}", x.p_a, e.p_a);
+            if e.top_b.iter().any(|t| t.token_id == e.token_id) {
+                assert!((x.p_b - e.p_b).abs() < 2e-3, "{label}: p_b {} vs {}", x.p_b, e.p_b);
+            }
+            // Coarser outcomes lose information: never above the full KL (f16 rounding aside).
+            assert!(
+                x.kl <= e.kl + 2e-3,
+                "{label}: position {} KL {} > {}",
+                e.index,
+                x.kl,
+                e.kl
+            );
+        }
+        assert!(
+            approx.summary.kl_mean > 0.2 * exact.summary.kl_mean,
+            "{label}: {} vs {}",
+            approx.summary.kl_mean,
+            exact.summary.kl_mean
+        );
+    }
+    // The same model on both sides: nothing to see.
+    let same = approx_divergence(&mut c, base_a, remote_lane(3, &server.url, &served_model(), vec![]), 16);
+    assert!(
+        same.summary.kl_mean < 1e-3 && same.summary.top1_agreement == 1.0,
+        "{:?}",
+        same.summary
+    );
+    // The CLI takes URL#MODEL lanes and says the numbers are approximate.
+    let out = Command::new(common::exe())
+        .args(["diverge", "-n", "8", "--prompt", PROMPT, "--a"])
+        .arg(&model)
+        .args(["--b", &format!("{}#{}+smollm2-caps", server.url, served_model())])
+        .env("NANOLAB_REGISTRY", "/nonexistent/registry.json")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("approximate:") && stdout.contains("8 tokens"),
+        "{stdout}"
+    );
+}
+
 /// A raw prompt set of `n` prompts.
 fn prompt_set(n: usize) -> PromptSet {
     let lines: Vec<String> = (0..n)
@@ -322,9 +435,22 @@ fn greedy_matches_itself(url: &str, model: &str) {
 }
 
 #[test]
-#[ignore = "needs a vLLM server (GPU): set NANOLAB_VLLM_URL and NANOLAB_VLLM_MODEL, run with --ignored"]
+#[ignore = "needs a vLLM server (GPU): set NANOLAB_VLLM_URL and NANOLAB_VLLM_MODEL (and NANOLAB_VLLM_PEFT for runtime loading), run with --ignored"]
 fn vllm_endpoint() {
-    greedy_matches_itself(&env_url("NANOLAB_VLLM_URL"), &env_url("NANOLAB_VLLM_MODEL"));
+    let (url, model) = (env_url("NANOLAB_VLLM_URL"), env_url("NANOLAB_VLLM_MODEL"));
+    greedy_matches_itself(&url, &model);
+    // With NANOLAB_VLLM_PEFT naming a PEFT folder the server can read (`nanolab adapters export
+    // --peft` of an adapter for its model) and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True on the
+    // server: the lane loads it through /v1/load_lora_adapter, then it changes the text.
+    let Some(peft) = std::env::var_os("NANOLAB_VLLM_PEFT").map(PathBuf::from) else {
+        println!("NANOLAB_VLLM_PEFT not set: runtime adapter loading not checked");
+        return;
+    };
+    let mut c = common::client();
+    let (base, _) = pieces(&mut c, remote_lane(2, &url, &model, vec![]));
+    let (with, stats) = pieces(&mut c, remote_lane(2, &url, &model, vec![adapter(peft.clone(), 1.0)]));
+    assert!(stats.remote.is_some(), "the adapter lane ran: {:?}", stats.stop_reason);
+    assert_ne!(base, with, "{} loaded but did not change the text", peft.display());
 }
 
 #[test]

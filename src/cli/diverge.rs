@@ -5,11 +5,12 @@ use std::io::IsTerminal;
 use anyhow::bail;
 use clap::Args;
 
-use super::eval::{call, checked_lane};
+use super::eval::{call, checked_lane, run_job};
 use super::output::OutputArgs;
 use super::run::{PromptArgs, StaticPins};
 use crate::engine::EngineClient;
 use crate::eval::RunManifest;
+use crate::lab::approx_diverge::ApproxDivergeJob;
 use crate::lab::bundle::Results;
 use crate::protocol::*;
 
@@ -80,21 +81,30 @@ pub fn diverge(args: &DivergeArgs) -> anyhow::Result<()> {
         checked_lane(0, &args.a, args.ctx, None, &pins, &mut manifest)?,
         checked_lane(1, &args.b, args.ctx, None, &pins, &mut manifest)?,
     ];
-    let mut client = EngineClient::new(None);
-    let job = client.next_job();
-    let result = call(
-        &mut client,
-        &Request::Diverge {
-            job,
-            lane_a: specs[0].clone(),
-            lane_b: specs[1].clone(),
-            prompt,
-            sampling,
-            top_n: args.top,
-        },
-    )?;
-    let JobResult::Divergence { result } = result else {
-        bail!("unexpected engine reply: {result:?}");
+    let [a, b] = specs;
+    let result = if a.remote.is_some() || b.remote.is_some() {
+        let mut job = ApproxDivergeJob::new(a, b, prompt, sampling, args.top);
+        run_job(&mut job)?;
+        job.result
+            .ok_or_else(|| anyhow::anyhow!("the comparison ended without a result"))?
+    } else {
+        let mut client = EngineClient::new(None);
+        let job = client.next_job();
+        let result = call(
+            &mut client,
+            &Request::Diverge {
+                job,
+                lane_a: a,
+                lane_b: b,
+                prompt,
+                sampling,
+                top_n: args.top,
+            },
+        )?;
+        let JobResult::Divergence { result } = result else {
+            bail!("unexpected engine reply: {result:?}");
+        };
+        result
     };
     let text = report_text(&result, std::io::stdout().is_terminal());
     let results = Results::Divergence {
@@ -130,6 +140,9 @@ pub fn report_text(r: &DivergenceResult, colour: bool) -> String {
     ));
     if !colour {
         s.push_str("([x]: lane B would not have picked x first)\n");
+    }
+    if let Some(how) = &r.approximate {
+        s.push_str(&format!("approximate: {how}\n"));
     }
     s.push_str("\nmost divergent positions:\n| # | token | KL | p_A | p_B | A top | B top |\n|---:|---|---:|---:|---:|---|---|\n");
     let fmt_top = |v: &[TopToken]| {

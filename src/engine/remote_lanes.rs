@@ -110,6 +110,49 @@ impl RemoteLanes {
                     })?;
                 Ok(true)
             }
+            Request::NextTokens {
+                job,
+                lane,
+                prompt,
+                top_n,
+            } if lane.remote.is_some() => {
+                let cancel = Arc::new(AtomicBool::new(false));
+                if let Ok(mut c) = self.cancels.lock() {
+                    c.insert(*job, Arc::clone(&cancel));
+                }
+                let (job, lane, prompt, top_n) = (*job, lane.clone(), prompt.clone(), *top_n);
+                let (tx, waker, probes, cancels) = (
+                    tx.clone(),
+                    waker.cloned(),
+                    self.probes.clone(),
+                    Arc::clone(&self.cancels),
+                );
+                std::thread::Builder::new()
+                    .name("remote-lane".into())
+                    .spawn(move || {
+                        let end = match remote::next_tokens(&lane, &prompt, top_n, &probes, &cancel) {
+                            Ok(result) => Event::Done { job, result },
+                            Err(e) => Event::Error {
+                                job,
+                                message: e.to_string(),
+                                cancelled: cancel.load(Ordering::Relaxed),
+                                retry: e.retriable(),
+                            },
+                        };
+                        if let Ok(mut c) = cancels.lock() {
+                            c.remove(&job);
+                        }
+                        let _ = tx.send(end);
+                        if let Some(w) = &waker {
+                            w();
+                        }
+                    })
+                    .map_err(|e| ClientError::Write {
+                        action: req.action(),
+                        reason: e.to_string(),
+                    })?;
+                Ok(true)
+            }
             Request::Cancel { job } => {
                 let flag = self.cancels.lock().ok().and_then(|c| c.get(job).cloned());
                 if let Some(f) = &flag {

@@ -4,6 +4,7 @@
 //! drives a job to its end with [`run_to_end`], and under the window, which sends each request
 //! and feeds each event as frames drain them.
 
+pub mod approx_diverge;
 pub mod bundle;
 pub mod ladder;
 pub mod prompts;

@@ -155,6 +155,14 @@ pub enum Prompt {
         /// The turns, oldest first.
         messages: Vec<ChatTurn>,
     },
+    /// A prompt followed by tokens given as ids (what a lane generated after it), so another
+    /// lane reads exactly those tokens, not a re-tokenization of their text.
+    Continued {
+        /// The prompt.
+        prompt: Box<Prompt>,
+        /// Token ids after it.
+        tokens: Vec<i32>,
+    },
 }
 
 /// One turn of a conversation.
@@ -285,6 +293,18 @@ pub enum Request {
         /// Alternatives to list per position (1-10).
         top_n: u32,
     },
+    /// The lane's most likely next tokens after `prompt` (end of text included), without
+    /// sampling or generating: one teacher-forced position, as a remote lane can give it.
+    NextTokens {
+        /// Job id.
+        job: JobId,
+        /// The lane.
+        lane: LaneSpec,
+        /// What it reads (usually [`Prompt::Continued`]).
+        prompt: Prompt,
+        /// How many to list (1-10).
+        top_n: u32,
+    },
     /// List compute devices.
     Devices {
         /// Job id.
@@ -310,6 +330,7 @@ impl Request {
             | Request::BatchedBench { job, .. }
             | Request::Eval { job, .. }
             | Request::Diverge { job, .. }
+            | Request::NextTokens { job, .. }
             | Request::Devices { job }
             | Request::Status { job } => Some(*job),
             Request::Cancel { .. } => None,
@@ -332,6 +353,7 @@ impl Request {
             Request::Diverge { lane_a, lane_b, .. } => {
                 format!("comparing lanes {} and {}", lane_a.lane, lane_b.lane)
             }
+            Request::NextTokens { lane, .. } => format!("reading next tokens on lane {}", lane.lane),
             Request::Devices { .. } => "listing devices".to_string(),
             Request::Status { .. } => "reading status".to_string(),
         }
@@ -578,6 +600,13 @@ pub enum JobResult {
     Divergence {
         /// The result.
         result: DivergenceResult,
+    },
+    /// A lane's most likely next tokens.
+    NextTokens {
+        /// Prompt tokens read (0: the endpoint did not say).
+        prompt_tokens: u32,
+        /// Most likely first, with probabilities (softmax at temperature 1).
+        top: Vec<TopToken>,
     },
     /// Engine status.
     Status {

@@ -161,4 +161,8 @@ pub struct DivergenceResult {
     pub summary: DivergenceSummary,
     /// Indices into `tokens` of the largest KL, largest first (up to 10).
     pub most_divergent: Vec<usize>,
+    /// Set when a lane ran on an endpoint, which lists only its top tokens: how KL and p_B
+    /// were computed instead of over the whole vocabulary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approximate: Option<String>,
 }

@@ -102,6 +102,41 @@ fn model_and_stack(
     }
 }
 
+/// A raw prompt followed by token ids, as llama-server's (and nanolab serve's) completions take
+/// it: one array of the text and then the ids, which the server reads without re-tokenizing.
+fn continued_prompt(info: &EndpointInfo, prompt: &Prompt) -> Result<Value, RemoteError> {
+    if !matches!(info.kind, ServerKind::LlamaServer | ServerKind::Nanolab) {
+        return Err(RemoteError::Unsupported(format!(
+            "{} ({}) takes a prompt either as text or as token ids, not text followed by ids; reading a lane's tokens back (divergence) needs llama-server or nanolab serve",
+            info.url,
+            info.kind.name()
+        )));
+    }
+    let mut parts: Vec<Value> = Vec::new();
+    let mut p = prompt;
+    let mut tails: Vec<&[i32]> = Vec::new();
+    loop {
+        match p {
+            Prompt::Continued { prompt, tokens } => {
+                tails.push(tokens);
+                p = prompt;
+            }
+            Prompt::Raw { text } => {
+                parts.push(json!(text));
+                break;
+            }
+            Prompt::Chat { .. } | Prompt::Messages { .. } => {
+                return Err(RemoteError::Unsupported(format!(
+                    "{}: a chat prompt cannot be followed by token ids on an endpoint (its chat template is the server's); give the prompt as raw text",
+                    info.url
+                )))
+            }
+        }
+    }
+    parts.extend(tails.into_iter().rev().flatten().map(|&t| json!(t)));
+    Ok(Value::Array(parts))
+}
+
 /// The request for `prompt` on `remote` with `adapters`, sampled as `s`, asking for `top_n`
 /// alternatives per token.
 pub fn build(
@@ -136,6 +171,10 @@ pub fn build(
                 .collect();
             body.insert("messages".into(), Value::Array(turns));
             ("/v1/chat/completions", true)
+        }
+        Prompt::Continued { .. } => {
+            body.insert("prompt".into(), continued_prompt(info, prompt)?);
+            ("/v1/completions", false)
         }
     };
     body.insert("stream".into(), json!(true));

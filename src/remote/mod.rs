@@ -4,8 +4,10 @@
 //! local one. HTTP goes through `ureq`; nothing here knows about llama.cpp.
 
 mod body;
+mod next;
 mod sse;
 mod stream;
+mod vllm;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,6 +15,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+pub use next::next_tokens;
 pub use stream::generate;
 
 /// Why talking to an endpoint failed.
@@ -303,6 +306,23 @@ pub fn probe(url: &str, key_env: Option<&str>) -> Result<EndpointInfo, RemoteErr
         models,
         adapters,
     })
+}
+
+/// The endpoint's description for a lane, after loading into vLLM the PEFT folders the lane
+/// names that it does not serve yet (`vllm.rs`).
+pub(crate) fn endpoint_for(
+    probes: &Probes,
+    remote: &crate::protocol::RemoteSpec,
+    adapters: &[crate::protocol::AdapterSpec],
+    key: Option<&str>,
+) -> Result<EndpointInfo, RemoteError> {
+    let info = probes.get(&remote.url, remote.api_key_env.as_deref())?;
+    let wanted = vllm::to_load(&info, remote, adapters);
+    if vllm::load(&info, &wanted, key)? {
+        probes.forget(&remote.url);
+        return probes.get(&remote.url, remote.api_key_env.as_deref());
+    }
+    Ok(info)
 }
 
 /// Probes, remembered per URL while they succeed, so a lane's every run does not ask again.

@@ -24,11 +24,11 @@ const MAX_ATTEMPTS: u32 = 3;
 const MAX_RETRY_AFTER_S: u64 = 10;
 
 /// One token as a chunk's logprobs describe it.
-struct Piece {
+pub(super) struct Piece {
     piece: String,
     token_id: i32,
     prob: f32,
-    top: Vec<TopToken>,
+    pub(super) top: Vec<TopToken>,
 }
 
 /// What the stream said besides tokens.
@@ -52,7 +52,7 @@ fn token_id(v: &Value) -> i32 {
 
 /// Tokens of one chunk: llama-server's and OpenAI chat's `logprobs.content` list, or OpenAI's
 /// legacy completions lists (`tokens`, `token_logprobs`, `top_logprobs` as maps).
-fn pieces(logprobs: &Value) -> Vec<Piece> {
+pub(super) fn pieces(logprobs: &Value) -> Vec<Piece> {
     if let Some(content) = logprobs.get("content").and_then(Value::as_array) {
         return content
             .iter()
@@ -326,7 +326,7 @@ fn error(job: JobId, e: &RemoteError) -> Event {
 }
 
 /// Sends the request, waiting out short `Retry-After`s; the response whose body to stream.
-fn send(
+pub(super) fn send(
     call: &Call,
     url: &str,
     key: Option<&str>,
@@ -393,7 +393,7 @@ pub fn generate(
         Ok(k) => k,
         Err(e) => return error(job, &e),
     };
-    let info = match probes.get(&remote.url, remote.api_key_env.as_deref()) {
+    let info = match super::endpoint_for(probes, remote, &spec.adapters, key.as_deref()) {
         Ok(i) => i,
         Err(e) => return error(job, &e),
     };

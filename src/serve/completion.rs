@@ -15,7 +15,7 @@ use crate::protocol::{AdapterSpec, ChatTurn, LaneId, LaneSpec, ModelSpec, Prompt
 
 use super::answer::respond;
 use super::library::parse_model_name;
-use super::openai::{ApiError, ChatRequest, CompletionRequest, Content, PromptField, SamplingFields};
+use super::openai::{ApiError, ChatRequest, CompletionRequest, Content, PromptField, PromptPart, SamplingFields};
 use super::pacing::Pacer;
 use super::routes::{body_bytes, parse_json, Shared};
 
@@ -129,17 +129,18 @@ fn prepare_chat(state: &Shared, req: ChatRequest) -> Result<(Prepared, Kind), Ap
 }
 
 fn prepare_text(state: &Shared, req: CompletionRequest) -> Result<(Prepared, Kind), ApiError> {
-    let text = match req.prompt {
-        PromptField::One(t) => t,
-        PromptField::Many(mut v) if v.len() == 1 => v.remove(0),
+    let (text, ids) = match req.prompt {
+        PromptField::One(t) => (t, Vec::new()),
+        PromptField::Many(mut v) if v.len() == 1 => (v.remove(0), Vec::new()),
         PromptField::Many(v) => {
             return Err(ApiError::invalid(
                 Some("prompt"),
                 format!("{} prompts given; send one per request", v.len()),
             ))
         }
+        PromptField::Mixed(parts) => mixed_prompt(parts)?,
     };
-    if text.is_empty() {
+    if text.is_empty() && ids.is_empty() {
         return Err(ApiError::invalid(Some("prompt"), "the prompt is empty"));
     }
     if req.echo {
@@ -161,10 +162,35 @@ fn prepare_text(state: &Shared, req: CompletionRequest) -> Result<(Prepared, Kin
     let kind = Kind::Text {
         logprobs: req.logprobs.is_some(),
     };
-    Ok((
-        prepare(state, &req.model, req.sampling, Prompt::Raw { text }, top_n)?,
-        kind,
-    ))
+    let prompt = if ids.is_empty() {
+        Prompt::Raw { text }
+    } else {
+        Prompt::Continued {
+            prompt: Box::new(Prompt::Raw { text }),
+            tokens: ids,
+        }
+    };
+    Ok((prepare(state, &req.model, req.sampling, prompt, top_n)?, kind))
+}
+
+/// `[text, id, id, …]`: the text, then token ids (the engine checks them against the model's
+/// vocabulary). Other orders are refused.
+fn mixed_prompt(parts: Vec<PromptPart>) -> Result<(String, Vec<i32>), ApiError> {
+    let mut parts = parts.into_iter();
+    let Some(PromptPart::Text(text)) = parts.next() else {
+        return Err(ApiError::invalid(
+            Some("prompt"),
+            "a prompt list is text followed by token ids; it must start with the text",
+        ));
+    };
+    let ids = parts
+        .map(|p| match p {
+            PromptPart::Token(id) => i32::try_from(id).map_err(|_| format!("token id {id} is out of range")),
+            PromptPart::Text(_) => Err("only the first element of a prompt list may be text".to_string()),
+        })
+        .collect::<Result<Vec<i32>, String>>()
+        .map_err(|m| ApiError::invalid(Some("prompt"), m))?;
+    Ok((text, ids))
 }
 
 fn adapters_for(

@@ -135,7 +135,8 @@ pub struct ChatRequest {
     pub sampling: SamplingFields,
 }
 
-/// `prompt`: one string or a list holding one string.
+/// `prompt`: one string, a list holding one string, or (as llama-server takes it) text
+/// followed by token ids.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum PromptField {
@@ -143,6 +144,18 @@ pub enum PromptField {
     One(String),
     /// A list of prompts (only one is served).
     Many(Vec<String>),
+    /// Text, then token ids read as they are.
+    Mixed(Vec<PromptPart>),
+}
+
+/// An element of a mixed prompt.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum PromptPart {
+    /// Text.
+    Text(String),
+    /// A token id.
+    Token(i64),
 }
 
 /// `POST /v1/completions`.

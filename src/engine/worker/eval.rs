@@ -308,6 +308,7 @@ impl Worker {
                 tokens,
                 summary,
                 most_divergent: divergence::most_divergent(&kls, 10),
+                approximate: None,
             },
         })
     }

@@ -315,6 +315,41 @@ impl Worker {
         None
     }
 
+    /// The lane's `top_n` most likely next tokens after `prompt`, end of text included.
+    pub(super) fn next_tokens(
+        &mut self,
+        job: JobId,
+        spec: &LaneSpec,
+        prompt: &Prompt,
+        top_n: u32,
+        sink: &mut dyn EventSink,
+    ) -> JobResultOr<JobResult> {
+        self.setup_lane(job, spec, sink)?;
+        let lane = self
+            .lanes
+            .get_mut(&spec.lane)
+            .ok_or_else(|| JobError::from("lane missing".to_string()))?;
+        let model = Rc::clone(&lane.model);
+        let tokens = prompt_tokens(&model.model, prompt)?;
+        let n_ctx = lane.ctx.n_ctx() as usize;
+        if tokens.is_empty() || tokens.len() > n_ctx {
+            return Err(format!("the prompt is {} tokens; the context holds {n_ctx}", tokens.len()).into());
+        }
+        self.cancel.attach(job, lane.ctx.abort_flag());
+        lane.ctx.clear();
+        let last = lane.ctx.decode(&tokens, 0, false)?;
+        let n_vocab = usize::try_from(model.info.n_vocab).unwrap_or(0);
+        let logits = lane
+            .ctx
+            .logits(last.saturating_sub(1), n_vocab)
+            .ok_or_else(|| JobError::from("llama.cpp returned no logits".to_string()))?;
+        let (_, top) = token_probs(logits, -1, top_n.clamp(1, 10) as usize, &model.model);
+        Ok(JobResult::NextTokens {
+            prompt_tokens: u32::try_from(tokens.len()).unwrap_or(u32::MAX),
+            top,
+        })
+    }
+
     /// Runs a generation alone to its end (for [`Worker::handle`]).
     pub(super) fn generate(&mut self, w: Wanted, sink: &mut dyn EventSink) -> JobResultOr<RunStats> {
         let mut g = self.start_generation(w, &[], sink)?;

@@ -195,6 +195,9 @@ impl Worker {
                 },
                 sink,
             ),
+            Request::NextTokens {
+                lane, prompt, top_n, ..
+            } => self.next_tokens(job, &lane, &prompt, top_n, sink),
             Request::Devices { .. } => Ok(JobResult::Devices {
                 devices: llama::devices(),
             }),
@@ -480,9 +483,19 @@ impl Worker {
     }
 }
 
-/// The tokens of a prompt: raw text as is, a chat turn through the model's template.
+/// The tokens of a prompt: raw text as is, a chat turn through the model's template, given
+/// token ids checked against the vocabulary.
 fn prompt_tokens(model: &Model, prompt: &Prompt) -> JobResultOr<Vec<i32>> {
     let text = match prompt {
+        Prompt::Continued { prompt, tokens } => {
+            let n_vocab = model.n_vocab();
+            if let Some(bad) = tokens.iter().find(|&&t| t < 0 || t >= n_vocab) {
+                return Err(format!("token id {bad} is not in this model's vocabulary of {n_vocab}").into());
+            }
+            let mut ids = prompt_tokens(model, prompt)?;
+            ids.extend_from_slice(tokens);
+            return Ok(ids);
+        }
         Prompt::Raw { text } => text.clone(),
         Prompt::Chat { system, user } => {
             let mut msgs = Vec::new();
