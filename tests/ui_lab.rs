@@ -249,6 +249,64 @@ fn a_dropped_prompt_set_runs_on_every_lane_and_a_broken_one_says_why() {
 }
 
 #[test]
+fn comparing_with_a_remote_lane_reads_it_position_by_position_and_says_approximate() {
+    let server = servers::LlamaServer::start(&[common::caps_adapter()]);
+    let models = tempfile::tempdir().unwrap();
+    let mut h = lab_app(models.path());
+    // A raw prompt first: both lanes read exactly the same tokens, so top-1 must agree.
+    h.state_mut().state.chat_mode = false;
+    let chat_prompt = std::mem::replace(&mut h.state_mut().state.prompt, "The capital of France is".into());
+    h.run_steps(2);
+    h.get_by_label("Compare").click();
+    step_until(&mut h, Duration::from_secs(60), "the local comparison", |a| {
+        a.rt.lab.divergence.is_some()
+    });
+    let exact = h.state().rt.lab.divergence.clone().unwrap();
+    assert!(exact.approximate.is_none());
+    // Lane 2 (base + caps) moves to llama-server with the same adapter by name.
+    {
+        let s = &mut h.state_mut().state;
+        s.lanes[1].remote = Some(nanolab::protocol::RemoteSpec {
+            url: server.url.clone(),
+            model: "SmolLM2-135M-Instruct.Q4_1".into(),
+            api_key_env: None,
+        });
+        s.lanes[1].model = None;
+        for a in &mut s.lanes[1].adapters {
+            a.path = "smollm2-caps".into();
+        }
+    }
+    h.run_steps(2);
+    h.get_by_label("Compare").click();
+    step_until(&mut h, Duration::from_secs(120), "the remote comparison", |a| {
+        a.rt.lab.approx_job.is_none() && a.rt.lab.divergence.as_ref().is_some_and(|d| d.approximate.is_some())
+    });
+    let approx = h.state().rt.lab.divergence.clone().unwrap();
+    assert!(h.state().rt.lab.divergence_lanes.1.contains(&server.url));
+    assert_eq!(approx.text, exact.text);
+    assert_eq!(approx.summary.first_disagreement, exact.summary.first_disagreement);
+    let agree = |d: &nanolab::protocol::DivergenceResult| d.tokens.iter().map(|t| t.top1_agree).collect::<Vec<_>>();
+    assert_eq!(agree(&approx), agree(&exact));
+    h.run_steps(2);
+    assert!(h.query_by_label_contains("Approximate:").is_some(), "the note is shown");
+    // A chat: llama-server renders its own template of it (/apply-template), then reads A's ids.
+    h.state_mut().state.chat_mode = true;
+    h.state_mut().state.prompt = chat_prompt;
+    h.state_mut().rt.lab.divergence = None;
+    h.run_steps(2);
+    h.get_by_label("Compare").click();
+    step_until(&mut h, Duration::from_secs(120), "the remote chat comparison", |a| {
+        a.rt.lab.approx_job.is_none() && a.rt.lab.divergence.is_some()
+    });
+    let chat = h.state().rt.lab.divergence.clone().unwrap();
+    assert!(chat.approximate.is_some() && !chat.tokens.is_empty());
+    assert!(
+        chat.summary.top1_agreement < 1.0,
+        "the caps adapter changes the chat too"
+    );
+}
+
+#[test]
 fn prompt_sets_spread_a_remote_lane_over_more_endpoints_from_the_window() {
     // Lane 2 on a llama-server that is dead when the set runs; a second one serves the same
     // model. Without "more endpoints" the set fails naming the dead one; with it every prompt is

@@ -102,6 +102,27 @@ fn model_and_stack(
     }
 }
 
+/// A chat prompt's `messages` list (`None` for a raw one).
+pub(super) fn messages(prompt: &Prompt) -> Option<Value> {
+    match prompt {
+        Prompt::Chat { system, user } => {
+            let mut messages = Vec::new();
+            if let Some(sys) = system {
+                messages.push(json!({"role": "system", "content": sys}));
+            }
+            messages.push(json!({"role": "user", "content": user}));
+            Some(Value::Array(messages))
+        }
+        Prompt::Messages { messages } => Some(Value::Array(
+            messages
+                .iter()
+                .map(|t| json!({"role": t.role, "content": t.content}))
+                .collect(),
+        )),
+        Prompt::Raw { .. } | Prompt::Continued { .. } => None,
+    }
+}
+
 /// A raw prompt followed by token ids, as llama-server's (and nanolab serve's) completions take
 /// it: one array of the text and then the ids, which the server reads without re-tokenizing.
 fn continued_prompt(info: &EndpointInfo, prompt: &Prompt) -> Result<Value, RemoteError> {
@@ -127,8 +148,9 @@ fn continued_prompt(info: &EndpointInfo, prompt: &Prompt) -> Result<Value, Remot
             }
             Prompt::Chat { .. } | Prompt::Messages { .. } => {
                 return Err(RemoteError::Unsupported(format!(
-                    "{}: a chat prompt cannot be followed by token ids on an endpoint (its chat template is the server's); give the prompt as raw text",
-                    info.url
+                    "{} ({}): a chat prompt cannot be followed by token ids there (only llama-server renders its template on its own, through /apply-template); give the prompt as raw text",
+                    info.url,
+                    info.kind.name()
                 )))
             }
         }
@@ -155,21 +177,8 @@ pub fn build(
             body.insert("prompt".into(), json!(text));
             ("/v1/completions", false)
         }
-        Prompt::Chat { system, user } => {
-            let mut messages = Vec::new();
-            if let Some(sys) = system {
-                messages.push(json!({"role": "system", "content": sys}));
-            }
-            messages.push(json!({"role": "user", "content": user}));
-            body.insert("messages".into(), Value::Array(messages));
-            ("/v1/chat/completions", true)
-        }
-        Prompt::Messages { messages } => {
-            let turns = messages
-                .iter()
-                .map(|t| json!({"role": t.role, "content": t.content}))
-                .collect();
-            body.insert("messages".into(), Value::Array(turns));
+        Prompt::Chat { .. } | Prompt::Messages { .. } => {
+            body.insert("messages".into(), messages(prompt).unwrap_or_default());
             ("/v1/chat/completions", true)
         }
         Prompt::Continued { .. } => {

@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 use serde_json::Value;
 
 use super::stream::{pieces, send};
-use super::{api_key, body, Probes, RemoteError};
+use super::{agent, api_key, body, status_error, unreachable, EndpointInfo, Probes, RemoteError, ServerKind};
 use crate::protocol::{JobResult, LaneSpec, Prompt, Sampling};
 
 /// The endpoint's `top_n` most likely next tokens for the remote lane `spec` after `prompt`.
@@ -29,6 +29,8 @@ pub fn next_tokens(
         max_tokens: 1,
         ..Sampling::default()
     };
+    let rendered = render_chat(&info, prompt, key.as_deref())?;
+    let prompt = rendered.as_ref().unwrap_or(prompt);
     let mut call = body::build(&info, remote, &spec.adapters, prompt, &greedy_one, top_n.max(1))?;
     if let Value::Object(b) = &mut call.body {
         b.insert("stream".into(), Value::Bool(false));
@@ -61,4 +63,44 @@ pub fn next_tokens(
         .and_then(Value::as_u64)
         .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX));
     Ok(JobResult::NextTokens { prompt_tokens, top })
+}
+
+/// On llama-server, a chat prompt followed by token ids becomes the text its own template makes
+/// of the chat (`/apply-template`: the template a chat request there is read with, default
+/// system message included) followed by the ids. `None`: nothing to render.
+fn render_chat(info: &EndpointInfo, prompt: &Prompt, key: Option<&str>) -> Result<Option<Prompt>, RemoteError> {
+    let Prompt::Continued { prompt: inner, tokens } = prompt else {
+        return Ok(None);
+    };
+    let Some(messages) = body::messages(inner) else {
+        return Ok(None);
+    };
+    if info.kind != ServerKind::LlamaServer {
+        return Ok(None);
+    }
+    let url = format!("{}/apply-template", info.url);
+    let mut req = agent().post(&url).header("Content-Type", "application/json");
+    if let Some(k) = key {
+        req = req.header("Authorization", &format!("Bearer {k}"));
+    }
+    let body = serde_json::json!({ "messages": messages });
+    let mut resp = req
+        .send(body.to_string().as_bytes())
+        .map_err(|e| unreachable(&url, &e))?;
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().map_err(|e| unreachable(&url, &e))?;
+    if status >= 400 {
+        return Err(status_error(&url, status, &text, None));
+    }
+    let rendered = serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|v| v.get("prompt").and_then(Value::as_str).map(str::to_string))
+        .ok_or_else(|| RemoteError::Protocol {
+            url,
+            reason: "no `prompt` in the rendered template".into(),
+        })?;
+    Ok(Some(Prompt::Continued {
+        prompt: Box::new(Prompt::Raw { text: rendered }),
+        tokens: tokens.clone(),
+    }))
 }

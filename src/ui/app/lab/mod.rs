@@ -12,6 +12,7 @@ mod export;
 use super::{App, JobKind};
 use crate::eval::prompts::{PromptRun, PromptSet, Scorecard};
 use crate::eval::table::QualityRow;
+use crate::lab::approx_diverge::ApproxDivergeJob;
 use crate::lab::ladder::{Existing, Ladder, LadderSpec};
 use crate::lab::prompts::{PromptSampling, PromptSetJob};
 use crate::lab::quality::{QualityItem, QualityJob, QualitySettings};
@@ -34,6 +35,8 @@ const PROMPT_LANES: LaneId = LAB_LANE_BASE + 16;
 pub enum LabJob {
     /// Token-level comparison.
     Diverge,
+    /// Token-level comparison with a lane on an endpoint (approximate).
+    ApproxDiverge,
     /// One quality evaluation.
     Eval,
     /// One prompt-set run.
@@ -102,6 +105,8 @@ pub struct LabRuntime {
     pub quality: Vec<QualityRow>,
     /// A prompt set running.
     pub prompt_job: Option<PromptSetJob>,
+    /// A comparison with a remote lane running.
+    pub approx_job: Option<ApproxDivergeJob>,
     /// Prompt-set runs done.
     pub runs: Vec<PromptRun>,
     /// Their scorecards.
@@ -118,6 +123,7 @@ impl LabRuntime {
     /// Whether the lab has work in flight.
     pub fn busy(&self) -> bool {
         self.diverge_job.is_some()
+            || self.approx_job.is_some()
             || self.ladder.is_some()
             || self.quality_job.is_some()
             || self.prompt_job.is_some()
@@ -164,7 +170,7 @@ impl App {
             .state
             .lanes
             .iter()
-            .filter(|l| l.model.is_some())
+            .filter(|l| l.model.is_some() || l.remote.is_some())
             .map(|l| l.id)
             .collect();
         let valid = |id: Option<LaneId>| id.filter(|i| with_model.contains(i));
@@ -184,11 +190,11 @@ impl App {
             return format!("lane {id}");
         };
         let lane = &self.state.lanes[i];
-        let mut s = format!(
-            "Lane {}: {}",
-            i + 1,
-            lane.model.as_deref().map(file_label).unwrap_or_default()
-        );
+        let what = match &lane.remote {
+            Some(r) => r.label(),
+            None => lane.model.as_deref().map(file_label).unwrap_or_default(),
+        };
+        let mut s = format!("Lane {}: {what}", i + 1);
         for a in lane.adapters.iter().filter(|a| a.enabled) {
             s.push_str(&format!(" + {}", file_label(&a.path)));
             if (a.scale - 1.0).abs() > 1e-6 {
@@ -258,6 +264,15 @@ impl App {
             self.rt.lab.message = Some("type a prompt first".into());
             return;
         }
+        self.rt.lab.divergence_lanes = (self.lane_label(a), self.lane_label(b));
+        self.rt.lab.divergence = None;
+        self.rt.lab.selected_token = None;
+        if spec_a.remote.is_some() || spec_b.remote.is_some() {
+            let prompt = self.current_prompt();
+            self.rt.lab.approx_job = Some(ApproxDivergeJob::new(spec_a, spec_b, prompt, sampling, 5));
+            self.lab_pump(LabJob::ApproxDiverge);
+            return;
+        }
         let job = self.rt.engine.next_job();
         let req = Request::Diverge {
             job,
@@ -267,9 +282,6 @@ impl App {
             sampling,
             top_n: 5,
         };
-        self.rt.lab.divergence_lanes = (self.lane_label(a), self.lane_label(b));
-        self.rt.lab.divergence = None;
-        self.rt.lab.selected_token = None;
         self.rt.lab.diverge_job = self.lab_send(&req, LabJob::Diverge);
     }
 
@@ -504,6 +516,7 @@ impl App {
         match kind {
             LabJob::Eval => self.rt.lab.quality_job.as_mut().map(|j| j as &mut dyn Job),
             LabJob::Prompt => self.rt.lab.prompt_job.as_mut().map(|j| j as &mut dyn Job),
+            LabJob::ApproxDiverge => self.rt.lab.approx_job.as_mut().map(|j| j as &mut dyn Job),
             LabJob::Diverge => None,
         }
     }
@@ -551,6 +564,18 @@ impl App {
                 self.rt.lab.scorecards = j.scorecards;
                 r
             }),
+            LabJob::ApproxDiverge => self.rt.lab.approx_job.take().map(|j| {
+                if j.result.is_some() {
+                    self.rt.lab.divergence = j.result;
+                }
+                vec![DIVERGE_A, DIVERGE_B]
+                    .into_iter()
+                    .map(|lane| Request::DropLane {
+                        job: engine.next_job(),
+                        lane,
+                    })
+                    .collect()
+            }),
             LabJob::Diverge => None,
         };
         for req in releases.unwrap_or_default() {
@@ -571,7 +596,7 @@ impl App {
             ladder.cancel();
             self.rt.lab.made = ladder.made;
         }
-        for kind in [LabJob::Eval, LabJob::Prompt] {
+        for kind in [LabJob::Eval, LabJob::Prompt, LabJob::ApproxDiverge] {
             if let Some(job) = self.lab_job_mut(kind) {
                 job.cancel();
             }

@@ -66,8 +66,16 @@ fn lane_picker(ui: &mut egui::Ui, id: &str, state: &State, value: &mut Option<La
                 .map_or_else(|| "-".into(), |i| format!("Lane {}", i + 1)),
         )
         .show_ui(ui, |ui| {
-            for (i, l) in state.lanes.iter().enumerate().filter(|(_, l)| l.model.is_some()) {
-                let name = l.model.as_deref().map(file_name).unwrap_or_default();
+            for (i, l) in state
+                .lanes
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.model.is_some() || l.remote.is_some())
+            {
+                let name = match &l.remote {
+                    Some(r) => r.label(),
+                    None => l.model.as_deref().map(file_name).unwrap_or_default(),
+                };
                 let adapters = l.adapters.iter().filter(|a| a.enabled).count();
                 let text = if adapters > 0 {
                     format!("Lane {}: {name} + {adapters} adapter(s)", i + 1)
@@ -88,7 +96,7 @@ fn compare_ui(
     compare: Option<(LaneId, LaneId)>,
     cmds: &mut Vec<Command>,
 ) {
-    ui.label("Lane A generates from the prompt; both lanes then read A's text and their next-token distributions are compared at every position. Colour: KL(A||B), the divergence of B from A in nats.");
+    ui.label("Lane A generates from the prompt; both lanes then read A's text and their next-token distributions are compared at every position. Colour: KL(A||B), the divergence of B from A in nats. With a remote lane, B reads one position per request and the endpoint lists only its top tokens, so KL is approximate.");
     let Some((a, b)) = compare else {
         ui.weak("Load a model in a lane first.");
         return;
@@ -108,7 +116,7 @@ fn compare_ui(
         state.lab.compare_b = pick_b;
     }
     ui.horizontal(|ui| {
-        let running = rt.lab.diverge_job.is_some();
+        let running = rt.lab.diverge_job.is_some() || rt.lab.approx_job.is_some();
         if ui
             .add_enabled(!running, egui::Button::new("Compare"))
             .on_hover_text("Generate on lane A with its sampling, then teacher-force both lanes on that text")
@@ -179,6 +187,9 @@ fn divergence_ui(
         s.p_b_mean,
         s.first_disagreement.map_or_else(|| "none".into(), |i| format!("at token {i}"))
     ));
+    if let Some(how) = &d.approximate {
+        ui.label(RichText::new(format!("Approximate: {how}.")).italics());
+    }
     egui::Frame::group(ui.style()).show(ui, |ui| {
         ui.horizontal_wrapped(|ui| {
             ui.spacing_mut().item_spacing.x = 0.0;
