@@ -200,6 +200,72 @@ fn cancel_ends_the_job_marked_cancelled() {
     assert!(s.generated_tokens < 1500);
 }
 
+/// An executable that runs `body` (a shell script) in place of the engine.
+fn fake_engine(dir: &std::path::Path, body: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join("fake-nanolab");
+    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+#[test]
+fn sending_does_not_wait_for_the_engine_to_start_and_a_bad_start_is_an_error_event() {
+    let dir = tempfile::tempdir().unwrap();
+    // The real engine, started only once the flag file exists.
+    let flag = dir.path().join("go");
+    let exe = fake_engine(
+        dir.path(),
+        &format!(
+            "while [ ! -e '{}' ]; do sleep 0.05; done; exec '{}' \"$@\"",
+            flag.display(),
+            exe().display()
+        ),
+    );
+    let mut c = EngineClient::new(Some(exe));
+    let job = c.next_job();
+    c.send(&Request::Status { job }).unwrap();
+    // send returned although the engine cannot have said it is ready: nothing has let it start.
+    assert!(!flag.exists());
+    assert!(c.events().try_recv().is_err());
+    std::fs::write(&flag, "").unwrap();
+    let ev = c
+        .events()
+        .recv_timeout(Duration::from_secs(60))
+        .expect("status once started");
+    assert!(
+        matches!(
+            ev,
+            Event::Done {
+                result: JobResult::Status { .. },
+                ..
+            }
+        ),
+        "{ev:?}"
+    );
+    assert!(c.system_info().contains("CPU"), "{}", c.system_info());
+
+    // A child that answers with something else than Ready: the request gets an error event.
+    let bad = tempfile::tempdir().unwrap();
+    let mut c = EngineClient::new(Some(fake_engine(bad.path(), "echo 'not json'; sleep 30")));
+    let job = c.next_job();
+    c.send(&Request::Status { job }).unwrap();
+    match c
+        .events()
+        .recv_timeout(Duration::from_secs(30))
+        .expect("an error event")
+    {
+        Event::Error { job: j, message, .. } => {
+            assert_eq!(j, job);
+            assert!(
+                message.contains("did not start") && message.contains("not json"),
+                "{message}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn killed_engine_is_reported_and_restarted() {
     let model = demo_model();

@@ -66,7 +66,8 @@ pub struct EngineClient {
     waker: Option<Waker>,
     next_job: AtomicU64,
     restarts: u64,
-    system_info: String,
+    /// Filled by the reader thread from the child's `Ready` line.
+    system_info: Arc<Mutex<String>>,
     remote: RemoteLanes,
 }
 
@@ -84,7 +85,7 @@ impl EngineClient {
             waker: None,
             next_job: AtomicU64::new(1),
             restarts: 0,
-            system_info: String::new(),
+            system_info: Arc::default(),
             remote: RemoteLanes::default(),
         }
     }
@@ -118,8 +119,8 @@ impl EngineClient {
     }
 
     /// llama.cpp's system info from the running engine.
-    pub fn system_info(&self) -> &str {
-        &self.system_info
+    pub fn system_info(&self) -> String {
+        self.system_info.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     /// The nanolab executable the engine (and other worker processes) run from.
@@ -158,32 +159,12 @@ impl EngineClient {
         else {
             return Err(ClientError::Startup("no pipes to the child".into()));
         };
-        let mut lines = BufReader::new(stdout).lines();
-        let first = lines.next();
+        // The child's `Ready` line is read on the reader thread, not here: a caller on the UI
+        // thread goes on at once, and requests written meanwhile wait in the pipe.
+        let lines = BufReader::new(stdout).lines();
         let child = Arc::new(Mutex::new(child));
         // Without the thread the tail stays empty; the engine still runs.
         let stderr_tail = StderrTail::spawn("engine-stderr", stderr, true).unwrap_or_default();
-        match first.and_then(Result::ok).map(|l| serde_json::from_str::<Event>(&l)) {
-            Some(Ok(Event::Ready {
-                protocol_version,
-                system_info,
-                ..
-            })) => {
-                if protocol_version != PROTOCOL_VERSION {
-                    kill(&child);
-                    return Err(ClientError::Version {
-                        found: protocol_version,
-                    });
-                }
-                self.system_info = system_info;
-            }
-            other => {
-                let status = wait_status(&child);
-                let tail = stderr_tail.tail_text();
-                kill(&child);
-                return Err(ClientError::Startup(format!("{status}{tail} (first line: {other:?})")));
-            }
-        }
         let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let reader = Reader {
             child: Arc::clone(&child),
@@ -192,6 +173,7 @@ impl EngineClient {
             waker: self.waker.clone(),
             alive: Arc::clone(&alive),
             stderr_tail,
+            system_info: Arc::clone(&self.system_info),
         };
         std::thread::Builder::new()
             .name("engine-reader".into())
@@ -326,9 +308,42 @@ struct Reader {
     waker: Option<Waker>,
     alive: Arc<std::sync::atomic::AtomicBool>,
     stderr_tail: StderrTail,
+    system_info: Arc<Mutex<String>>,
 }
 
 impl Reader {
+    /// Reads the child's first line: `None` when it is a `Ready` of this protocol version,
+    /// else why the engine cannot be used.
+    fn startup(&self, first: Option<std::io::Result<String>>) -> Option<String> {
+        let Some(line) = first.and_then(Result::ok) else {
+            return Some("the engine did not start (it wrote nothing)".into());
+        };
+        match serde_json::from_str::<Event>(&line) {
+            Ok(Event::Ready {
+                protocol_version,
+                system_info,
+                ..
+            }) => {
+                if protocol_version != PROTOCOL_VERSION {
+                    return Some(
+                        ClientError::Version {
+                            found: protocol_version,
+                        }
+                        .to_string(),
+                    );
+                }
+                if let Ok(mut s) = self.system_info.lock() {
+                    *s = system_info;
+                }
+                None
+            }
+            _ => {
+                let shown: String = line.chars().take(200).collect();
+                Some(format!("the engine did not start (its first line: {shown:?})"))
+            }
+        }
+    }
+
     fn deliver(&self, ev: Event) {
         let _ = self.tx.send(ev);
         if let Some(w) = &self.waker {
@@ -336,7 +351,13 @@ impl Reader {
         }
     }
 
-    fn run(self, lines: std::io::Lines<BufReader<std::process::ChildStdout>>) {
+    fn run(self, mut lines: std::io::Lines<BufReader<std::process::ChildStdout>>) {
+        let failed_start = self.startup(lines.next());
+        if failed_start.is_some() {
+            kill(&self.child);
+        }
+        // After a failed start nothing more is read: a grandchild may hold the pipe open.
+        let lines = lines.take(if failed_start.is_none() { usize::MAX } else { 0 });
         for line in lines {
             let Ok(line) = line else { break };
             match serde_json::from_str::<Event>(&line) {
@@ -366,10 +387,11 @@ impl Reader {
                 v
             })
             .unwrap_or_default();
+        let why = failed_start.map_or_else(String::new, |w| format!("{w}; "));
         for (job, action) in orphans {
             self.deliver(Event::Error {
                 job,
-                message: format!("engine stopped while {action}: {status}{tail}"),
+                message: format!("engine stopped while {action}: {why}{status}{tail}"),
                 cancelled: false,
                 retry: false,
             });
