@@ -23,6 +23,14 @@ if [[ -z "${1:-}" ]]; then
     exit 1
   fi
 fi
+# Files by concern: none over 600 lines (architecture issue, item 5).
+long=$(find src -name '*.rs' -exec wc -l {} + | awk '$2 != "total" && $1 > 600 {print "  " $2 ": " $1 " lines"}')
+if [ -n "$long" ]; then
+  echo "check-layers: files over 600 lines (split them by concern):" >&2
+  echo "$long" >&2
+  exit 1
+fi
+
 exec python3 - "${1:-src}" <<'PY'
 import os
 import re
@@ -265,3 +273,4 @@ for f in sorted(set(floor.values()), reverse=True):
     deps = sorted({w for v in members for w in graph[v]})
     print(f"  {f}: {', '.join(members)}" + (f"  (uses {', '.join(deps)})" if deps else ""))
 PY
+

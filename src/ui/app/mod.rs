@@ -2,6 +2,7 @@
 
 mod commands;
 pub mod lab;
+mod library;
 mod logic;
 pub mod remote;
 pub mod scene;

@@ -2,6 +2,7 @@
 
 pub mod graphs;
 pub mod lab;
+mod lane_stats;
 pub mod lanes;
 pub mod library;
 pub mod prompt;

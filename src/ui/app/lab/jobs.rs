@@ -1,0 +1,143 @@
+//! The lab's jobs in the window: each [`crate::lab::Job`] hands out its engine requests as
+//! earlier ones end, takes their events as frames drain them, and gives back its engine lanes
+//! when it is over, however it ended.
+
+use super::{LabJob, DIVERGE_A, DIVERGE_B};
+use crate::lab::Job;
+use crate::protocol::{Event, JobId, JobResult, LaneId, Request};
+use crate::ui::app::{App, JobKind};
+
+impl App {
+    pub(super) fn lab_job_mut(&mut self, kind: LabJob) -> Option<&mut dyn Job> {
+        match kind {
+            LabJob::Eval => self.rt.lab.quality_job.as_mut().map(|j| j as &mut dyn Job),
+            LabJob::Prompt => self.rt.lab.prompt_job.as_mut().map(|j| j as &mut dyn Job),
+            LabJob::ApproxDiverge => self.rt.lab.approx_job.as_mut().map(|j| j as &mut dyn Job),
+            LabJob::Diverge => None,
+        }
+    }
+
+    /// Sends the job's next requests (as many as it runs at once), or ends the job when it has
+    /// none left.
+    pub(super) fn lab_pump(&mut self, kind: LabJob) {
+        loop {
+            let id = self.rt.engine.next_job();
+            let Some(job) = self.lab_job_mut(kind) else {
+                return;
+            };
+            let next = job.next_request(id);
+            let finished = job.finished();
+            match next {
+                // A request the engine could not take ends the job (lab_send said why).
+                Some(req) => {
+                    if self.lab_send(&req, kind).is_none() {
+                        self.lab_end(kind);
+                        return;
+                    }
+                }
+                None => {
+                    if finished {
+                        self.lab_end(kind);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Keeps a finished job's results and gives back what it held in the engine.
+    pub(super) fn lab_end(&mut self, kind: LabJob) {
+        let engine = &self.rt.engine;
+        let releases = match kind {
+            LabJob::Eval => self.rt.lab.quality_job.take().map(|j| {
+                let r = j.release(&mut || engine.next_job());
+                self.rt.lab.quality = j.rows;
+                r
+            }),
+            LabJob::Prompt => self.rt.lab.prompt_job.take().map(|j| {
+                let r = j.release(&mut || engine.next_job());
+                self.rt.lab.runs = j.runs;
+                self.rt.lab.scorecards = j.scorecards;
+                r
+            }),
+            LabJob::ApproxDiverge => self.rt.lab.approx_job.take().map(|j| {
+                if j.result.is_some() {
+                    self.rt.lab.divergence = j.result;
+                }
+                vec![DIVERGE_A, DIVERGE_B]
+                    .into_iter()
+                    .map(|lane| Request::DropLane {
+                        job: engine.next_job(),
+                        lane,
+                    })
+                    .collect()
+            }),
+            LabJob::Diverge => None,
+        };
+        for req in releases.unwrap_or_default() {
+            self.housekeeping(&req);
+        }
+    }
+
+    /// Drops lab lanes in the engine (their contexts), fire and forget.
+    pub(super) fn lab_release(&mut self, lanes: &[LaneId]) {
+        for &lane in lanes {
+            let job = self.rt.engine.next_job();
+            self.housekeeping(&Request::DropLane { job, lane });
+        }
+    }
+
+    pub(super) fn lab_cancel(&mut self) {
+        if let Some(mut ladder) = self.rt.lab.ladder.take() {
+            ladder.cancel();
+            self.rt.lab.made = ladder.made;
+        }
+        for kind in [LabJob::Eval, LabJob::Prompt, LabJob::ApproxDiverge] {
+            if let Some(job) = self.lab_job_mut(kind) {
+                job.cancel();
+            }
+            self.lab_pump(kind);
+        }
+        let lab_jobs: Vec<JobId> = self
+            .rt
+            .jobs
+            .iter()
+            .filter(|(_, k)| matches!(k, JobKind::Lab(_)))
+            .map(|(j, _)| *j)
+            .collect();
+        for job in lab_jobs {
+            self.housekeeping(&Request::Cancel { job });
+        }
+        self.rt.lab.message = Some("stopped".into());
+    }
+
+    /// Applies an engine event of a lab job.
+    pub fn apply_lab_event(&mut self, kind: LabJob, ev: Event) {
+        if kind != LabJob::Diverge {
+            let terminal = ev.is_terminal();
+            if let Some(Err(f)) = self.lab_job_mut(kind).map(|j| j.on_event(ev)) {
+                self.rt.lab.message = Some(f.message);
+            }
+            if terminal {
+                self.lab_pump(kind);
+            }
+            return;
+        }
+        match ev {
+            Event::Done {
+                result: JobResult::Divergence { result },
+                ..
+            } => {
+                self.rt.lab.diverge_job = None;
+                self.rt.lab.divergence = Some(result);
+                self.lab_release(&[DIVERGE_A, DIVERGE_B]);
+            }
+            Event::Error { message, .. } => {
+                self.rt.lab.diverge_job = None;
+                self.rt.lab.message = Some(message);
+                self.lab_release(&[DIVERGE_A, DIVERGE_B]);
+            }
+            _ => {}
+        }
+    }
+}
