@@ -1,13 +1,12 @@
 //! The LoRA workbench on the demo model: PEFT import (checked against a reference computed here
 //! from the PEFT weights), merge vs runtime adapters, stacking and hot-swap, registry CLI.
 
-mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use nanolab::adapters::merge::{self, MergedType};
 use nanolab::adapters::peft::{self, OutType};
 use nanolab::gguf::{self, Value};

@@ -3,12 +3,11 @@
 //! compression at the adapter's own rank changes nothing measurable, lower ranks cost more KLD
 //! and take less space; bad input is refused with a reason.
 
-mod common;
 
 use std::path::Path;
 
-use common::nanolab_isolated as nanolab;
-use common::*;
+use crate::common::nanolab_isolated as nanolab;
+use crate::common::*;
 use nanolab::adapters::lora_file::LoraAdapter;
 
 /// nanolab with the arguments of one line (split at spaces; the paths here have none).

@@ -12,14 +12,13 @@
 //! - merging the qwen3 adapter adds peft's own embedding delta to the token embeddings;
 //! - DoRA and modules_to_save folders saved by peft are refused naming the reason and tensor.
 
-mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::nanolab_isolated as nanolab;
-use common::*;
+use crate::common::nanolab_isolated as nanolab;
+use crate::common::*;
 use nanolab::gguf::{self, Value};
 
 const ARCHS: [&str; 6] = ["llama", "mistral", "qwen2", "qwen3", "gemma2", "phi3"];

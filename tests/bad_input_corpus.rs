@@ -1,13 +1,13 @@
 //! Walks the generated bad-input corpus through `inspect`, `run` (as model or as adapter) and
 //! the window (as a drop on a lane whose neighbour keeps its output).
 
-mod common;
-mod corpus;
+use crate::common;
+use crate::corpus;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use corpus::Role;
 use egui_kittest::kittest::Queryable;
 use nanolab::ui::app::{App, Command as UiCommand};

@@ -1,11 +1,10 @@
 //! `nanolab bench` output shape (the performance targets themselves are read from the benchmark's
 //! printed ratios, not asserted here).
 
-mod common;
 
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn bench_reports_llama_bench_fields_for_nanolab_and_the_baseline() {

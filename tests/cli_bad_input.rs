@@ -1,12 +1,11 @@
 //! Bad input through the real binary: each case gets one clear line and a non-zero exit.
 
-mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use nanolab::gguf::Value;
 
 fn nanolab(args: &[&str]) -> (bool, String, String) {

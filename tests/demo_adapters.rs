@@ -2,11 +2,10 @@
 //! engine: each has its measurable effect at scale 1, none at scale 0, part of it in between,
 //! and both effects when stacked.
 
-mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 use nanolab::engine::EngineClient;
 use nanolab::protocol::*;
 

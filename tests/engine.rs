@@ -1,11 +1,10 @@
 //! The engine on the demo model, through the child process: determinism, streaming, stats,
 //! shared weights, cancel, and recovery from a killed engine.
 
-mod common;
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use nanolab::engine::EngineClient;
 use nanolab::protocol::*;
 

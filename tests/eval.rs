@@ -2,7 +2,7 @@
 //! llama.cpp's quantizer, quality numbers checked against llama.cpp's own llama-perplexity,
 //! token-level divergence, prompt-set scorecards, exports, and quantizer faults.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

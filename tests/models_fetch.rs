@@ -1,10 +1,9 @@
 //! `models fetch URL` against a local HTTP server on loopback, and `models list`.
 
-mod common;
 
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use nanolab::gguf::Value;
 use nanolab::models::fetch::sha256_file;
 

@@ -3,14 +3,13 @@
 //! address (AF_INET or AF_INET6) fails the test. `models fetch` from a loopback server is the
 //! control that shows the trace would catch one.
 
-mod common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::x11::{click_run_all, wait_state, xvfb, Killer};
-use common::*;
+use crate::common::x11::{click_run_all, wait_state, xvfb, Killer};
+use crate::common::*;
 use nanolab::ui::state;
 
 const TRACED: &str = "trace=connect,sendto,sendmsg,bind";

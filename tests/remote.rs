@@ -6,12 +6,12 @@
 //! hardware these machines lack: their tests run with `--ignored` against `NANOLAB_VLLM_URL` /
 //! `NANOLAB_OLLAMA_URL`.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::servers::{LlamaServer, Server};
+use crate::common::servers::{LlamaServer, Server};
 use nanolab::engine::EngineClient;
 use nanolab::eval::prompts::PromptSet;
 use nanolab::lab::approx_diverge::ApproxDivergeJob;

@@ -2,12 +2,11 @@
 //! `scene run` replays every lane on every prompt equal to `nanolab run`, `scene pack` makes a
 //! zip that opens elsewhere, and `arena stats` prints the statistics of known votes.
 
-mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 fn demo_scene() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/scenes/demo.json")

@@ -3,7 +3,7 @@
 //! refusal, client disconnects, a full queue, an engine killed mid-stream, SIGTERM, and device
 //! pacing. Every test starts a real server on 127.0.0.1 with a free port.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use common::servers::Server;
-use common::venv_python;
+use crate::common::servers::Server;
+use crate::common::venv_python;
 
 const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1";
 

@@ -1,10 +1,9 @@
 //! `nanolab sim` through the real binary.
 
-mod common;
 
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 fn sim(args: &[&str], devices_dir: &std::path::Path) -> (bool, String, String) {
     let out = Command::new(exe())

@@ -5,11 +5,10 @@
 //! constant. Not part of `make test` (about 45 s; docs/reliability.md has the figures):
 //! `cargo test --release --test soak -- --ignored --nocapture`.
 
-mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 use nanolab::protocol::*;
 
 fn count(dir: String) -> usize {

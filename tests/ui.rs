@@ -1,12 +1,12 @@
 //! The real window (egui_kittest, no display needed) on the real engine and demo model.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::ui::drop_file;
-use common::*;
+use crate::common::ui::drop_file;
+use crate::common::*;
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 use nanolab::ui::app::{App, Command, Folders};

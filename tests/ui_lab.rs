@@ -1,13 +1,13 @@
 //! The lab panel in the real window (egui_kittest) on the real engine: token comparison,
 //! quality of lanes and of a freshly made ladder, prompt sets dropped on the window, exports.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::ui::drop_file;
-use common::*;
+use crate::common::ui::drop_file;
+use crate::common::*;
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 use nanolab::ui::app::lab::LabCommand;

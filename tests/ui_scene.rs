@@ -3,12 +3,12 @@
 //! loaded (then located), and blind A/B votes that hide every stack name until the vote and
 //! outlive the window.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 use nanolab::eval::arena::Verdict;

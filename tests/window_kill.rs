@@ -1,14 +1,13 @@
 //! kill -9 of the real window (under Xvfb) while a lane streams: the state file stays whole, the
 //! engine child does not outlive it, and a reopened window keeps lanes, prompt and outputs.
 
-mod common;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::x11::{click_run_all, wait_state, xvfb, Killer};
-use common::*;
+use crate::common::x11::{click_run_all, wait_state, xvfb, Killer};
+use crate::common::*;
 use nanolab::ui::state;
 
 fn children_of(pid: u32) -> Vec<u32> {
