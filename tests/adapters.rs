@@ -1,7 +1,6 @@
 //! The LoRA workbench on the demo model: PEFT import (checked against a reference computed here
 //! from the PEFT weights), merge vs runtime adapters, stacking and hot-swap, registry CLI.
 
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -3,7 +3,6 @@
 //! compression at the adapter's own rank changes nothing measurable, lower ranks cost more KLD
 //! and take less space; bad input is refused with a reason.
 
-
 use std::path::Path;
 
 use crate::common::nanolab_isolated as nanolab;

@@ -12,7 +12,6 @@
 //! - merging the qwen3 adapter adds peft's own embedding delta to the token embeddings;
 //! - DoRA and modules_to_save folders saved by peft are refused naming the reason and tensor.
 
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;

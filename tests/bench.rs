@@ -1,7 +1,6 @@
 //! `nanolab bench` output shape (the performance targets themselves are read from the benchmark's
 //! printed ratios, not asserted here).
 
-
 use std::process::Command;
 
 use crate::common::*;

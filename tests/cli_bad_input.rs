@@ -1,6 +1,5 @@
 //! Bad input through the real binary: each case gets one clear line and a non-zero exit.
 
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -2,7 +2,6 @@
 //! engine: each has its measurable effect at scale 1, none at scale 0, part of it in between,
 //! and both effects when stacked.
 
-
 use std::path::{Path, PathBuf};
 
 use crate::common::*;

@@ -1,7 +1,6 @@
 //! The engine on the demo model, through the child process: determinism, streaming, stats,
 //! shared weights, cancel, and recovery from a killed engine.
 
-
 use std::time::Duration;
 
 use crate::common::*;

@@ -1,6 +1,5 @@
 //! `models fetch URL` against a local HTTP server on loopback, and `models list`.
 
-
 use std::process::Command;
 
 use crate::common::*;

@@ -3,7 +3,6 @@
 //! address (AF_INET or AF_INET6) fails the test. `models fetch` from a loopback server is the
 //! control that shows the trace would catch one.
 
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;

@@ -2,7 +2,6 @@
 //! `scene run` replays every lane on every prompt equal to `nanolab run`, `scene pack` makes a
 //! zip that opens elsewhere, and `arena stats` prints the statistics of known votes.
 
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -1,6 +1,5 @@
 //! `nanolab sim` through the real binary.
 
-
 use std::process::Command;
 
 use crate::common::*;

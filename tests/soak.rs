@@ -3,8 +3,7 @@
 //! the mmap'd weights come and go with the page cache, so total RSS is not a leak signal),
 //! measured in two fixed states, stays within 5 %, and its open file descriptors and threads stay
 //! constant. Not part of `make test` (about 45 s; docs/reliability.md has the figures):
-//! `cargo test --release --test soak -- --ignored --nocapture`.
-
+//! `cargo test --release --test it soak:: -- --ignored --nocapture`.
 
 use std::path::{Path, PathBuf};
 

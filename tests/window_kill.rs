@@ -1,7 +1,6 @@
 //! kill -9 of the real window (under Xvfb) while a lane streams: the state file stays whole, the
 //! engine child does not outlive it, and a reopened window keeps lanes, prompt and outputs.
 
-
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
