@@ -27,7 +27,7 @@ fn refusal(req: &Request) -> Option<String> {
             .or_else(|| reference.as_ref().and_then(remote))
             .map(|r| format!("{r}: PPL and KLD need the full logits of every position, which an OpenAI-compatible endpoint does not give")),
         Request::Diverge { lane_a, lane_b, .. } => remote(lane_a).or_else(|| remote(lane_b)).map(|r| {
-            format!("{r}: divergence reads both lanes' full next-token distributions under teacher forcing, which an OpenAI-compatible endpoint does not give")
+            format!("{r}: the engine's divergence reads both lanes' full next-token distributions, which an OpenAI-compatible endpoint does not give; the lab's approximate comparison (`nanolab diverge`, Compare tokens) reads its top tokens instead")
         }),
         Request::Bench { lane, .. } | Request::BatchedBench { lane, .. } => remote(lane)
             .map(|r| format!("{r}: bench measures llama.cpp's decode calls in the engine; time a remote lane with `run --endpoint` or `eval prompts`")),
