@@ -528,7 +528,7 @@ fn an_unusable_state_file_is_moved_aside_with_a_message_never_reset_in_place() {
     let mut h = harness(new_app(Some(path.clone())));
     h.run_steps(2);
     h.get_by_label_contains("will not be saved over it");
-    assert!(h.state().rt.state_path.is_none());
+    assert!(h.state().rt.saved.state_path.is_none());
     h.get_by_label("Add lane").click();
     h.state_mut().state.prompt = "new work".into();
     h.run_steps(3);

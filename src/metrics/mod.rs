@@ -2,7 +2,17 @@
 
 /// Resident and peak resident memory of this process, bytes (`/proc/self/status`).
 pub fn rss_bytes() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status_rss("self")
+}
+
+/// Resident memory of process `pid`, bytes (0 if it cannot be read).
+pub fn rss_bytes_of(pid: u32) -> u64 {
+    status_rss(&pid.to_string()).0
+}
+
+/// `VmRSS` and `VmHWM` of `/proc/WHO/status`, bytes.
+fn status_rss(who: &str) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{who}/status")).unwrap_or_default();
     let field = |name: &str| {
         status
             .lines()

@@ -3,15 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use super::{App, Command, FetchMsg, JobKind, MemSample};
+use super::{App, Command, FetchMsg, JobKind};
 use crate::protocol::{Event, JobResult, LaneId, Request};
 use crate::ui::state::TokenRecord;
 
 /// At most this long per frame is spent applying engine events.
 const DRAIN_BUDGET: Duration = Duration::from_millis(8);
-const SAMPLE_EVERY: Duration = Duration::from_millis(250);
-/// While idle the window wakes this often to keep the memory graph's rate steady.
-const IDLE_SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 impl App {
     /// Non-drawing work for one frame.
@@ -49,9 +46,9 @@ impl App {
         }
         self.inspect_known_files();
         if self.busy() {
-            ctx.request_repaint_after(SAMPLE_EVERY);
+            ctx.request_repaint_after(super::telemetry::SAMPLE_EVERY);
         } else if self.rt.engine.pid().is_some() {
-            ctx.request_repaint_after(IDLE_SAMPLE_EVERY);
+            ctx.request_repaint_after(super::telemetry::IDLE_SAMPLE_EVERY);
         }
     }
 
@@ -243,47 +240,6 @@ impl App {
         }
     }
 
-    fn sample_memory(&mut self) {
-        // A steady rate, idle or busy: a graph sampled only while busy joins distant samples
-        // with long slopes that read as a leak.
-        let every = if self.busy() { SAMPLE_EVERY } else { IDLE_SAMPLE_EVERY };
-        let due = self.rt.last_sample.is_none_or(|t| t.elapsed() >= every);
-        if !due {
-            return;
-        }
-        let Some(pid) = self.rt.engine.pid() else { return };
-        self.rt.last_sample = Some(Instant::now());
-        let rss_bytes = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmRSS:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|kb| kb.parse::<u64>().ok())
-            })
-            .map_or(0, |kb| kb * 1024);
-        let mut models = std::collections::BTreeMap::new();
-        let (mut kv_bytes, mut adapter_bytes) = (0, 0);
-        for lane in &self.state.lanes {
-            // Remote runs hold no memory of this machine's engine.
-            if let Some(s) = lane.output.stats.as_ref().filter(|s| s.remote.is_none()) {
-                models.insert(s.lane.model.path.clone(), s.lane.model.model_bytes);
-                kv_bytes += s.lane.kv_bytes;
-                adapter_bytes += s.lane.adapter_bytes;
-            }
-        }
-        self.rt.memory.push(MemSample {
-            t_secs: self.rt.started.elapsed().as_secs_f64(),
-            rss_bytes,
-            weights_bytes: models.values().sum(),
-            kv_bytes,
-            adapter_bytes,
-        });
-        if self.rt.memory.len() > 4000 {
-            self.rt.memory.drain(..1000);
-        }
-    }
-
     fn handle_input(&mut self, ctx: &egui::Context) {
         let (dropped, pointer, run, stop) = ctx.input(|i| {
             (
@@ -410,33 +366,6 @@ impl App {
                     .map(|f| crate::gguf::Summary::of(&f))
                     .map_err(|e| e.to_string())
             });
-        }
-    }
-
-    /// Saves the state if it changed since the last save.
-    pub fn save_if_changed(&mut self) {
-        let Some(path) = self.rt.state_path.clone() else { return };
-        // While tokens stream, save at most once a second; idle changes are saved at once.
-        if self.busy()
-            && self
-                .rt
-                .last_save_at
-                .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
-        {
-            return;
-        }
-        let Ok(json) = serde_json::to_string_pretty(&self.state) else {
-            return;
-        };
-        if json == self.rt.last_saved {
-            return;
-        }
-        match crate::ui::state::save(&path, &json) {
-            Ok(()) => {
-                self.rt.last_saved = json;
-                self.rt.last_save_at = Some(Instant::now());
-            }
-            Err(e) => self.rt.banner = Some(format!("could not save the window state to {}: {e}", path.display())),
         }
     }
 }

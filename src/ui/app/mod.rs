@@ -4,9 +4,11 @@ mod commands;
 pub mod lab;
 mod library;
 mod logic;
+mod persistence;
 pub mod remote;
 pub mod scene;
 pub mod serving;
+pub mod telemetry;
 mod ui;
 
 use std::collections::HashMap;
@@ -17,6 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub use commands::Command;
+pub use telemetry::MemSample;
 
 /// A window lane's simulated device; each paced token keeps its token record.
 pub type LaneSim = crate::sim::live::LaneSim<state::TokenRecord>;
@@ -46,21 +49,6 @@ pub enum JobKind {
     },
     /// A lab job (comparison, evaluation, prompt-set run).
     Lab(lab::LabJob),
-}
-
-/// One memory sample of the engine process.
-#[derive(Debug, Clone, Copy)]
-pub struct MemSample {
-    /// Seconds since the window opened.
-    pub t_secs: f64,
-    /// Engine resident memory.
-    pub rss_bytes: u64,
-    /// Model weights held.
-    pub weights_bytes: u64,
-    /// KV caches held.
-    pub kv_bytes: u64,
-    /// Adapter files applied.
-    pub adapter_bytes: u64,
 }
 
 /// Messages from the demo-model download thread.
@@ -106,8 +94,6 @@ pub struct Runtime {
     pub load_progress: HashMap<LaneId, f32>,
     /// Inspections of model and adapter files.
     pub inspected: HashMap<PathBuf, Result<Summary, String>>,
-    /// Engine memory over time.
-    pub memory: Vec<MemSample>,
     /// Diff against the reference lane, per lane.
     pub diffs: HashMap<LaneId, DiffSpans>,
     /// Where each lane was drawn last frame (for drops).
@@ -124,18 +110,10 @@ pub struct Runtime {
     pub banner: Option<String>,
     /// Installed models in the models folder.
     pub installed: Vec<crate::models::Installed>,
-    /// When the window opened.
-    pub started: Instant,
-    /// Last memory sample time.
-    pub last_sample: Option<Instant>,
-    /// JSON last written to the state file.
-    pub last_saved: String,
-    /// When it was written.
-    pub last_save_at: Option<Instant>,
-    /// Frame timing for benchmarks.
-    pub frame_stats: FrameStats,
-    /// Where state is saved; None disables saving (tests that want it off).
-    pub state_path: Option<PathBuf>,
+    /// Engine memory over time and frame timing.
+    pub telemetry: telemetry::Telemetry,
+    /// Where the state is saved and what was written last.
+    pub saved: persistence::Persistence,
     /// Commands collected during the frame.
     pub pending: Vec<Command>,
     /// Models folder.
@@ -233,7 +211,6 @@ impl App {
                 jobs: HashMap::new(),
                 load_progress: HashMap::new(),
                 inspected: HashMap::new(),
-                memory: Vec::new(),
                 diffs: HashMap::new(),
                 lane_rects: Vec::new(),
                 fetch: None,
@@ -242,12 +219,8 @@ impl App {
                 sims: HashMap::new(),
                 banner: problem.map(|e| e.to_string()).or(reg_problem).or(profile_problem),
                 installed: crate::models::list_installed(&models_dir),
-                started: Instant::now(),
-                last_sample: None,
-                last_saved: String::new(),
-                last_save_at: None,
-                frame_stats: FrameStats::from_env(),
-                state_path,
+                telemetry: telemetry::Telemetry::new(),
+                saved: persistence::Persistence::new(state_path),
                 pending: Vec::new(),
                 models_dir,
                 exports_dir: folders.exports,
@@ -349,64 +322,9 @@ impl eframe::App for App {
         self.apply_commands();
         self.save_if_changed();
         let previous_frame_s = frame.info().cpu_usage;
-        self.rt.frame_stats.record(t0.elapsed(), previous_frame_s, self.busy());
-    }
-}
-
-/// Frame timing for benchmarks: with `$NANOLAB_FRAME_STATS` set, two times per frame while lanes
-/// run are written there as JSON every 2 seconds and whenever the window goes busy or idle:
-/// the UI pass (nanolab's own code) and eframe's frame time (UI pass, tessellation and the GL
-/// paint calls; the buffer swap, where a software renderer finishes drawing, is not in it).
-#[derive(Default)]
-pub struct FrameStats {
-    path: Option<PathBuf>,
-    busy_ui_ms: Vec<f64>,
-    busy_frame_ms: Vec<f64>,
-    idle_frames: u64,
-    was_busy: bool,
-    last_write: Option<Instant>,
-}
-
-impl FrameStats {
-    /// Reads `$NANOLAB_FRAME_STATS`.
-    pub fn from_env() -> Self {
-        Self {
-            path: std::env::var_os("NANOLAB_FRAME_STATS").map(PathBuf::from),
-            ..Self::default()
-        }
-    }
-
-    /// `previous_frame_s` is eframe's time for the frame before this one; it counts as busy
-    /// when both frames are.
-    fn record(&mut self, ui_pass: std::time::Duration, previous_frame_s: Option<f32>, busy: bool) {
-        let Some(path) = &self.path else { return };
-        if busy {
-            self.busy_ui_ms.push(ui_pass.as_secs_f64() * 1000.0);
-            if let Some(s) = previous_frame_s.filter(|_| self.was_busy) {
-                self.busy_frame_ms.push(f64::from(s) * 1000.0);
-            }
-        } else {
-            self.idle_frames += 1;
-        }
-        let changed = busy != self.was_busy;
-        self.was_busy = busy;
-        if changed || self.last_write.is_none_or(|t| t.elapsed().as_secs() >= 2) {
-            self.last_write = Some(Instant::now());
-            let ui = |q| crate::metrics::percentile(&self.busy_ui_ms, q);
-            let frame = |q| crate::metrics::percentile(&self.busy_frame_ms, q);
-            let json = serde_json::json!({
-                "busy_frames": self.busy_ui_ms.len(),
-                "busy_ui_pass_ms_p50": ui(0.5),
-                "busy_ui_pass_ms_p95": ui(0.95),
-                "busy_ui_pass_ms_max": ui(1.0),
-                "busy_frame_ms_p50": frame(0.5),
-                "busy_frame_ms_p95": frame(0.95),
-                "busy_frame_ms_max": frame(1.0),
-                "idle_frames": self.idle_frames,
-            });
-            if let Err(e) = crate::paths::write_atomic(path, json.to_string().as_bytes()) {
-                tracing::warn!("could not write frame stats to {}: {e}", path.display());
-            }
-        }
+        self.rt
+            .telemetry
+            .frame_stats
+            .record(t0.elapsed(), previous_frame_s, self.busy());
     }
 }

@@ -489,7 +489,7 @@ impl App {
                 });
                 a.revealed = true;
                 // Saved now, even while paced tokens are still being released.
-                self.rt.last_save_at = None;
+                self.rt.saved.last_save_at = None;
             }
             ArenaCommand::Next => {
                 if self.arena_generating() {

@@ -73,7 +73,7 @@ pub fn graphs_ui(ui: &mut egui::Ui, state: &State, rt: &Runtime) {
                 .x_axis_label("seconds")
                 .allow_scroll(false)
                 .show(ui, |plot| {
-                    let m = &rt.memory;
+                    let m = &rt.telemetry.memory;
                     // Steps: a value holds until the next sample, so nothing rises between samples
                     // that did not.
                     let series = |f: &dyn Fn(&crate::ui::app::MemSample) -> f64| -> PlotPoints {
