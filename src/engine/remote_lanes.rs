@@ -73,41 +73,10 @@ impl RemoteLanes {
                     return Ok(false);
                 }
                 self.lanes.insert(lane.lane);
-                let cancel = Arc::new(AtomicBool::new(false));
-                if let Ok(mut c) = self.cancels.lock() {
-                    c.insert(*job, Arc::clone(&cancel));
-                }
-                let (job, lane, prompt, sampling, top_n) =
-                    (*job, lane.clone(), prompt.clone(), sampling.clone(), *top_n);
-                let (tx, waker, probes, cancels) = (
-                    tx.clone(),
-                    waker.cloned(),
-                    self.probes.clone(),
-                    Arc::clone(&self.cancels),
-                );
-                std::thread::Builder::new()
-                    .name("remote-lane".into())
-                    .spawn(move || {
-                        let wake = || {
-                            if let Some(w) = &waker {
-                                w();
-                            }
-                        };
-                        let end =
-                            remote::generate(job, &lane, &prompt, &sampling, top_n, &probes, &cancel, &mut |ev| {
-                                let _ = tx.send(ev);
-                                wake();
-                            });
-                        if let Ok(mut c) = cancels.lock() {
-                            c.remove(&job);
-                        }
-                        let _ = tx.send(end);
-                        wake();
-                    })
-                    .map_err(|e| ClientError::Write {
-                        action: req.action(),
-                        reason: e.to_string(),
-                    })?;
+                let (lane, prompt, sampling, top_n) = (lane.clone(), prompt.clone(), sampling.clone(), *top_n);
+                self.spawn(*job, req, tx, waker, move |job, probes, cancel, emit| {
+                    remote::generate(job, &lane, &prompt, &sampling, top_n, probes, cancel, emit)
+                })?;
                 Ok(true)
             }
             Request::NextTokens {
@@ -116,41 +85,22 @@ impl RemoteLanes {
                 prompt,
                 top_n,
             } if lane.remote.is_some() => {
-                let cancel = Arc::new(AtomicBool::new(false));
-                if let Ok(mut c) = self.cancels.lock() {
-                    c.insert(*job, Arc::clone(&cancel));
-                }
-                let (job, lane, prompt, top_n) = (*job, lane.clone(), prompt.clone(), *top_n);
-                let (tx, waker, probes, cancels) = (
-                    tx.clone(),
-                    waker.cloned(),
-                    self.probes.clone(),
-                    Arc::clone(&self.cancels),
-                );
-                std::thread::Builder::new()
-                    .name("remote-lane".into())
-                    .spawn(move || {
-                        let end = match remote::next_tokens(&lane, &prompt, top_n, &probes, &cancel) {
-                            Ok(result) => Event::Done { job, result },
-                            Err(e) => Event::Error {
-                                job,
-                                message: e.to_string(),
-                                cancelled: cancel.load(Ordering::Relaxed),
-                                retry: e.retriable(),
-                            },
-                        };
-                        if let Ok(mut c) = cancels.lock() {
-                            c.remove(&job);
-                        }
-                        let _ = tx.send(end);
-                        if let Some(w) = &waker {
-                            w();
-                        }
-                    })
-                    .map_err(|e| ClientError::Write {
-                        action: req.action(),
-                        reason: e.to_string(),
-                    })?;
+                let (lane, prompt, top_n) = (lane.clone(), prompt.clone(), *top_n);
+                self.spawn(
+                    *job,
+                    req,
+                    tx,
+                    waker,
+                    move |job, probes, cancel, _| match remote::next_tokens(&lane, &prompt, top_n, probes, cancel) {
+                        Ok(result) => Event::Done { job, result },
+                        Err(e) => Event::Error {
+                            job,
+                            message: e.to_string(),
+                            cancelled: cancel.load(Ordering::Relaxed),
+                            retry: e.retriable(),
+                        },
+                    },
+                )?;
                 Ok(true)
             }
             Request::Cancel { job } => {
@@ -169,6 +119,51 @@ impl RemoteLanes {
             }
             _ => Ok(false),
         }
+    }
+
+    /// Runs `work` for `job` on a `remote-lane` thread with a cancel flag of its own; the
+    /// events it emits and the terminal event it returns go to the event stream.
+    fn spawn(
+        &self,
+        job: JobId,
+        req: &Request,
+        tx: &SyncSender<Event>,
+        waker: Option<&Waker>,
+        work: impl FnOnce(JobId, &Probes, &AtomicBool, &mut dyn FnMut(Event)) -> Event + Send + 'static,
+    ) -> Result<(), ClientError> {
+        let cancel = Arc::new(AtomicBool::new(false));
+        if let Ok(mut c) = self.cancels.lock() {
+            c.insert(job, Arc::clone(&cancel));
+        }
+        let (tx, waker, probes, cancels) = (
+            tx.clone(),
+            waker.cloned(),
+            self.probes.clone(),
+            Arc::clone(&self.cancels),
+        );
+        std::thread::Builder::new()
+            .name("remote-lane".into())
+            .spawn(move || {
+                let wake = || {
+                    if let Some(w) = &waker {
+                        w();
+                    }
+                };
+                let end = work(job, &probes, &cancel, &mut |ev| {
+                    let _ = tx.send(ev);
+                    wake();
+                });
+                if let Ok(mut c) = cancels.lock() {
+                    c.remove(&job);
+                }
+                let _ = tx.send(end);
+                wake();
+            })
+            .map(|_| ())
+            .map_err(|e| ClientError::Write {
+                action: req.action(),
+                reason: e.to_string(),
+            })
     }
 
     /// Whether a remote job is running (housekeeping for it needs no engine).
