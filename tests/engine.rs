@@ -525,7 +525,7 @@ fn base_lanes_decode_in_one_batch_and_late_ones_join() {
 }
 
 #[test]
-fn lanes_starting_with_the_same_prompt_decode_its_prefix_once_and_keep_their_text() {
+fn lanes_starting_with_the_same_prompt_together_keep_their_text() {
     let model = demo_model();
     let mut c = client();
     let same = "The following is a list of the largest cities in Europe by population:\n1.";
@@ -582,14 +582,11 @@ fn lanes_starting_with_the_same_prompt_decode_its_prefix_once_and_keep_their_tex
         );
         assert_eq!(s.prompt_tokens, alone[i].prompt_tokens);
     }
-    // Lane 1 decodes its prompt; lanes 2 and 3 copy all of it but the last token, whose logits
-    // they need; lane 4 copies the words both prompts begin with.
-    let n = alone[0].prompt_tokens;
-    assert_eq!(together[0].prompt_reused_tokens, 0);
-    assert_eq!(together[1].prompt_reused_tokens, n - 1);
-    assert_eq!(together[2].prompt_reused_tokens, n - 1);
-    let common = together[3].prompt_reused_tokens;
-    assert!(common >= 8 && common < n - 2, "lane 4 reused {common} of {n}");
+    // Each lane decodes its whole prompt (copying a running lane's cells for the shared words
+    // was tried and withdrawn).
+    for s in &together {
+        assert_eq!(s.prompt_reused_tokens, 0);
+    }
     assert!(together[1].prefill_tokens_per_sec > 0.0);
 }
 

@@ -111,9 +111,8 @@ pub struct RunStats {
     pub ttft_ms: f64,
     /// Prompt tokens.
     pub prompt_tokens: u32,
-    /// Prompt tokens whose KV cells were copied from another lane running the same prompt
-    /// prefix on the same model and stack, at the same time, instead of being decoded again
-    /// (llama-server's `cache_n`). The prefill figures cover only the rest.
+    /// Prompt tokens the server took from its cache instead of processing them (llama-server's
+    /// `cache_n`, remote runs); the local engine always decodes the whole prompt (0).
     #[serde(default)]
     pub prompt_reused_tokens: u32,
     /// Time this lane's own prompt decode took (and the copy of reused cells), ms.

@@ -67,7 +67,6 @@ pub(super) struct Generation {
     info: LaneInfo,
     load_ms: f64,
     received: Instant,
-    prompt: Vec<i32>,
     prompt_tokens: u32,
     /// Prompt tokens copied from another lane's context rather than decoded.
     prompt_reused: u32,
@@ -104,11 +103,6 @@ impl Generation {
         self.key.as_ref()
     }
 
-    /// Its prompt's tokens (held at positions 0.. of its lane's context while it runs).
-    pub(super) fn prompt(&self) -> &[i32] {
-        &self.prompt
-    }
-
     /// KV cells it can fill before it must end: its prompt and every token it may generate.
     pub(super) fn kv_budget(&self) -> u32 {
         let n_ctx = u32::try_from(self.n_ctx).unwrap_or(u32::MAX);
@@ -120,15 +114,8 @@ impl Generation {
 }
 
 impl Worker {
-    /// Sets the lane up and decodes the prompt; the generation then waits for its steps. The
-    /// prompt's longest prefix that one of the `running` generations it could batch with has
-    /// in its lane's context is copied from there instead of decoded again.
-    pub(super) fn start_generation(
-        &mut self,
-        w: Wanted,
-        running: &[Generation],
-        sink: &mut dyn EventSink,
-    ) -> JobResultOr<Generation> {
+    /// Sets the lane up and decodes the prompt; the generation then waits for its steps.
+    pub(super) fn start_generation(&mut self, w: Wanted, sink: &mut dyn EventSink) -> JobResultOr<Generation> {
         let job = w.job;
         let (info, load_ms) = self.setup_lane(job, &w.spec, sink)?;
         let lane = self
@@ -157,7 +144,9 @@ impl Worker {
         lane.ctx.clear();
         let key = self.pool_key(w.spec.lane, w.exclusive);
         let t0 = Instant::now();
-        let reused = self.share_prefix(w.spec.lane, key.as_ref(), &tokens, running);
+        // Copying a running lane's prompt prefix instead of decoding it was tried and withdrawn:
+        // it could not be shown exact. Every lane decodes its whole prompt.
+        let reused = 0usize;
         let lane = self
             .lanes
             .get_mut(&w.spec.lane)
@@ -192,7 +181,6 @@ impl Worker {
             received: w.received,
             prompt_tokens: tokens.len() as u32,
             prompt_reused: u32::try_from(reused).unwrap_or(0),
-            prompt: tokens,
             n_ctx,
             top_n: w.top_n.min(10) as usize,
             max_tokens: w.sampling.max_tokens,
@@ -352,7 +340,7 @@ impl Worker {
 
     /// Runs a generation alone to its end (for [`Worker::handle`]).
     pub(super) fn generate(&mut self, w: Wanted, sink: &mut dyn EventSink) -> JobResultOr<RunStats> {
-        let mut g = self.start_generation(w, &[], sink)?;
+        let mut g = self.start_generation(w, sink)?;
         loop {
             if let Some(outcome) = self.step_generation(&mut g, sink) {
                 return outcome;

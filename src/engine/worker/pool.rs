@@ -8,11 +8,6 @@
 //! by copying its sequence's KV cells byte for byte, so what it computes next does not change,
 //! and from then on its tokens go into the shared decode. A pool is freed when its last
 //! sequence ends.
-//!
-//! Lanes on the same key that start with the same prompt (seed and sampling comparisons, a
-//! shared system prompt) decode the common prefix once: a starting generation copies those
-//! cells from a running one's lane context and decodes only the rest, at least its last token
-//! (whose logits it samples from; llama.cpp keeps logits out of a sequence's saved state).
 
 use std::collections::BTreeMap;
 
@@ -25,10 +20,6 @@ pub(super) const MAX_SEATS: u32 = 16;
 
 /// KV cells are allocated in blocks of this many (llama.cpp pads contexts to 256 too).
 const CELL_BLOCK: u32 = 256;
-
-/// Shorter common prefixes are decoded again: copying a donor's whole sequence would cost
-/// about as much.
-const MIN_SHARED_PREFIX: usize = 8;
 
 /// Pool handle, unique for the worker's life.
 pub(super) type PoolId = u64;
@@ -126,44 +117,6 @@ impl Worker {
             n_ctx: l.ctx.n_ctx(),
             threads: self.lane_threads(&l.spec),
         })
-    }
-
-    /// Puts into `lane`'s empty context the longest prefix of `tokens` (all but the last at
-    /// most) that a running generation on the same key has in its lane's context, byte for
-    /// byte as decoding it would; returns how many tokens that is (0: nothing copied).
-    pub(super) fn share_prefix(
-        &mut self,
-        lane: LaneId,
-        key: Option<&PoolKey>,
-        tokens: &[i32],
-        running: &[Generation],
-    ) -> usize {
-        let Some(key) = key else { return 0 };
-        let best = running
-            .iter()
-            .filter(|g| g.lane != lane && g.pool_key() == Some(key))
-            .map(|g| {
-                let common = g.prompt().iter().zip(tokens).take_while(|(a, b)| a == b).count();
-                (g.lane, common)
-            })
-            .max_by_key(|(_, n)| *n);
-        let Some((donor, common)) = best else { return 0 };
-        let n = common.min(tokens.len().saturating_sub(1));
-        if n < MIN_SHARED_PREFIX {
-            return 0;
-        }
-        let Some(state) = self.lanes.get(&donor).and_then(|l| l.ctx.seq_state(0).ok()) else {
-            return 0;
-        };
-        let Some(target) = self.lanes.get_mut(&lane) else {
-            return 0;
-        };
-        let cut = i32::try_from(n).unwrap_or(i32::MAX);
-        if target.ctx.set_seq_state(0, &state).is_err() || !target.ctx.truncate_seq(0, cut) {
-            target.ctx.clear();
-            return 0;
-        }
-        n
     }
 
     /// Moves running generations (those `going` marks; the others are ending) into pools
