@@ -324,11 +324,10 @@ pub fn stats_line(s: &RunStats) -> String {
         );
     }
     format!(
-        "load {:.0} ms | ttft {:.1} ms | prompt {} tok{} @ {:.1} tok/s | gen {} tok @ {:.1} tok/s | itl p50 {:.1} ms p95 {:.1} ms | peak rss {} | model {} | kv {} | adapters {} ({:.2} ms swap) | {:?}",
+        "load {:.0} ms | ttft {:.1} ms | prompt {} tok @ {:.1} tok/s | gen {} tok @ {:.1} tok/s | itl p50 {:.1} ms p95 {:.1} ms | peak rss {} | model {} | kv {} | adapters {} ({:.2} ms swap) | {:?}",
         s.load_ms,
         s.ttft_ms,
         s.prompt_tokens,
-        reused_note(s.prompt_reused_tokens),
         s.prefill_tokens_per_sec,
         s.generated_tokens,
         s.decode_tokens_per_sec,
@@ -341,15 +340,6 @@ pub fn stats_line(s: &RunStats) -> String {
         s.lane.adapter_swap_ms,
         s.stop_reason
     )
-}
-
-/// " (N reused)" when a prompt prefix was copied from another lane instead of decoded.
-fn reused_note(reused_tokens: u32) -> String {
-    if reused_tokens > 0 {
-        format!(" ({reused_tokens} reused from another lane)")
-    } else {
-        String::new()
-    }
 }
 
 /// The GPU backend this binary was built with, if any.

@@ -220,6 +220,20 @@ fn get_json(agent: &ureq::Agent, base: &str, path: &str, key: Option<&str>) -> R
     })
 }
 
+/// POSTs `body` to `url` as JSON; the status and the body's text, whatever the status.
+fn post_json(url: &str, body: &Value, key: Option<&str>) -> Result<(u16, String), RemoteError> {
+    let mut req = agent().post(url).header("Content-Type", "application/json");
+    if let Some(k) = key {
+        req = req.header("Authorization", &format!("Bearer {k}"));
+    }
+    let mut resp = req
+        .send(body.to_string().as_bytes())
+        .map_err(|e| unreachable(url, &e))?;
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().map_err(|e| unreachable(url, &e))?;
+    Ok((status, text))
+}
+
 fn unreachable(url: &str, e: &ureq::Error) -> RemoteError {
     RemoteError::Unreachable {
         url: url.to_string(),

@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 use serde_json::Value;
 
 use super::stream::{pieces, send};
-use super::{agent, api_key, body, status_error, unreachable, EndpointInfo, Probes, RemoteError, ServerKind};
+use super::{api_key, body, post_json, status_error, EndpointInfo, Probes, RemoteError, ServerKind};
 use crate::protocol::{JobResult, LaneSpec, Prompt, Sampling};
 
 /// The endpoint's `top_n` most likely next tokens for the remote lane `spec` after `prompt`.
@@ -79,16 +79,7 @@ fn render_chat(info: &EndpointInfo, prompt: &Prompt, key: Option<&str>) -> Resul
         return Ok(None);
     }
     let url = format!("{}/apply-template", info.url);
-    let mut req = agent().post(&url).header("Content-Type", "application/json");
-    if let Some(k) = key {
-        req = req.header("Authorization", &format!("Bearer {k}"));
-    }
-    let body = serde_json::json!({ "messages": messages });
-    let mut resp = req
-        .send(body.to_string().as_bytes())
-        .map_err(|e| unreachable(&url, &e))?;
-    let status = resp.status().as_u16();
-    let text = resp.body_mut().read_to_string().map_err(|e| unreachable(&url, &e))?;
+    let (status, text) = post_json(&url, &serde_json::json!({ "messages": messages }), key)?;
     if status >= 400 {
         return Err(status_error(&url, status, &text, None));
     }

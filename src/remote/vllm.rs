@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use super::{agent, file_stem, status_error, unreachable, EndpointInfo, RemoteError, ServerKind};
+use super::{file_stem, post_json, status_error, EndpointInfo, RemoteError, ServerKind};
 use crate::protocol::{AdapterSpec, RemoteSpec};
 
 /// The adapters of a lane that vLLM should load: PEFT folders it does not serve, by name.
@@ -38,19 +38,10 @@ fn is_peft_folder(p: &Path) -> bool {
 
 /// Loads each of `wanted` into the vLLM at `info.url`; true if any was loaded (probe again).
 pub(super) fn load(info: &EndpointInfo, wanted: &[(String, PathBuf)], key: Option<&str>) -> Result<bool, RemoteError> {
-    let agent = agent();
     let url = format!("{}/v1/load_lora_adapter", info.url);
     for (name, path) in wanted {
-        let mut req = agent.post(&url).header("Content-Type", "application/json");
-        if let Some(k) = key {
-            req = req.header("Authorization", &format!("Bearer {k}"));
-        }
         let body = json!({"lora_name": name, "lora_path": path.display().to_string()});
-        let mut resp = req
-            .send(body.to_string().as_bytes())
-            .map_err(|e| unreachable(&url, &e))?;
-        let status = resp.status().as_u16();
-        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        let (status, text) = post_json(&url, &body, key)?;
         match status {
             s if s < 400 => {}
             404 | 405 => {

@@ -68,8 +68,6 @@ pub(super) struct Generation {
     load_ms: f64,
     received: Instant,
     prompt_tokens: u32,
-    /// Prompt tokens copied from another lane's context rather than decoded.
-    prompt_reused: u32,
     n_ctx: usize,
     n_vocab: usize,
     top_n: usize,
@@ -142,17 +140,8 @@ impl Worker {
         }
         self.cancel.attach(job, lane.ctx.abort_flag());
         lane.ctx.clear();
-        let key = self.pool_key(w.spec.lane, w.exclusive);
         let t0 = Instant::now();
-        // Copying a running lane's prompt prefix instead of decoding it was tried and withdrawn:
-        // it could not be shown exact. Every lane decodes its whole prompt.
-        let reused = 0usize;
-        let lane = self
-            .lanes
-            .get_mut(&w.spec.lane)
-            .ok_or_else(|| JobError::from("lane missing".to_string()))?;
-        let pos0 = i32::try_from(reused).unwrap_or(0);
-        let last_batch = match lane.ctx.decode(&tokens[reused..], pos0, false) {
+        let last_batch = match lane.ctx.decode(&tokens, 0, false) {
             Ok(n) => n,
             Err(_) if self.cancel.is_cancelled(job) => {
                 return Err(JobError {
@@ -163,6 +152,7 @@ impl Worker {
             Err(e) => return Err(e.into()),
         };
         let prefill_ms = ms_since(t0);
+        let key = self.pool_key(w.spec.lane, w.exclusive);
         Ok(Generation {
             job,
             lane: w.spec.lane,
@@ -180,7 +170,6 @@ impl Worker {
             load_ms,
             received: w.received,
             prompt_tokens: tokens.len() as u32,
-            prompt_reused: u32::try_from(reused).unwrap_or(0),
             n_ctx,
             top_n: w.top_n.min(10) as usize,
             max_tokens: w.sampling.max_tokens,
@@ -387,12 +376,11 @@ impl Generation {
             load_ms: self.load_ms,
             ttft_ms: self.ttft_ms,
             prompt_tokens: self.prompt_tokens,
-            prompt_reused_tokens: self.prompt_reused,
+            // Every local lane decodes its whole prompt (copying a running lane's cells for a
+            // shared prefix was tried and withdrawn: it could not be shown exact).
+            prompt_reused_tokens: 0,
             prefill_ms: self.prefill_ms,
-            prefill_tokens_per_sec: rate(
-                f64::from(self.prompt_tokens.saturating_sub(self.prompt_reused)),
-                self.prefill_ms,
-            ),
+            prefill_tokens_per_sec: rate(f64::from(self.prompt_tokens), self.prefill_ms),
             generated_tokens: self.generated,
             decode_ms,
             decode_tokens_per_sec: rate(intervals, decode_ms),

@@ -37,15 +37,8 @@ pub(super) fn stats_strip(
         item(
             ui,
             "prefill",
-            if s.prompt_reused_tokens > 0 {
-                format!(
-                    "{:.0} tok/s, {} of {} tok reused",
-                    s.prefill_tokens_per_sec, s.prompt_reused_tokens, s.prompt_tokens
-                )
-            } else {
-                format!("{:.0} tok/s", s.prefill_tokens_per_sec)
-            },
-            "Prompt tokens this lane decoded per second. \"Reused\": a lane on the same model and stack running the same prompt had those tokens' cells already; they were copied, not decoded again",
+            format!("{:.0} tok/s", s.prefill_tokens_per_sec),
+            "Prompt tokens per second",
         );
         item(
             ui,
