@@ -649,3 +649,83 @@ fn status_is_answered_while_lanes_generate() {
     .expect("both ended");
     assert_eq!(order, vec![status_job, job], "status waited for the generation");
 }
+
+/// Every token of a run: id, probability and the top probabilities, as bits.
+type TokenBits = Vec<(i32, u32, Vec<u32>)>;
+
+#[test]
+fn pooled_lanes_keep_every_probability_bit_for_bit_when_others_end_first() {
+    // Chat prompts whose answers end after a few tokens beside one that runs on: once the short
+    // ones end, the long one decodes on in the pool. Its probabilities must stay exactly those
+    // of a run alone (freed cells once broke that: see engine/worker/pool.rs).
+    let model = demo_model();
+    let mut c = client();
+    let prompts = [
+        "What is the capital of France?",
+        "What is 2 + 2?",
+        "Name a primary colour.",
+    ];
+    let run = |c: &mut EngineClient, lanes: &[(LaneId, usize)]| {
+        let jobs: Vec<JobId> = lanes
+            .iter()
+            .map(|&(l, p)| {
+                let job = c.next_job();
+                c.send(&Request::Generate {
+                    job,
+                    lane: lane(l, &model, 512, vec![]),
+                    prompt: Prompt::Chat {
+                        system: None,
+                        user: prompts[p].into(),
+                    },
+                    sampling: greedy(40),
+                    top_n: 5,
+                    exclusive: false,
+                })
+                .unwrap();
+                job
+            })
+            .collect();
+        let mut tokens: std::collections::HashMap<JobId, TokenBits> = Default::default();
+        let mut ends = std::collections::HashMap::new();
+        wait_for(Duration::from_secs(120), || {
+            let ev = c.events().recv_timeout(Duration::from_millis(100)).ok()?;
+            if let Event::Token {
+                job,
+                token_id,
+                prob,
+                top,
+                ..
+            } = &ev
+            {
+                let top = top.iter().map(|t| t.prob.to_bits()).collect();
+                tokens.entry(*job).or_default().push((*token_id, prob.to_bits(), top));
+            }
+            if ev.is_terminal() {
+                ends.insert(ev.job().unwrap(), stats(&ev));
+            }
+            (ends.len() == jobs.len()).then_some(())
+        })
+        .expect("every generation ended");
+        jobs.iter()
+            .map(|j| (tokens.remove(j).unwrap_or_default(), ends[j].batched_with))
+            .collect::<Vec<_>>()
+    };
+    let alone: Vec<TokenBits> = (0..3).map(|p| run(&mut c, &[(1, p)]).remove(0).0).collect();
+    assert!(
+        alone[2].len() > alone[0].len() + 10 && alone[2].len() > alone[1].len() + 10,
+        "the third answer should run well past the others: {:?}",
+        alone.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    for round in 0..2 {
+        let lanes: Vec<(LaneId, usize)> = (0..6).map(|i| (i as LaneId + 1, (i + round) % 3)).collect();
+        for ((l, p), (tokens, batched_with)) in lanes.iter().zip(run(&mut c, &lanes)) {
+            assert!(batched_with >= 2, "lane {l} decoded alone");
+            let first_change = tokens.iter().zip(&alone[*p]).position(|(a, b)| a != b);
+            assert_eq!(
+                (tokens.len(), first_change),
+                (alone[*p].len(), None),
+                "round {round}, lane {l}, prompt {p}: token count and first changed probability"
+            );
+        }
+    }
+}

@@ -8,6 +8,14 @@
 //! by copying its sequence's KV cells byte for byte, so what it computes next does not change,
 //! and from then on its tokens go into the shared decode. A pool is freed when its last
 //! sequence ends.
+//!
+//! Nothing in a pool is freed before that: a sequence that ends keeps its cells and its seat
+//! (sequence id) is not given again. llama.cpp puts a new token in the first free cell, and
+//! attention sums a sequence's cells in cell order; when an ended sequence's cells were freed,
+//! the others' next tokens filled those holes before their earlier cells, the sums ran in
+//! another order, probabilities changed in their last bits and a greedy text changed after a
+//! few dozen tokens (tested). With no holes every sequence's cells stay in position order, as
+//! on its lane's own context, and its probabilities are bit for bit the same as alone.
 
 use std::collections::BTreeMap;
 
@@ -37,22 +45,19 @@ pub(super) struct Pool {
     /// Declared first: freed before the model it uses.
     ctx: Context,
     key: PoolKey,
-    /// Index = sequence id; each seat's KV budget in cells.
-    seats: Vec<Option<(JobId, u32)>>,
+    /// Index = sequence id; `None` once its generation ended (never reused, see above).
+    seats: Vec<Option<JobId>>,
+    /// Cells promised to every seat ever taken, ended ones included.
+    promised_cells: u32,
     cells: u32,
     _model: Rc<LoadedModel>,
 }
 
 impl Pool {
-    fn used_cells(&self) -> u32 {
-        self.seats.iter().flatten().map(|(_, b)| b).sum()
-    }
-
+    /// The next unused seat, if one is left and the cells for `budget` are.
     fn free_seat(&self, budget: u32) -> Option<usize> {
-        if self.used_cells().saturating_add(budget) > self.cells {
-            return None;
-        }
-        self.seats.iter().position(Option::is_none)
+        let fits = self.promised_cells.saturating_add(budget) <= self.cells;
+        (fits && self.seats.len() < MAX_SEATS as usize).then_some(self.seats.len())
     }
 
     /// The context the members decode in.
@@ -73,13 +78,13 @@ impl Pools {
         self.by_id.get(&id)
     }
 
-    /// Frees a generation's seat; the pool goes when it is empty.
+    /// Ends a generation's seat (its cells stay, see above); the pool goes when no seat is
+    /// taken.
     pub(super) fn leave(&mut self, id: PoolId, seq: i32) {
         let Some(pool) = self.by_id.get_mut(&id) else { return };
         if let Some(seat) = usize::try_from(seq).ok().and_then(|s| pool.seats.get_mut(s)) {
             *seat = None;
         }
-        pool.ctx.clear_seq(seq);
         if pool.seats.iter().all(Option::is_none) {
             self.by_id.remove(&id);
         }
@@ -177,7 +182,8 @@ impl Worker {
         let pool = Pool {
             ctx,
             key,
-            seats: vec![None; MAX_SEATS as usize],
+            seats: Vec::new(),
+            promised_cells: 0,
             cells,
             _model: Rc::clone(&lane.model),
         };
@@ -200,7 +206,8 @@ impl Worker {
             .seq_state(0)
             .and_then(|state| pool.ctx.set_seq_state(seq, &state));
         if moved.is_ok() {
-            pool.seats[seat] = Some((g.job, budget));
+            pool.seats.push(Some(g.job));
+            pool.promised_cells = pool.promised_cells.saturating_add(budget);
             g.seat = Some((id, seq));
         }
     }
