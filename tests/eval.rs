@@ -14,11 +14,11 @@ use nanolab::eval::table::QualityRow;
 use nanolab::protocol::*;
 use nanolab::quant::{QuantEvent, QuantType, QuantizeJob, QuantizeRequest};
 
-struct Ladder {
+pub(crate) struct Ladder {
     dir: PathBuf,
-    f16: PathBuf,
-    q8: PathBuf,
-    q4: PathBuf,
+    pub(crate) f16: PathBuf,
+    pub(crate) q8: PathBuf,
+    pub(crate) q4: PathBuf,
 }
 
 fn nanolab(args: &[&str]) -> std::process::Output {
@@ -32,7 +32,7 @@ fn nanolab(args: &[&str]) -> std::process::Output {
 }
 
 /// F16 (dequantized from the Q4_1 demo model: the stand-in reference), Q8_0 and Q4_0 made from it.
-fn ladder() -> &'static Ladder {
+pub(crate) fn ladder() -> &'static Ladder {
     static L: OnceLock<Ladder> = OnceLock::new();
     L.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap().keep();

@@ -106,15 +106,20 @@ impl Pools {
 
 impl Worker {
     /// The key a generation on `lane` batches under, or `None` if it must run on its own
-    /// context: exclusive runs, a model whose cache cannot move between contexts, and lanes
-    /// with adapters. llama.cpp multiplies an f32/f16 LoRA matrix by a single column with
-    /// ggml's dot product and by two or more with tinyBLAS (`llamafile_sgemm` refuses n < 2),
-    /// which sums in another order: batched, a greedy text changed after 20 tokens (tested).
-    /// The quantized base weights go through the same kernel either way, so base lanes decode
-    /// exactly as alone.
+    /// context: exclusive runs, a model whose cache cannot move between contexts, lanes with
+    /// adapters and models with float weight matrices. llama.cpp multiplies an f32/f16/bf16
+    /// matrix by a single column with ggml's dot product and by two or more with tinyBLAS
+    /// (`llamafile_sgemm` refuses n < 2), which sums in another order: batched, a greedy text
+    /// with an adapter changed after 20 tokens, and an F16 model's probabilities changed at
+    /// the first batched step (both tested). Quantized weights give the same sums either way
+    /// (tested bit for bit with Q4_1, Q8_0 and the repacked Q4_0).
     pub(super) fn pool_key(&self, lane: LaneId, exclusive: bool) -> Option<PoolKey> {
         let l = self.lanes.get(&lane)?;
-        if exclusive || !l.model.model.kv_moves_between_contexts() || !l.active.is_empty() {
+        if exclusive
+            || !l.model.model.kv_moves_between_contexts()
+            || !l.active.is_empty()
+            || has_float_matrix(&l.model.header)
+        {
             return None;
         }
         Some(PoolKey {
@@ -211,4 +216,14 @@ impl Worker {
             g.seat = Some((id, seq));
         }
     }
+}
+
+/// Whether a model has a weight matrix (two or more dimensions) stored as floats: ggml
+/// multiplies those by one row and by several with different kernels (see
+/// [`Worker::pool_key`]). One-dimensional tensors (norms, biases) are not multiplied so.
+fn has_float_matrix(header: &GgufFile) -> bool {
+    header
+        .tensors
+        .iter()
+        .any(|t| t.dims.iter().filter(|&&d| d > 1).count() >= 2 && matches!(t.ggml_type.name, "F32" | "F16" | "BF16"))
 }
