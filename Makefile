@@ -31,9 +31,7 @@ test:
 	scripts/check-layers.sh
 	cargo clippy --release --all-targets -- -D warnings
 	scripts/llama-tools.sh llama-server >/dev/null
-	NANOLAB_TEST_MODEL=$(CURDIR)/$(DEMO_MODEL) NANOLAB_LLAMA_PERPLEXITY=$(CURDIR)/target/llama-tools/build/bin/llama-perplexity \
-	  NANOLAB_LLAMA_SERVER=$(CURDIR)/target/llama-tools/build/bin/llama-server \
-	  cargo test --release -- --test-threads=1
+	cargo test --release
 
 screenshots: build demo-model
 	scripts/screenshots.sh

@@ -34,6 +34,9 @@ fn nanolab(args: &[&str]) -> std::process::Output {
 /// F16 (dequantized from the Q4_1 demo model: the stand-in reference), Q8_0 and Q4_0 made from it.
 pub(crate) fn ladder() -> &'static Ladder {
     static L: OnceLock<Ladder> = OnceLock::new();
+    // Taken before the once-cell: a test holding the slot while another makes the ladder would
+    // otherwise wait for it while the maker waits for the slot.
+    common::hold_process_slot();
     L.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap().keep();
         let demo = common::demo_model();
@@ -155,18 +158,9 @@ fn kld_orders_the_ladder_as_expected() {
     assert!(q4.ppl > q8.ppl, "Q4_0 is less sure of the text than Q8_0");
 }
 
-/// llama.cpp's own llama-perplexity, built by scripts/llama-tools.sh (make test runs it).
+/// llama.cpp's own llama-perplexity (`NANOLAB_LLAMA_PERPLEXITY` overrides the build under target/).
 fn llama_perplexity() -> PathBuf {
-    let p = std::env::var_os("NANOLAB_LLAMA_PERPLEXITY").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("target/llama-tools/build/bin/llama-perplexity"),
-        PathBuf::from,
-    );
-    assert!(
-        p.is_file(),
-        "llama-perplexity missing at {}; run scripts/llama-tools.sh (make test does)",
-        p.display()
-    );
-    p
+    common::llama_tool("llama-perplexity", "NANOLAB_LLAMA_PERPLEXITY")
 }
 
 /// Reads "Name : value" lines of llama-perplexity's report.

@@ -5,16 +5,64 @@ pub mod servers;
 pub mod ui;
 pub mod x11;
 
+use std::cell::RefCell;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use nanolab::engine::EngineClient;
 use nanolab::gguf::writer::{self, TensorData};
 use nanolab::gguf::{GgmlType, Value};
 use nanolab::protocol::*;
+
+/// Held by the test that is starting programs (engines, windows, servers, the binary, Python).
+/// On 2 cores two engines or windows side by side run past each other's deadlines, so such tests
+/// take turns whatever `cargo test`'s thread count, while tests that only read and write files
+/// run beside them.
+static PROCESS_SLOT: Mutex<()> = Mutex::new(());
+
+thread_local! {
+    /// The slot, once this test's thread has it: libtest runs each test on a thread of its own,
+    /// and the guard is dropped with the thread, so the slot is held until the test ends.
+    static HELD: RefCell<Option<MutexGuard<'static, ()>>> = const { RefCell::new(None) };
+}
+
+/// Waits for the process slot and keeps it for the rest of the calling test. Every helper that
+/// names a program to start calls it (`exe`, `demo_model`, `venv_python`, `llama_tool`), so a
+/// test cannot forget it; call it yourself before starting any other program. Call it from the
+/// test's own thread: a thread the test spawns would wait for its parent.
+pub fn hold_process_slot() {
+    HELD.with(|held| {
+        let mut held = held.borrow_mut();
+        if held.is_none() {
+            // A test that panicked while holding it poisons nothing of ours: the slot guards no data.
+            *held = Some(PROCESS_SLOT.lock().unwrap_or_else(|p| p.into_inner()));
+        }
+    });
+}
+
+/// A tool built from llama.cpp's tree by `scripts/llama-tools.sh` (`make test` builds those the
+/// tests use): `target/llama-tools/build/bin/NAME`, or the path in `env_override` where set.
+pub fn llama_tool(name: &str, env_override: &str) -> PathBuf {
+    hold_process_slot();
+    let p = std::env::var_os(env_override).map_or_else(
+        || {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("target/llama-tools/build/bin")
+                .join(name)
+        },
+        PathBuf::from,
+    );
+    assert!(
+        p.is_file(),
+        "{name} missing at {}; `scripts/llama-tools.sh {name}` builds it (make test does)",
+        p.display()
+    );
+    p
+}
 
 /// Runs the nanolab binary with an adapter registry of its own in a fresh temporary folder (the
 /// user's is never read or written): whether it succeeded, its stdout and its stderr.
@@ -34,6 +82,7 @@ pub fn nanolab_isolated(args: &[&str]) -> (bool, String, String) {
 
 /// The Python of a test venv under target/ (`py-openai`, `py-fixtures`).
 pub fn venv_python(venv: &str) -> PathBuf {
+    hold_process_slot();
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("target")
         .join(venv)
@@ -48,6 +97,7 @@ pub fn venv_python(venv: &str) -> PathBuf {
 
 /// The demo model (fetched by `make test`).
 pub fn demo_model() -> PathBuf {
+    hold_process_slot();
     let p = std::env::var_os("NANOLAB_TEST_MODEL")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf"));
@@ -60,6 +110,7 @@ pub fn demo_model() -> PathBuf {
 }
 
 pub fn exe() -> PathBuf {
+    hold_process_slot();
     PathBuf::from(env!("CARGO_BIN_EXE_nanolab"))
 }
 

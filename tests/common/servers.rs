@@ -92,13 +92,9 @@ pub struct LlamaServer {
     _dir: tempfile::TempDir,
 }
 
-/// llama-server's path: `NANOLAB_LLAMA_SERVER` (set by `make test`).
+/// llama-server's path (`NANOLAB_LLAMA_SERVER` overrides the build under target/).
 pub fn llama_server_exe() -> PathBuf {
-    let p = std::env::var_os("NANOLAB_LLAMA_SERVER")
-        .map(PathBuf::from)
-        .expect("NANOLAB_LLAMA_SERVER must name llama-server; `make test` builds it with scripts/llama-tools.sh llama-server and sets it");
-    assert!(p.is_file(), "no llama-server at {}", p.display());
-    p
+    super::llama_tool("llama-server", "NANOLAB_LLAMA_SERVER")
 }
 
 impl LlamaServer {
