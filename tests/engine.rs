@@ -525,7 +525,7 @@ fn base_lanes_decode_in_one_batch_and_late_ones_join() {
 }
 
 #[test]
-fn lanes_starting_with_the_same_prompt_together_keep_their_text() {
+fn lanes_starting_with_the_same_prompt_copy_it_and_keep_their_text() {
     let model = demo_model();
     let mut c = client();
     let same = "The following is a list of the largest cities in Europe by population:\n1.";
@@ -582,12 +582,16 @@ fn lanes_starting_with_the_same_prompt_together_keep_their_text() {
         );
         assert_eq!(s.prompt_tokens, alone[i].prompt_tokens);
     }
-    // Each lane decodes its whole prompt (copying a running lane's cells for the shared words
-    // was tried and withdrawn).
-    for s in &together {
-        assert_eq!(s.prompt_reused_tokens, 0);
-    }
-    assert!(together[1].prefill_tokens_per_sec > 0.0);
+    // Lane 1 decodes its prompt; lanes 2 and 3, running the very same prompt, copy its cells
+    // and first logits; lane 4 shares only the first words, so it decodes its own.
+    let n = alone[0].prompt_tokens;
+    let reused: Vec<u32> = together.iter().map(|s| s.prompt_reused_tokens).collect();
+    assert_eq!(reused, vec![0, n, n, 0]);
+    assert!(together[0].prefill_tokens_per_sec > 0.0 && together[3].prefill_tokens_per_sec > 0.0);
+    assert_eq!(
+        together[1].prefill_tokens_per_sec, 0.0,
+        "lane 2 decoded no prompt token"
+    );
 }
 
 #[test]
@@ -603,14 +607,19 @@ fn lanes_with_one_adapter_stack_take_turns_and_keep_their_text() {
     let mut c = client();
     let prompt = "The capital of France is";
     let lanes: Vec<LaneSpec> = (1..=2).map(|l| lane(l, &model, 512, vec![caps.clone()])).collect();
-    let alone = stats(&generate(&mut c, lanes[0].clone(), prompt, greedy(48)).1).text;
+    let alone = stats(&generate(&mut c, lanes[0].clone(), prompt, greedy(48)).1);
     let (_, together) = send_together(&mut c, &lanes, prompt, 48, false);
     for s in &together {
         assert_eq!(
             (s.text.as_str(), s.batched_with, s.lanes_together),
-            (alone.as_str(), 1, 2)
+            (alone.text.as_str(), 1, 2)
         );
     }
+    // The prompt is copied on the same stack (an exact copy, not a batched decode).
+    assert_eq!(
+        (together[0].prompt_reused_tokens, together[1].prompt_reused_tokens),
+        (0, alone.prompt_tokens)
+    );
 }
 
 #[test]
@@ -657,7 +666,8 @@ type TokenBits = Vec<(i32, u32, Vec<u32>)>;
 fn pooled_lanes_keep_every_probability_bit_for_bit_when_others_end_first() {
     // Chat prompts whose answers end after a few tokens beside one that runs on: once the short
     // ones end, the long one decodes on in the pool. Its probabilities must stay exactly those
-    // of a run alone (freed cells once broke that: see engine/worker/pool.rs). Six lanes, so
+    // of a run alone (freed cells once broke that: see engine/worker/pool.rs), also for lanes
+    // whose prompt was copied from a running one (prompt_copy.rs). Six lanes, so
     // that llama.cpp's kernels for several rows (tinyBLAS for F16 and Q8_0, the repacked Q4_0
     // GEMM) meet its one-row ones.
     let ladder = crate::eval::ladder();
@@ -720,7 +730,14 @@ fn pooled_bits_equal_alone(model: &std::path::Path, batched_with: u32) {
         })
         .expect("every generation ended");
         jobs.iter()
-            .map(|j| (tokens.remove(j).unwrap_or_default(), ends[j].batched_with))
+            .map(|j| {
+                let end: &RunStats = &ends[j];
+                (
+                    tokens.remove(j).unwrap_or_default(),
+                    end.batched_with,
+                    end.prompt_reused_tokens,
+                )
+            })
             .collect::<Vec<_>>()
     };
     let alone: Vec<TokenBits> = (0..3).map(|p| run(&mut c, &[(1, p)]).remove(0).0).collect();
@@ -731,7 +748,10 @@ fn pooled_bits_equal_alone(model: &std::path::Path, batched_with: u32) {
     );
     for round in 0..2 {
         let lanes: Vec<(LaneId, usize)> = (0..6).map(|i| (i as LaneId + 1, (i + round) % 3)).collect();
-        for ((l, p), (tokens, got_batched)) in lanes.iter().zip(run(&mut c, &lanes)) {
+        for ((l, p), (tokens, got_batched, reused)) in lanes.iter().zip(run(&mut c, &lanes)) {
+            // Lanes 4-6 run the prompts of lanes 1-3, which are still running: their prompts
+            // are copied, and their first tokens come from the copied logits.
+            assert_eq!(reused > 0, *l > 3, "{name}: lane {l} reused {reused} prompt tokens");
             let as_expected = if batched_with == 1 {
                 got_batched == 1
             } else {

@@ -111,11 +111,12 @@ pub struct RunStats {
     pub ttft_ms: f64,
     /// Prompt tokens.
     pub prompt_tokens: u32,
-    /// Prompt tokens the server took from its cache instead of processing them (llama-server's
-    /// `cache_n`, remote runs); the local engine always decodes the whole prompt (0).
+    /// Prompt tokens not processed again: on a remote lane those the server took from its cache
+    /// (llama-server's `cache_n`); on a local lane the whole prompt when a lane running the same
+    /// prompt on the same model and stack had it decoded and its cells were copied (else 0).
     #[serde(default)]
     pub prompt_reused_tokens: u32,
-    /// Time this lane's own prompt decode took (and the copy of reused cells), ms.
+    /// Time this lane's own prompt decode took, or the copy of its reused cells, ms.
     pub prefill_ms: f64,
     /// Prompt tokens this lane decoded itself, per second of `prefill_ms`.
     pub prefill_tokens_per_sec: f64,

@@ -132,6 +132,16 @@ impl Context {
         }
     }
 
+    /// Drops sequence `seq`'s cells from position `from` on; false if llama.cpp cannot cut
+    /// the sequence there.
+    pub fn truncate_seq(&mut self, seq: i32, from: i32) -> bool {
+        // SAFETY: the context is alive.
+        unsafe {
+            let mem = llama_cpp_sys_2::llama_get_memory(self.ptr.as_ptr());
+            llama_cpp_sys_2::llama_memory_seq_rm(mem, seq, from, -1)
+        }
+    }
+
     /// The KV cells of sequence `seq`, as bytes [`Context::set_seq_state`] reads back.
     pub fn seq_state(&self, seq: i32) -> Result<Vec<u8>, LlamaError> {
         // SAFETY: the context is alive; the buffer holds the size llama.cpp asked for.

@@ -58,6 +58,31 @@ impl Sampler {
         unsafe { llama_cpp_sys_2::llama_sampler_sample(self.ptr.as_ptr(), ctx.as_ptr(), idx) }
     }
 
+    /// Samples from logits kept from an earlier decode and accepts the token, as
+    /// [`Sampler::sample`] does with a context's (llama.cpp's `llama_sampler_sample` builds the
+    /// same candidate list from them); `None` if the chain selected nothing.
+    pub fn sample_logits(&mut self, logits: &[f32]) -> Option<i32> {
+        let mut cur: Vec<llama_cpp_sys_2::llama_token_data> = (0..)
+            .zip(logits)
+            .map(|(id, &logit)| llama_cpp_sys_2::llama_token_data { id, logit, p: 0.0 })
+            .collect();
+        let mut arr = llama_cpp_sys_2::llama_token_data_array {
+            data: cur.as_mut_ptr(),
+            size: cur.len(),
+            selected: -1,
+            sorted: false,
+        };
+        // SAFETY: the chain is alive; `arr` points into `cur`, which outlives the calls. The
+        // samplers may point `arr.data` elsewhere, so the selection is read through it.
+        unsafe {
+            llama_cpp_sys_2::llama_sampler_apply(self.ptr.as_ptr(), &mut arr);
+            let selected = usize::try_from(arr.selected).ok().filter(|&i| i < arr.size)?;
+            let token = (*arr.data.add(selected)).id;
+            llama_cpp_sys_2::llama_sampler_accept(self.ptr.as_ptr(), token);
+            Some(token)
+        }
+    }
+
     /// Feeds prompt tokens to stateful samplers (repetition penalty).
     pub fn accept(&mut self, token: i32) {
         // SAFETY: the chain is alive.

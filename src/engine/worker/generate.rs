@@ -2,11 +2,14 @@
 //! [`Worker::start_generation`] sets the lane up, clears its KV and decodes the prompt; each
 //! [`Worker::step_generation`] samples one token, streams it (stop strings held back) and
 //! decodes it, on its lane's context or, batched with others, in a pool (`pool.rs`). The
-//! scheduler (`schedule.rs`) steps every running generation in turn.
+//! scheduler (`schedule.rs`) steps every running generation in turn. A prompt a running lane
+//! on the same model and stack already decoded is copied instead (`prompt_copy.rs`).
 
+use std::rc::Rc;
 use std::time::Instant;
 
 use super::pool::{PoolId, PoolKey};
+use super::prompt_copy::ShareKey;
 use super::*;
 
 /// What a `Generate` request asks for.
@@ -57,6 +60,10 @@ pub(super) struct Generation {
     pub(super) batched_with: u32,
     /// What it shares a pool under; `None`: it always decodes on its own context.
     key: Option<PoolKey>,
+    /// What it shares its prompt's cells under; `None`: never shared.
+    share: Option<ShareKey>,
+    /// The logits its prompt ended with, kept while it runs where it may share its prompt.
+    first_logits: Option<Rc<[f32]>>,
     /// Its pool and sequence there, once it moved in.
     pub(super) seat: Option<(PoolId, i32)>,
     /// Where the logits it samples next are: its pool's context, or its lane's.
@@ -67,7 +74,10 @@ pub(super) struct Generation {
     info: LaneInfo,
     load_ms: f64,
     received: Instant,
+    prompt: Vec<i32>,
     prompt_tokens: u32,
+    /// Prompt tokens whose cells were copied from a running lane rather than decoded.
+    prompt_reused: u32,
     n_ctx: usize,
     n_vocab: usize,
     top_n: usize,
@@ -101,6 +111,19 @@ impl Generation {
         self.key.as_ref()
     }
 
+    pub(super) fn share_key(&self) -> Option<&ShareKey> {
+        self.share.as_ref()
+    }
+
+    /// Its prompt's tokens.
+    pub(super) fn prompt(&self) -> &[i32] {
+        &self.prompt
+    }
+
+    pub(super) fn first_logits(&self) -> Option<&Rc<[f32]>> {
+        self.first_logits.as_ref()
+    }
+
     /// KV cells it can fill before it must end: its prompt and every token it may generate.
     pub(super) fn kv_budget(&self) -> u32 {
         let n_ctx = u32::try_from(self.n_ctx).unwrap_or(u32::MAX);
@@ -112,8 +135,14 @@ impl Generation {
 }
 
 impl Worker {
-    /// Sets the lane up and decodes the prompt; the generation then waits for its steps.
-    pub(super) fn start_generation(&mut self, w: Wanted, sink: &mut dyn EventSink) -> JobResultOr<Generation> {
+    /// Sets the lane up and decodes the prompt, or copies it from one of the `running`
+    /// generations that decoded the same; the generation then waits for its steps.
+    pub(super) fn start_generation(
+        &mut self,
+        w: Wanted,
+        running: &[Generation],
+        sink: &mut dyn EventSink,
+    ) -> JobResultOr<Generation> {
         let job = w.job;
         let (info, load_ms) = self.setup_lane(job, &w.spec, sink)?;
         let lane = self
@@ -140,16 +169,36 @@ impl Worker {
         }
         self.cancel.attach(job, lane.ctx.abort_flag());
         lane.ctx.clear();
+        let n_vocab = usize::try_from(model.info.n_vocab).unwrap_or(0);
+        let share = self.share_key(w.spec.lane, w.exclusive);
         let t0 = Instant::now();
-        let last_batch = match lane.ctx.decode(&tokens, 0, false) {
-            Ok(n) => n,
-            Err(_) if self.cancel.is_cancelled(job) => {
-                return Err(JobError {
-                    message: "cancelled".into(),
-                    cancelled: true,
-                })
+        let copied = share
+            .as_ref()
+            .and_then(|k| self.copy_prompt(w.spec.lane, k, &tokens, running));
+        let prompt_reused = if copied.is_some() { tokens.len() } else { 0 };
+        let (last_batch, first_logits) = match copied {
+            Some(logits) => (1, Some(logits)),
+            None => {
+                let lane = self
+                    .lanes
+                    .get_mut(&w.spec.lane)
+                    .ok_or_else(|| JobError::from("lane missing".to_string()))?;
+                let last_batch = match lane.ctx.decode(&tokens, 0, false) {
+                    Ok(n) => n,
+                    Err(_) if self.cancel.is_cancelled(job) => {
+                        return Err(JobError {
+                            message: "cancelled".into(),
+                            cancelled: true,
+                        })
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                let kept = share
+                    .as_ref()
+                    .and_then(|_| lane.ctx.logits(last_batch.saturating_sub(1), n_vocab))
+                    .map(Rc::from);
+                (last_batch, kept)
             }
-            Err(e) => return Err(e.into()),
         };
         let prefill_ms = ms_since(t0);
         let key = self.pool_key(w.spec.lane, w.exclusive);
@@ -160,9 +209,11 @@ impl Worker {
             lanes_together: 1,
             batched_with: 1,
             key,
+            share,
+            first_logits,
             seat: None,
             logits_in: None,
-            n_vocab: usize::try_from(model.info.n_vocab).unwrap_or(0),
+            n_vocab,
             model,
             sampler,
             assembler: TextAssembler::new(&w.sampling.stop),
@@ -170,6 +221,8 @@ impl Worker {
             load_ms,
             received: w.received,
             prompt_tokens: tokens.len() as u32,
+            prompt_reused: u32::try_from(prompt_reused).unwrap_or(0),
+            prompt: tokens,
             n_ctx,
             top_n: w.top_n.min(10) as usize,
             max_tokens: w.sampling.max_tokens,
@@ -222,9 +275,22 @@ impl Worker {
                 .into())));
         };
         let started = Instant::now();
-        let idx = i32::try_from(g.out_idx).unwrap_or(0);
-        let token = g.sampler.sample(ctx, idx);
-        let (prob, top) = match ctx.logits(g.out_idx, g.n_vocab) {
+        // A copied prompt left no logits in the lane's context: its first token is sampled
+        // from those the donor's prefill ended with.
+        let copied_logits = (g.step == 0 && g.prompt_reused > 0)
+            .then(|| g.first_logits.clone())
+            .flatten();
+        let (token, logits) = match &copied_logits {
+            Some(logits) => (g.sampler.sample_logits(logits), Some(&logits[..])),
+            None => {
+                let idx = i32::try_from(g.out_idx).unwrap_or(0);
+                (Some(g.sampler.sample(ctx, idx)), ctx.logits(g.out_idx, g.n_vocab))
+            }
+        };
+        let Some(token) = token else {
+            return Sampled::Ended(Box::new(Err("the sampler chose no token".to_string().into())));
+        };
+        let (prob, top) = match logits {
             Some(logits) => token_probs(logits, token, g.top_n, &g.model.model),
             None => (0.0, Vec::new()),
         };
@@ -329,7 +395,7 @@ impl Worker {
 
     /// Runs a generation alone to its end (for [`Worker::handle`]).
     pub(super) fn generate(&mut self, w: Wanted, sink: &mut dyn EventSink) -> JobResultOr<RunStats> {
-        let mut g = self.start_generation(w, sink)?;
+        let mut g = self.start_generation(w, &[], sink)?;
         loop {
             if let Some(outcome) = self.step_generation(&mut g, sink) {
                 return outcome;
@@ -376,11 +442,13 @@ impl Generation {
             load_ms: self.load_ms,
             ttft_ms: self.ttft_ms,
             prompt_tokens: self.prompt_tokens,
-            // Every local lane decodes its whole prompt (copying a running lane's cells for a
-            // shared prefix was tried and withdrawn: it could not be shown exact).
-            prompt_reused_tokens: 0,
+            prompt_reused_tokens: self.prompt_reused,
             prefill_ms: self.prefill_ms,
-            prefill_tokens_per_sec: rate(f64::from(self.prompt_tokens), self.prefill_ms),
+            // Over the tokens it decoded: 0 when its whole prompt was copied.
+            prefill_tokens_per_sec: rate(
+                f64::from(self.prompt_tokens.saturating_sub(self.prompt_reused)),
+                self.prefill_ms,
+            ),
             generated_tokens: self.generated,
             decode_ms,
             decode_tokens_per_sec: rate(intervals, decode_ms),

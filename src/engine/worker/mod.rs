@@ -22,6 +22,7 @@ mod generate;
 use generate::Wanted;
 mod batched;
 mod pool;
+mod prompt_copy;
 mod schedule;
 use batched::BatchedTest;
 

@@ -75,7 +75,7 @@ impl Worker {
             match Wanted::from_request(req, received) {
                 Ok(w) => {
                     let job = w.job;
-                    match self.start_generation(w, sink) {
+                    match self.start_generation(w, running, sink) {
                         Ok(g) => running.push(g),
                         Err(e) => self.end(job, Err(e), sink),
                     }

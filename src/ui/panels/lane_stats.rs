@@ -34,12 +34,21 @@ pub(super) fn stats_strip(
             format!("{:.0} ms", s.ttft_ms),
             "Time to first token as you saw it: from the engine taking the run to its first token, other lanes' turns included, model load not",
         );
-        item(
-            ui,
-            "prefill",
-            format!("{:.0} tok/s", s.prefill_tokens_per_sec),
-            "Prompt tokens per second",
-        );
+        if s.prompt_reused_tokens > 0 && s.prompt_reused_tokens >= s.prompt_tokens {
+            item(
+                ui,
+                "prefill",
+                format!("copied, {:.1} ms", s.prefill_ms),
+                "A lane on the same model and stack was running this very prompt: its decoded cells and first logits were copied (the same bits this lane's own decode gives), so this lane decoded no prompt token",
+            );
+        } else {
+            item(
+                ui,
+                "prefill",
+                format!("{:.0} tok/s", s.prefill_tokens_per_sec),
+                "Prompt tokens per second",
+            );
+        }
         item(
             ui,
             "decode",
