@@ -122,7 +122,7 @@ fn every_corpus_case_dropped_on_the_window_shows_a_banner_and_loses_nothing() {
             std::thread::sleep(Duration::from_millis(5));
         }
     };
-    wait(&mut h, "model loaded", &|a| a.rt.jobs.is_empty());
+    wait(&mut h, "model loaded", &|a| a.rt.engine.jobs.is_empty());
     h.get_by_label("Add lane").click();
     h.run_steps(3);
     {
@@ -144,12 +144,12 @@ fn every_corpus_case_dropped_on_the_window_shows_a_banner_and_loses_nothing() {
         .iter()
         .filter(|c| !matches!(c.name, "model-as-adapter" | "adapter-as-model"))
     {
-        let target = h.state().rt.lane_rects[1].1.center();
+        let target = h.state().rt.lanes.rects[1].1.center();
         h.state_mut().state.lanes[1].output.error = None;
         h.state_mut().rt.banner = None;
         common::ui::drop_file(&mut h, &c.path, target);
         // Files only llama.cpp can reject come back from the engine a moment later.
-        wait(&mut h, "engine answered", &|a| a.rt.jobs.is_empty());
+        wait(&mut h, "engine answered", &|a| a.rt.engine.jobs.is_empty());
         h.run_steps(2);
         let lane2 = &h.state().state.lanes[1];
         let shown = lane2.output.error.clone().or_else(|| h.state().rt.banner.clone());
@@ -182,13 +182,13 @@ fn every_corpus_case_dropped_on_the_window_shows_a_banner_and_loses_nothing() {
             });
             h.run_steps(2);
         }
-        wait(&mut h, "engine idle", &|a| a.rt.jobs.is_empty());
+        wait(&mut h, "engine idle", &|a| a.rt.engine.jobs.is_empty());
     }
 
     // A file the user may not read. Root reads anything, so this thread gives up that power
     // for the drop (capabilities are per thread; the window reads dropped files on this one).
     let locked = locked_adapter_copy(dir.path());
-    let target = h.state().rt.lane_rects[1].1.center();
+    let target = h.state().rt.lanes.rects[1].1.center();
     h.state_mut().state.lanes[1].output.error = None;
     h.state_mut().rt.banner = None;
     without_reading_everything(|| {

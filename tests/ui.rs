@@ -41,7 +41,7 @@ fn loaded_app(state_path: Option<PathBuf>) -> Harness<'static, App> {
 fn loaded_app_in(state_path: Option<PathBuf>, folders: Folders) -> Harness<'static, App> {
     let mut h = harness(new_app_in(state_path, folders));
     step_until(&mut h, Duration::from_secs(30), "model loaded", |a| {
-        a.rt.jobs.is_empty()
+        a.rt.engine.jobs.is_empty()
     });
     h
 }
@@ -75,7 +75,7 @@ fn step_until(h: &mut Harness<'_, App>, deadline: Duration, what: &str, done: im
                 .collect();
             panic!(
                 "timed out waiting for: {what}; lanes {lanes:?}; jobs {:?}; banner {:?}",
-                a.rt.jobs, a.rt.banner
+                a.rt.engine.jobs, a.rt.banner
             );
         }
         h.step();
@@ -85,7 +85,7 @@ fn step_until(h: &mut Harness<'_, App>, deadline: Duration, what: &str, done: im
 }
 
 fn lane_center(h: &Harness<'_, App>, index: usize) -> egui::Pos2 {
-    h.state().rt.lane_rects[index].1.center()
+    h.state().rt.lanes.rects[index].1.center()
 }
 
 #[test]
@@ -178,7 +178,7 @@ fn token_view_shows_tokens_with_probabilities_and_diff_marks_changes() {
         a.state.lanes.iter().all(|l| l.output.stats.is_some())
     });
     let lane2 = h.state().state.lanes[1].id;
-    let spans = h.state().rt.diffs.get(&lane2).cloned().expect("diff computed");
+    let spans = h.state().rt.lanes.diffs.get(&lane2).cloned().expect("diff computed");
     let joined: String = spans.iter().map(|(t, _)| t.as_str()).collect();
     assert_eq!(joined, h.state().state.lanes[1].output.text);
     assert!(
@@ -227,7 +227,9 @@ fn lanes_stream_at_once_and_one_at_a_time_says_queued() {
         "a streaming lane says queued"
     );
     h.key_press(egui::Key::Escape);
-    step_until(&mut h, Duration::from_secs(30), "stopped", |a| a.rt.jobs.is_empty());
+    step_until(&mut h, Duration::from_secs(30), "stopped", |a| {
+        a.rt.engine.jobs.is_empty()
+    });
 
     // One lane at a time: lane 2 waits its turn in the engine and says so.
     h.get_by_label("One lane at a time").click();
@@ -242,7 +244,9 @@ fn lanes_stream_at_once_and_one_at_a_time_says_queued() {
         "a waiting lane claims to be running"
     );
     h.key_press(egui::Key::Escape);
-    step_until(&mut h, Duration::from_secs(30), "stopped", |a| a.rt.jobs.is_empty());
+    step_until(&mut h, Duration::from_secs(30), "stopped", |a| {
+        a.rt.engine.jobs.is_empty()
+    });
 }
 
 #[test]
@@ -251,9 +255,9 @@ fn serve_lanes_serves_each_lane_under_its_name_until_stopped() {
     h.get_by_label("Serve lanes").click();
     h.run_steps(2);
     step_until(&mut h, Duration::from_secs(60), "the server's address", |a| {
-        a.rt.serving.as_ref().is_some_and(|s| s.url.is_some())
+        a.rt.tasks.serving.as_ref().is_some_and(|s| s.url.is_some())
     });
-    let url = h.state().rt.serving.as_ref().unwrap().url.clone().unwrap();
+    let url = h.state().rt.tasks.serving.as_ref().unwrap().url.clone().unwrap();
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
     h.get_by_label(&format!("serving at {url}/v1"));
     let agent = ureq::Agent::new_with_config(ureq::Agent::config_builder().http_status_as_error(false).build());
@@ -293,10 +297,10 @@ fn serve_lanes_serves_each_lane_under_its_name_until_stopped() {
         &mut h,
         Duration::from_secs(10),
         "the served request in the window",
-        |a| a.rt.serving.as_ref().is_some_and(|s| !s.served.is_empty()),
+        |a| a.rt.tasks.serving.as_ref().is_some_and(|s| !s.served.is_empty()),
     );
     h.get_by_label("1 request answered");
-    let (n, r) = h.state().rt.serving.as_ref().unwrap().served[0].clone();
+    let (n, r) = h.state().rt.tasks.serving.as_ref().unwrap().served[0].clone();
     assert_eq!(
         (n, r.model.as_str(), u64::from(r.generated_tokens)),
         (1, "lane-2", completion_tokens)
@@ -304,7 +308,7 @@ fn serve_lanes_serves_each_lane_under_its_name_until_stopped() {
     assert!(r.decode_tokens_per_sec > 0.0 && r.ttft_ms > 0.0, "{r:?}");
     h.get_by_label("Stop serving").click();
     h.run_steps(2);
-    assert!(h.state().rt.serving.is_none());
+    assert!(h.state().rt.tasks.serving.is_none());
     let addr = url.trim_start_matches("http://").to_string();
     assert!(
         common::wait_for(Duration::from_secs(5), || std::net::TcpStream::connect(&addr)
@@ -320,7 +324,9 @@ fn esc_stops_running_lanes() {
     let mut h = loaded_app(None);
     start_long_run(&mut h);
     h.key_press(egui::Key::Escape);
-    step_until(&mut h, Duration::from_secs(30), "stopped", |a| a.rt.jobs.is_empty());
+    step_until(&mut h, Duration::from_secs(30), "stopped", |a| {
+        a.rt.engine.jobs.is_empty()
+    });
     let out = &h.state().state.lanes[0].output;
     let stats = out.stats.as_ref().expect("a cancelled run still reports its stats");
     assert_eq!(stats.stop_reason, nanolab::protocol::StopReason::Cancelled);
@@ -348,13 +354,13 @@ fn an_engine_killed_while_a_model_loads_shows_on_that_lane_and_a_reload_works() 
     let copy = dir.path().join("copy.gguf");
     std::fs::copy(demo_model(), &copy).unwrap();
     let lane2 = h.state().state.lanes[1].id;
-    let pid = h.state().rt.engine.pid().expect("engine running");
+    let pid = h.state().rt.engine.client.pid().expect("engine running");
     h.state_mut().rt.pending.push(Command::SetModel {
         lane: Some(lane2),
         path: copy.clone(),
     });
     h.state_mut().apply_commands();
-    assert!(h.state().rt.load_progress.contains_key(&lane2), "load under way");
+    assert!(h.state().rt.engine.load_progress.contains_key(&lane2), "load under way");
     // SAFETY: kill(2) on the engine child this window started.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     step_until(&mut h, Duration::from_secs(30), "lane 2 told", |a| {
@@ -366,7 +372,7 @@ fn an_engine_killed_while_a_model_loads_shows_on_that_lane_and_a_reload_works() 
         "{e}"
     );
     h.get_by_label_contains("engine stopped while loading");
-    assert!(h.state().rt.load_progress.is_empty(), "no load left spinning");
+    assert!(h.state().rt.engine.load_progress.is_empty(), "no load left spinning");
     assert!(
         !std::path::Path::new(&format!("/proc/{pid}")).exists(),
         "engine {pid} not reaped"
@@ -386,7 +392,9 @@ fn an_engine_killed_while_a_model_loads_shows_on_that_lane_and_a_reload_works() 
         path: copy.clone(),
     });
     h.state_mut().apply_commands();
-    step_until(&mut h, Duration::from_secs(60), "reloaded", |a| a.rt.jobs.is_empty());
+    step_until(&mut h, Duration::from_secs(60), "reloaded", |a| {
+        a.rt.engine.jobs.is_empty()
+    });
     h.get_by_label("Run all").click();
     step_until(&mut h, Duration::from_secs(60), "both runs done", |a| {
         a.state
@@ -400,14 +408,14 @@ fn an_engine_killed_while_a_model_loads_shows_on_that_lane_and_a_reload_works() 
         lane1_text,
         "same model, same greedy output"
     );
-    assert_eq!(h.state().rt.engine.restarts(), 1);
+    assert_eq!(h.state().rt.engine.client.restarts(), 1);
 }
 
 #[test]
 fn a_killed_engine_shows_on_the_lanes_concerned_and_a_rerun_works() {
     let mut h = two_lanes(None);
     start_long_run(&mut h);
-    let pid = h.state().rt.engine.pid().expect("engine running");
+    let pid = h.state().rt.engine.client.pid().expect("engine running");
     // SAFETY: kill(2) on the engine child this window started.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     step_until(&mut h, Duration::from_secs(30), "both lanes told", |a| {
@@ -435,8 +443,8 @@ fn a_killed_engine_shows_on_the_lanes_concerned_and_a_rerun_works() {
         a.state.lanes.iter().all(|l| l.output.stats.is_some())
     });
     assert!(h.state().state.lanes.iter().all(|l| l.output.error.is_none()));
-    assert_ne!(h.state().rt.engine.pid(), Some(pid));
-    assert_eq!(h.state().rt.engine.restarts(), 1);
+    assert_ne!(h.state().rt.engine.client.pid(), Some(pid));
+    assert_eq!(h.state().rt.engine.client.restarts(), 1);
     h.get_by_label_contains("restarted 1 times");
 }
 
@@ -548,7 +556,7 @@ fn a_broken_adapter_registry_is_reported_and_never_saved_over() {
     let mut h = harness(new_app_in(None, folders));
     h.run_steps(2);
     h.get_by_label_contains("the adapter registry starts empty and will not be saved over it");
-    assert!(h.state_mut().rt.registry.save().is_err());
+    assert!(h.state_mut().rt.library.registry.save().is_err());
     drop(h);
     assert_eq!(std::fs::read_to_string(&registry).unwrap(), "{ not json");
 }
@@ -593,7 +601,9 @@ fn a_dropped_peft_folder_is_imported_and_registry_adapters_can_be_added() {
     // Bake the stack into a new model file, with progress, and find it in the library.
     h.get_by_label("Bake into model").click();
     h.run_steps(2);
-    step_until(&mut h, Duration::from_secs(60), "merge done", |a| a.rt.merge.is_none());
+    step_until(&mut h, Duration::from_secs(60), "merge done", |a| {
+        a.rt.tasks.merge.is_none()
+    });
     let merged = dir.path().join("models/SmolLM2-135M-Instruct.Q4_1+my-peft@1.00.gguf");
     assert!(
         merged.is_file(),
@@ -601,7 +611,7 @@ fn a_dropped_peft_folder_is_imported_and_registry_adapters_can_be_added() {
         h.state().rt.banner,
         h.state().state.lanes[0].output.error
     );
-    assert!(h.state().rt.installed.iter().any(|m| m.path == merged));
+    assert!(h.state().rt.library.installed.iter().any(|m| m.path == merged));
     nanolab::gguf::validate_model_file(&merged).unwrap();
     // The registry panel lists it as fitting; add it to a second lane from there.
     h.get_by_label("Add lane").click();
@@ -641,12 +651,12 @@ fn a_lane_on_a_simulated_device_heats_and_paces_its_tokens() {
     h.get_by_label("Run all").click();
     h.run_steps(2);
     step_until(&mut h, Duration::from_secs(60), "run done", |a| {
-        a.rt.jobs.is_empty() && a.state.lanes[0].output.stats.is_some()
+        a.rt.engine.jobs.is_empty() && a.state.lanes[0].output.stats.is_some()
     });
     let lane_id = h.state().state.lanes[0].id;
     let stats = h.state().state.lanes[0].output.stats.clone().expect("stats");
     {
-        let sim = &h.state().rt.sims[&lane_id];
+        let sim = &h.state().rt.lanes.sims[&lane_id];
         assert_eq!(
             sim.points.len() as u32,
             stats.generated_tokens,
@@ -655,10 +665,10 @@ fn a_lane_on_a_simulated_device_heats_and_paces_its_tokens() {
         assert!(sim.temp_c() > 25.0, "generating heats the device");
     }
     step_until(&mut h, Duration::from_secs(30), "paced tokens shown", |a| {
-        a.rt.sims[&lane_id].pending.is_empty()
+        a.rt.lanes.sims[&lane_id].pending.is_empty()
     });
     // Paced: the last token is shown no earlier than the simulated device would produce it.
-    let sim = &h.state().rt.sims[&lane_id];
+    let sim = &h.state().rt.lanes.sims[&lane_id];
     let simulated_secs = sim.points.last().unwrap().t_secs - sim.points.first().unwrap().t_secs;
     assert!(simulated_secs > 0.3, "{simulated_secs}");
     assert!(
@@ -676,15 +686,16 @@ fn a_remote_lane_added_from_the_dialog_runs_beside_a_local_one_and_its_endpoint_
     let mut h = loaded_app(None);
     h.get_by_label("Add remote lane…").click();
     h.run_steps(4);
-    assert!(h.state().rt.remote_dialog.is_some(), "the dialog opens");
+    assert!(h.state().rt.dialogs.remote.is_some(), "the dialog opens");
     h.get_by_label("URL").focus();
     h.run_steps(1);
-    h.state_mut().rt.remote_dialog.as_mut().unwrap().url.clear();
+    h.state_mut().rt.dialogs.remote.as_mut().unwrap().url.clear();
     h.get_by_label("URL").type_text(&server.url);
     h.run_steps(2);
     h.get_by_label("Connect").click();
     step_until(&mut h, Duration::from_secs(30), "the endpoint's answer", |a| {
-        a.rt.remote_dialog
+        a.rt.dialogs
+            .remote
             .as_ref()
             .is_some_and(|d| d.info.is_some() || d.error.is_some())
     });
@@ -697,7 +708,7 @@ fn a_remote_lane_added_from_the_dialog_runs_beside_a_local_one_and_its_endpoint_
     h.run_steps(3);
     let remote = h.state().state.lanes[1].remote.clone().expect("lane 2 is remote");
     assert_eq!(remote.url, server.url);
-    assert!(h.state().rt.remote_dialog.is_none(), "the dialog closes");
+    assert!(h.state().rt.dialogs.remote.is_none(), "the dialog closes");
     h.get_by_label("Remote");
 
     // Both lanes with the caps adapter: the remote one must say what the local one says.
@@ -714,7 +725,7 @@ fn a_remote_lane_added_from_the_dialog_runs_beside_a_local_one_and_its_endpoint_
     h.run_steps(2);
     h.get_by_label("Run all").click();
     step_until(&mut h, Duration::from_secs(60), "both lanes done", |a| {
-        a.rt.jobs.is_empty() && a.state.lanes.iter().all(|l| l.output.stats.is_some())
+        a.rt.engine.jobs.is_empty() && a.state.lanes.iter().all(|l| l.output.stats.is_some())
     });
     h.run_steps(2);
     let (local, far) = (&h.state().state.lanes[0].output, &h.state().state.lanes[1].output);
@@ -747,5 +758,7 @@ fn a_remote_lane_added_from_the_dialog_runs_beside_a_local_one_and_its_endpoint_
     let err = h.state().state.lanes[1].output.error.clone().unwrap();
     assert!(err.contains(&server.url), "{err}");
     h.key_press(egui::Key::Escape);
-    step_until(&mut h, Duration::from_secs(30), "stopped", |a| a.rt.jobs.is_empty());
+    step_until(&mut h, Duration::from_secs(30), "stopped", |a| {
+        a.rt.engine.jobs.is_empty()
+    });
 }

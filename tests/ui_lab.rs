@@ -17,7 +17,7 @@ use nanolab::ui::state::LabTab;
 /// Two lanes on the demo model, the second with the caps adapter; the lab open.
 fn lab_app(models_dir: &Path) -> Harness<'static, App> {
     let mut app = App::new(None, Some(exe()));
-    app.rt.models_dir = models_dir.to_path_buf();
+    app.rt.library.models_dir = models_dir.to_path_buf();
     app.rt.pending.push(Command::SetModel {
         lane: None,
         path: demo_model(),
@@ -42,7 +42,7 @@ fn lab_app(models_dir: &Path) -> Harness<'static, App> {
         .with_size(egui::vec2(1600.0, 1000.0))
         .build_ui_state(|ui, app: &mut App| app.frame(ui), app);
     step_until(&mut h, Duration::from_secs(30), "models loaded", |a| {
-        a.rt.jobs.is_empty()
+        a.rt.engine.jobs.is_empty()
     });
     h.get_by_label("Lab").click();
     h.run_steps(3);
@@ -56,7 +56,7 @@ fn step_until(h: &mut Harness<'_, App>, deadline: Duration, what: &str, done: im
             Instant::now() < end,
             "timed out waiting for: {what}; lab message {:?}; jobs {:?}",
             h.state().rt.lab.message,
-            h.state().rt.jobs
+            h.state().rt.engine.jobs
         );
         h.step();
         std::thread::sleep(Duration::from_millis(5));
@@ -91,11 +91,12 @@ fn comparing_lanes_colours_tokens_and_leaves_lane_outputs_alone() {
         .iter()
         .all(|l| l.output.text.is_empty() && l.output.stats.is_none()));
     // ... and give their contexts back when done.
-    let job = h.state().rt.engine.next_job();
+    let job = h.state().rt.engine.client.next_job();
     let status = h
         .state_mut()
         .rt
         .engine
+        .client
         .call(&nanolab::protocol::Request::Status { job }, |_| {})
         .unwrap();
     let nanolab::protocol::Event::Done {
@@ -115,7 +116,7 @@ fn comparing_lanes_colours_tokens_and_leaves_lane_outputs_alone() {
     );
     // Export: files and a manifest.
     let exports = tempfile::tempdir().unwrap();
-    h.state_mut().rt.exports_dir = exports.path().to_path_buf();
+    h.state_mut().rt.library.exports_dir = exports.path().to_path_buf();
     h.get_by_label("Export").click();
     step_until(&mut h, Duration::from_secs(30), "export", |a| {
         a.rt.lab.message.as_deref().is_some_and(|m| m.starts_with("exported"))
@@ -192,7 +193,7 @@ fn quality_of_lanes_and_of_a_fresh_ladder() {
         "Q8_0 is closer to its reference than caps is to base"
     );
     assert!(
-        h.state().rt.installed.iter().any(|m| m.path == made),
+        h.state().rt.library.installed.iter().any(|m| m.path == made),
         "the library lists it"
     );
 }
@@ -437,7 +438,7 @@ fn compress_on_an_adapter_row_writes_lower_ranks_and_measures_each_against_the_o
         .with_size(egui::vec2(1600.0, 1000.0))
         .build_ui_state(|ui, app: &mut App| app.frame(ui), app);
     step_until(&mut h, Duration::from_secs(30), "model loaded", |a| {
-        a.rt.jobs.is_empty()
+        a.rt.engine.jobs.is_empty()
     });
     h.get_by_label("More").click();
     h.run_steps(2);

@@ -40,7 +40,7 @@ fn step_until(h: &mut Harness<'_, App>, deadline: Duration, what: &str, done: im
             Instant::now() < end,
             "timed out waiting for: {what}; banner {:?}; jobs {:?}",
             h.state().rt.banner,
-            h.state().rt.jobs
+            h.state().rt.engine.jobs
         );
         h.step();
         std::thread::sleep(Duration::from_millis(5));
@@ -50,7 +50,7 @@ fn step_until(h: &mut Harness<'_, App>, deadline: Duration, what: &str, done: im
 
 fn opened(h: &mut Harness<'_, App>) {
     step_until(h, Duration::from_secs(60), "scene opened and models loaded", |a| {
-        a.rt.scene_task.is_none() && a.state.lanes.len() == 2 && a.rt.jobs.is_empty()
+        a.rt.tasks.scene.is_none() && a.state.lanes.len() == 2 && a.rt.engine.jobs.is_empty()
     });
 }
 
@@ -87,7 +87,10 @@ fn the_demo_scene_opens_from_the_welcome_panel_and_a_saved_scene_reopens_identic
         assert!(lanes[1].adapters[0].path.ends_with("smollm2-caps.gguf"));
         assert_eq!(lanes[1].device.as_deref(), Some("pixel-9-pro"));
         assert!(lanes[1].paced && !lanes[0].paced);
-        assert!(a.rt.sims.contains_key(&lanes[1].id), "lane 2 simulates its device");
+        assert!(
+            a.rt.lanes.sims.contains_key(&lanes[1].id),
+            "lane 2 simulates its device"
+        );
         let scene = a.state.scene.as_ref().unwrap();
         assert_eq!(scene.prompts.len(), 3, "the demo prompts");
         assert_eq!(a.state.prompt, "What is the capital of France?");
@@ -100,7 +103,7 @@ fn the_demo_scene_opens_from_the_welcome_panel_and_a_saved_scene_reopens_identic
     h.state_mut().rt.pending.push(Command::SaveScene(saved.clone()));
     h.run_steps(1);
     step_until(&mut h, Duration::from_secs(60), "scene saved", |a| {
-        a.rt.scene_task.is_none()
+        a.rt.tasks.scene.is_none()
     });
     assert!(saved.is_file(), "banner: {:?}", h.state().rt.banner);
     let text = std::fs::read_to_string(&saved).unwrap();
@@ -153,13 +156,13 @@ fn a_tampered_adapter_is_named_with_both_hashes_nothing_loads_and_locating_the_r
     });
     h.run_steps(1);
     step_until(&mut h, Duration::from_secs(30), "model loaded", |a| {
-        a.rt.jobs.is_empty()
+        a.rt.engine.jobs.is_empty()
     });
     let lanes_before = h.state().state.lanes.clone();
     h.state_mut().rt.pending.push(Command::OpenScene(scene.clone()));
     h.run_steps(1);
     step_until(&mut h, Duration::from_secs(30), "scene checked", |a| {
-        a.rt.scene_task.is_none()
+        a.rt.tasks.scene.is_none()
     });
     h.get_by_label_contains("caps-copy.gguf has changed");
     h.get_by_label_contains("d7873015601e88ff25806853c7763cedf2889dd41b511a41c84969812010829c");
@@ -170,7 +173,7 @@ fn a_tampered_adapter_is_named_with_both_hashes_nothing_loads_and_locating_the_r
     h.state_mut().locate_scene_file(0, caps_adapter());
     h.run_steps(1);
     opened(&mut h);
-    assert!(h.state().rt.scene_problems.is_none());
+    assert!(h.state().rt.dialogs.scene_problems.is_none());
     assert_eq!(h.state().state.lanes[1].adapters[0].path, caps_adapter());
 }
 

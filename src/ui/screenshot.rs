@@ -133,7 +133,7 @@ impl Shooter {
                 self.app.state.show_library = true;
                 self.app.rt.pending.push(Command::OpenRemoteDialog);
                 self.app.apply_commands();
-                if let Some(d) = &mut self.app.rt.remote_dialog {
+                if let Some(d) = &mut self.app.rt.dialogs.remote {
                     d.url = "http://127.0.0.1:8080".into();
                 }
             }
@@ -165,7 +165,7 @@ impl Shooter {
     /// ladder is measured against.
     fn stand_in_reference(&self) -> Result<PathBuf, String> {
         let f16 = QuantType::parse("F16")?;
-        let out = self.app.rt.models_dir.join(f16.output_name(&self.model));
+        let out = self.app.rt.library.models_dir.join(f16.output_name(&self.model));
         if out.is_file() {
             return Ok(out);
         }
@@ -186,8 +186,8 @@ impl Shooter {
     fn drive(&mut self) {
         if self.phase == Phase::ArenaBlind
             && self.app.state.scene.as_ref().is_some_and(|s| !s.arena.on)
-            && self.app.rt.scene_task.is_none()
-            && self.app.rt.jobs.is_empty()
+            && self.app.rt.tasks.scene.is_none()
+            && self.app.rt.engine.jobs.is_empty()
         {
             self.app.rt.pending.push(Command::Arena(ArenaCommand::Toggle));
             self.app.rt.pending.push(Command::Arena(ArenaCommand::Start));
@@ -303,7 +303,7 @@ pub fn capture(out: &Path, model: Option<PathBuf>) -> anyhow::Result<()> {
     std::fs::create_dir_all(out)?;
     let saved = Arc::new(Mutex::new(Vec::new()));
     let mut welcome = App::new(None, None);
-    welcome.rt.installed.clear();
+    welcome.rt.library.installed.clear();
     let shooter = Shooter {
         app: welcome,
         phase: Phase::Welcome,

@@ -117,7 +117,7 @@ impl App {
     /// means the engine just died; the supervisor reports that on every lane with a job, so
     /// here it is only logged.
     pub(super) fn housekeeping(&mut self, req: &Request) {
-        if let Err(e) = self.rt.engine.send_if_running(req) {
+        if let Err(e) = self.rt.engine.client.send_if_running(req) {
             tracing::warn!("{e}");
         }
     }
@@ -143,7 +143,7 @@ impl App {
                 if self.state.reference_lane == Some(id) {
                     self.state.reference_lane = None;
                 }
-                let job = self.rt.engine.next_job();
+                let job = self.rt.engine.client.next_job();
                 self.housekeeping(&Request::DropLane { job, lane: id });
                 self.recompute_diffs();
             }
@@ -171,7 +171,7 @@ impl App {
             Command::Dropped { lane, path } => self.dropped(lane, path),
             Command::RunAll => self.run_all(),
             Command::Stop => {
-                let jobs: Vec<_> = self.rt.jobs.keys().copied().collect();
+                let jobs: Vec<_> = self.rt.engine.jobs.keys().copied().collect();
                 for job in jobs {
                     self.housekeeping(&Request::Cancel { job });
                 }
@@ -181,7 +181,7 @@ impl App {
             Command::MergeStack(lane) => self.merge_stack(lane),
             Command::SetDevice { lane, device } => self.set_device(lane, device),
             Command::CancelFetch => {
-                if let Some(t) = &self.rt.fetch {
+                if let Some(t) = &self.rt.tasks.fetch {
                     t.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
             }
@@ -204,14 +204,14 @@ impl App {
             }
             Command::DismissBanner => self.rt.banner = None,
             Command::ServeLanes => self.serve_lanes(),
-            Command::StopServing => self.rt.serving = None,
+            Command::StopServing => self.rt.tasks.serving = None,
             Command::SetReference(r) => {
                 self.state.reference_lane = r;
                 self.recompute_diffs();
             }
             Command::Lab(c) => self.apply_lab(c),
             Command::OpenRemoteDialog => self.open_remote_dialog(),
-            Command::CloseRemoteDialog => self.rt.remote_dialog = None,
+            Command::CloseRemoteDialog => self.rt.dialogs.remote = None,
             Command::ProbeEndpoint => self.probe_endpoint(),
             Command::AddRemoteLane => self.add_remote_lane(),
             Command::OpenScene(path) => self.open_scene(path),
@@ -249,7 +249,7 @@ impl App {
                     "put the file back at the path shown, or in models/ or adapters/, and open the scene again",
                 ),
             },
-            Command::CloseSceneProblems => self.rt.scene_problems = None,
+            Command::CloseSceneProblems => self.rt.dialogs.scene_problems = None,
             Command::Arena(c) => self.apply_arena(c),
             Command::DismissNotice => self.rt.notice = None,
         }
@@ -264,6 +264,7 @@ impl App {
     fn cancel_lane_jobs(&mut self, lane: LaneId) {
         let jobs: Vec<_> = self
             .rt
+            .engine
             .jobs
             .iter()
             .filter(|(_, k)| matches!(k, JobKind::Load { lane: l } | JobKind::Generate { lane: l } if *l == lane))
@@ -353,7 +354,7 @@ impl App {
             },
             n_ctx,
             threads: None,
-            adapters: crate::adapters::lane_stack(&self.rt.registry, &model, &user, true),
+            adapters: crate::adapters::lane_stack(&self.rt.library.registry, &model, &user, true),
             remote: None,
         })
     }
@@ -377,8 +378,8 @@ impl App {
             );
             return;
         }
-        match super::serving::Serving::start(self.rt.engine.exe(), lanes) {
-            Ok(s) => self.rt.serving = Some(s),
+        match super::serving::Serving::start(self.rt.engine.client.exe(), lanes) {
+            Ok(s) => self.rt.tasks.serving = Some(s),
             Err(e) => self.rt.banner = Some(e),
         }
     }
@@ -390,14 +391,20 @@ impl App {
     /// Runs every lane, with `max_tokens` instead of each lane's own limit when given (an
     /// arena prompt's `max_tokens`).
     pub(super) fn run_all_with(&mut self, max_tokens: Option<u32>) {
-        if self.rt.jobs.values().any(|k| matches!(k, JobKind::Generate { .. })) {
+        if self
+            .rt
+            .engine
+            .jobs
+            .values()
+            .any(|k| matches!(k, JobKind::Generate { .. }))
+        {
             return;
         }
-        for sim in self.rt.sims.values_mut() {
+        for sim in self.rt.lanes.sims.values_mut() {
             sim.pending.clear();
         }
         for i in 0..self.state.lanes.len() {
-            let job = self.rt.engine.next_job();
+            let job = self.rt.engine.client.next_job();
             let Some(mut req) = self.generate_request(i, job) else {
                 continue;
             };
@@ -406,9 +413,9 @@ impl App {
             }
             let id = self.state.lanes[i].id;
             self.state.lanes[i].output = LaneOutput::default();
-            match self.rt.engine.send(&req) {
+            match self.rt.engine.client.send(&req) {
                 Ok(()) => {
-                    self.rt.jobs.insert(job, JobKind::Generate { lane: id });
+                    self.rt.engine.jobs.insert(job, JobKind::Generate { lane: id });
                 }
                 Err(e) => self.state.lanes[i].output.error = Some(e.to_string()),
             }
@@ -418,7 +425,7 @@ impl App {
 
     /// Starts (or stops) simulating a device for a lane, from the lane's real model and adapters.
     pub fn set_device(&mut self, lane_id: LaneId, device: Option<String>) {
-        self.rt.sims.remove(&lane_id);
+        self.rt.lanes.sims.remove(&lane_id);
         let Some(lane) = self.state.lane_mut(lane_id) else {
             return;
         };
@@ -434,7 +441,7 @@ impl App {
             .filter(|a| a.enabled)
             .map(|a| a.path.clone())
             .collect();
-        let Some(profile) = self.rt.profiles.iter().find(|p| p.id == id).cloned() else {
+        let Some(profile) = self.rt.library.profiles.iter().find(|p| p.id == id).cloned() else {
             lane.output.error = Some(format!("no device profile {id:?}"));
             return;
         };
@@ -442,6 +449,7 @@ impl App {
         match crate::sim::facts::read(&model, &refs) {
             Ok(facts) => {
                 self.rt
+                    .lanes
                     .sims
                     .insert(lane_id, super::LaneSim::new(lane_id, profile, facts));
             }
@@ -450,7 +458,7 @@ impl App {
     }
 
     fn merge_stack(&mut self, lane_id: LaneId) {
-        if self.rt.merge.is_some() {
+        if self.rt.tasks.merge.is_some() {
             return;
         }
         let Some(lane) = self.state.lanes.iter().find(|l| l.id == lane_id) else {
@@ -475,6 +483,7 @@ impl App {
         let suffix: Vec<String> = stack.iter().map(|(p, s)| format!("{}@{s:.2}", stem(p))).collect();
         let out = self
             .rt
+            .library
             .models_dir
             .join(format!("{}+{}.gguf", stem(&model), suffix.join("+")));
         let (tx, rx) = std::sync::mpsc::sync_channel(64);
@@ -498,7 +507,7 @@ impl App {
         });
         match spawned {
             Ok(_) => {
-                self.rt.merge = Some(super::MergeTask {
+                self.rt.tasks.merge = Some(super::MergeTask {
                     lane: lane_id,
                     out,
                     rx,
@@ -510,12 +519,12 @@ impl App {
     }
 
     fn fetch_demo(&mut self) {
-        if self.rt.fetch.is_some() {
+        if self.rt.tasks.fetch.is_some() {
             return;
         }
         let (tx, rx) = std::sync::mpsc::sync_channel(64);
         let cancel = Arc::new(AtomicBool::new(false));
-        let dir = self.rt.models_dir.clone();
+        let dir = self.rt.library.models_dir.clone();
         let flag = Arc::clone(&cancel);
         let spawned = std::thread::Builder::new().name("model-fetch".into()).spawn(move || {
             let model = crate::models::catalog::demo();
@@ -526,7 +535,7 @@ impl App {
             let _ = tx.send(FetchMsg::Done(result.map(|f| f.path).map_err(|e| e.to_string())));
         });
         match spawned {
-            Ok(_) => self.rt.fetch = Some(FetchTask { rx, cancel, last: None }),
+            Ok(_) => self.rt.tasks.fetch = Some(FetchTask { rx, cancel, last: None }),
             Err(e) => self.rt.banner = Some(format!("could not start the download: {e}")),
         }
     }

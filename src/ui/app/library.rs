@@ -13,7 +13,7 @@ impl App {
         let r = crate::gguf::read(path)
             .map(|f| Summary::of(&f))
             .map_err(|e| e.to_string());
-        self.rt.inspected.insert(path.to_path_buf(), r.clone());
+        self.rt.library.inspected.insert(path.to_path_buf(), r.clone());
         r
     }
 
@@ -44,11 +44,11 @@ impl App {
                 path: path.clone(),
                 gpu_layers: l.gpu_layers,
             };
-            let job = self.rt.engine.next_job();
-            match self.rt.engine.send(&Request::LoadModel { job, model: spec }) {
+            let job = self.rt.engine.client.next_job();
+            match self.rt.engine.client.send(&Request::LoadModel { job, model: spec }) {
                 Ok(()) => {
-                    self.rt.jobs.insert(job, JobKind::Load { lane: id });
-                    self.rt.load_progress.insert(id, 0.0);
+                    self.rt.engine.jobs.insert(job, JobKind::Load { lane: id });
+                    self.rt.engine.load_progress.insert(id, 0.0);
                 }
                 Err(e) => self.lane_error(Some(id), e.to_string()),
             }
@@ -114,7 +114,7 @@ impl App {
         let name = dir
             .file_name()
             .map_or_else(|| "adapter".to_string(), |n| n.to_string_lossy().into_owned());
-        let out = self.rt.registry.adapters_dir().join(format!("{name}.gguf"));
+        let out = self.rt.library.registry.adapters_dir().join(format!("{name}.gguf"));
         let result = crate::gguf::read(&model).map_err(|e| e.to_string()).and_then(|base| {
             crate::adapters::peft::import(&dir, &base, &out, crate::adapters::peft::OutType::F16)
                 .map_err(|e| e.to_string())
@@ -127,7 +127,7 @@ impl App {
                         format!("imported with warnings: {}", report.warnings.join("; ")),
                     );
                 }
-                self.rt.adapter_entries.clear();
+                self.rt.library.adapter_entries.clear();
                 self.add_adapter(id, report.out);
             }
             Err(e) => self.lane_error(Some(id), format!("PEFT import failed: {e}")),

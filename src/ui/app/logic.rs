@@ -21,19 +21,19 @@ impl App {
         self.poll_merge();
         self.poll_lab();
         changed |= self.poll_scene();
-        if self.rt.scene_task.is_some() {
+        if self.rt.tasks.scene.is_some() {
             ctx.request_repaint_after(std::time::Duration::from_millis(50));
         }
         if self.poll_remote_dialog() {
             changed = true;
         }
-        if self.rt.remote_dialog.as_ref().is_some_and(|d| d.probing.is_some()) {
+        if self.rt.dialogs.remote.as_ref().is_some_and(|d| d.probing.is_some()) {
             ctx.request_repaint_after(std::time::Duration::from_millis(50));
         }
-        if let Some(serving) = &mut self.rt.serving {
+        if let Some(serving) = &mut self.rt.tasks.serving {
             if let Some(ended) = serving.poll() {
                 self.rt.banner = Some(ended);
-                self.rt.serving = None;
+                self.rt.tasks.serving = None;
             } else if serving.url.is_none() {
                 // Starting: look again soon for the address it prints.
                 ctx.request_repaint_after(std::time::Duration::from_millis(100));
@@ -47,7 +47,7 @@ impl App {
         self.inspect_known_files();
         if self.busy() {
             ctx.request_repaint_after(super::telemetry::SAMPLE_EVERY);
-        } else if self.rt.engine.pid().is_some() {
+        } else if self.rt.engine.client.pid().is_some() {
             ctx.request_repaint_after(super::telemetry::IDLE_SAMPLE_EVERY);
         }
     }
@@ -56,7 +56,7 @@ impl App {
         let start = Instant::now();
         let mut changed = false;
         while start.elapsed() < DRAIN_BUDGET {
-            let Ok(ev) = self.rt.engine.events().try_recv() else {
+            let Ok(ev) = self.rt.engine.client.events().try_recv() else {
                 break;
             };
             changed = true;
@@ -68,22 +68,22 @@ impl App {
     /// Applies one engine event to the lanes it concerns.
     pub fn apply_event(&mut self, ev: Event) {
         let Some(job) = ev.job() else { return };
-        let Some(kind) = self.rt.jobs.get(&job).cloned() else {
+        let Some(kind) = self.rt.engine.jobs.get(&job).cloned() else {
             return;
         };
         let lane_id = match kind {
             JobKind::Load { lane } | JobKind::Generate { lane } => lane,
             JobKind::Lab(lab) => {
                 if ev.is_terminal() {
-                    self.rt.jobs.remove(&job);
+                    self.rt.engine.jobs.remove(&job);
                 }
                 self.apply_lab_event(lab, ev);
                 return;
             }
         };
         if ev.is_terminal() {
-            self.rt.jobs.remove(&job);
-            self.rt.load_progress.remove(&lane_id);
+            self.rt.engine.jobs.remove(&job);
+            self.rt.engine.load_progress.remove(&lane_id);
         }
         let mut prepare = false;
         let Some(lane) = self.state.lane_mut(lane_id) else {
@@ -91,7 +91,7 @@ impl App {
         };
         match ev {
             Event::Progress { fraction, .. } => {
-                self.rt.load_progress.insert(lane_id, fraction);
+                self.rt.engine.load_progress.insert(lane_id, fraction);
             }
             Event::Token {
                 text,
@@ -109,7 +109,7 @@ impl App {
                     top,
                     latency_ms,
                 });
-                match self.rt.sims.get_mut(&lane_id) {
+                match self.rt.lanes.sims.get_mut(&lane_id) {
                     Some(sim) => {
                         let produced = sim.pending.len() + lane.output.tokens.len();
                         if produced == 0 {
@@ -133,7 +133,7 @@ impl App {
             }
             Event::Done { result, .. } => match result {
                 JobResult::Generated { stats } => {
-                    let paced = lane.paced && self.rt.sims.get(&lane_id).is_some_and(|s| !s.pending.is_empty());
+                    let paced = lane.paced && self.rt.lanes.sims.get(&lane_id).is_some_and(|s| !s.pending.is_empty());
                     if !paced {
                         lane.output.text.clone_from(&stats.text);
                     }
@@ -165,10 +165,10 @@ impl App {
             return;
         };
         let Some(spec) = self.lane_spec(i, lane_id) else { return };
-        let job = self.rt.engine.next_job();
-        match self.rt.engine.send(&Request::SetupLane { job, lane: spec }) {
+        let job = self.rt.engine.client.next_job();
+        match self.rt.engine.client.send(&Request::SetupLane { job, lane: spec }) {
             Ok(()) => {
-                self.rt.jobs.insert(job, JobKind::Load { lane: lane_id });
+                self.rt.engine.jobs.insert(job, JobKind::Load { lane: lane_id });
             }
             Err(e) => self.lane_error(Some(lane_id), e.to_string()),
         }
@@ -177,7 +177,7 @@ impl App {
     /// Paced mode: shows tokens whose simulated time has come.
     fn release_paced(&mut self, ctx: &egui::Context) {
         let now = Instant::now();
-        for (lane_id, sim) in &mut self.rt.sims {
+        for (lane_id, sim) in &mut self.rt.lanes.sims {
             let Some(lane) = self.state.lanes.iter_mut().find(|l| l.id == *lane_id) else {
                 continue;
             };
@@ -194,7 +194,9 @@ impl App {
     }
 
     fn poll_fetch(&mut self) {
-        let Some(task) = self.rt.fetch.as_mut() else { return };
+        let Some(task) = self.rt.tasks.fetch.as_mut() else {
+            return;
+        };
         let mut finished = None;
         while let Ok(msg) = task.rx.try_recv() {
             match msg {
@@ -203,8 +205,8 @@ impl App {
             }
         }
         if let Some(result) = finished {
-            self.rt.fetch = None;
-            self.rt.installed = crate::models::list_installed(&self.rt.models_dir);
+            self.rt.tasks.fetch = None;
+            self.rt.library.installed = crate::models::list_installed(&self.rt.library.models_dir);
             match result {
                 Ok(path) => self.rt.pending.push(Command::SetModel { lane: None, path }),
                 Err(e) => self.rt.banner = Some(format!("download failed: {e}")),
@@ -213,7 +215,9 @@ impl App {
     }
 
     fn poll_merge(&mut self) {
-        let Some(task) = self.rt.merge.as_mut() else { return };
+        let Some(task) = self.rt.tasks.merge.as_mut() else {
+            return;
+        };
         let mut finished = None;
         while let Ok(msg) = task.rx.try_recv() {
             match msg {
@@ -223,8 +227,8 @@ impl App {
         }
         let Some(result) = finished else { return };
         let lane = task.lane;
-        self.rt.merge = None;
-        self.rt.installed = crate::models::list_installed(&self.rt.models_dir);
+        self.rt.tasks.merge = None;
+        self.rt.library.installed = crate::models::list_installed(&self.rt.library.models_dir);
         match result {
             Ok(path) => {
                 self.rt.banner = Some(format!(
@@ -263,7 +267,8 @@ impl App {
         }
         let lane = pointer.and_then(|p| {
             self.rt
-                .lane_rects
+                .lanes
+                .rects
                 .iter()
                 .find(|(_, r)| r.contains(p))
                 .map(|(id, _)| *id)
@@ -319,7 +324,7 @@ impl App {
 
     /// Recomputes word diffs of every lane against the reference lane.
     pub fn recompute_diffs(&mut self) {
-        self.rt.diffs.clear();
+        self.rt.lanes.diffs.clear();
         let Some(ref_id) = self.state.reference_lane else {
             return;
         };
@@ -337,7 +342,7 @@ impl App {
                 .filter(|c| c.tag() != similar::ChangeTag::Delete)
                 .map(|c| (c.value().to_string(), c.tag() == similar::ChangeTag::Insert))
                 .collect();
-            self.rt.diffs.insert(lane.id, spans);
+            self.rt.lanes.diffs.insert(lane.id, spans);
         }
     }
 
@@ -345,23 +350,23 @@ impl App {
     fn refresh_adapter_entries(&mut self) {
         let models: Vec<std::path::PathBuf> = self.state.lanes.iter().filter_map(|l| l.model.clone()).collect();
         for m in models {
-            if self.rt.adapter_entries.contains_key(&m) {
+            if self.rt.library.adapter_entries.contains_key(&m) {
                 continue;
             }
             let header = crate::gguf::read(&m).ok();
-            let entries = self.rt.registry.list(header.as_ref());
-            self.rt.adapter_entries.insert(m, entries);
+            let entries = self.rt.library.registry.list(header.as_ref());
+            self.rt.library.adapter_entries.insert(m, entries);
         }
     }
 
     fn inspect_known_files(&mut self) {
         self.refresh_adapter_entries();
-        let mut paths: Vec<std::path::PathBuf> = self.rt.installed.iter().map(|i| i.path.clone()).collect();
+        let mut paths: Vec<std::path::PathBuf> = self.rt.library.installed.iter().map(|i| i.path.clone()).collect();
         paths.extend(self.state.recent_files.iter().cloned());
         paths.extend(self.state.lanes.iter().filter_map(|l| l.model.clone()));
         paths.extend(self.state.lab.reference.clone());
         for p in paths {
-            self.rt.inspected.entry(p).or_insert_with_key(|p| {
+            self.rt.library.inspected.entry(p).or_insert_with_key(|p| {
                 crate::gguf::read(p)
                     .map(|f| crate::gguf::Summary::of(&f))
                     .map_err(|e| e.to_string())

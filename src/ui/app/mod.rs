@@ -84,56 +84,87 @@ pub struct MergeTask {
 /// Word-level diff of a lane against the reference lane: (text, differs).
 pub type DiffSpans = Vec<(String, bool)>;
 
-/// Runtime state: never persisted.
-pub struct Runtime {
+/// The link to the engine child: the client, the jobs in flight and what they are for.
+pub struct EngineLink {
     /// The supervised engine process.
-    pub engine: EngineClient,
+    pub client: EngineClient,
     /// Jobs in flight.
     pub jobs: HashMap<JobId, JobKind>,
     /// Load progress per lane (0-1).
     pub load_progress: HashMap<LaneId, f32>,
+}
+
+/// What the window knows of files and folders: models, adapters, device profiles.
+pub struct Library {
+    /// Models folder.
+    pub models_dir: PathBuf,
+    /// Where lab exports go.
+    pub exports_dir: PathBuf,
+    /// Installed models in the models folder.
+    pub installed: Vec<crate::models::Installed>,
     /// Inspections of model and adapter files.
     pub inspected: HashMap<PathBuf, Result<Summary, String>>,
-    /// Diff against the reference lane, per lane.
-    pub diffs: HashMap<LaneId, DiffSpans>,
-    /// Where each lane was drawn last frame (for drops).
-    pub lane_rects: Vec<(LaneId, egui::Rect)>,
+    /// The adapter registry (folders, notes, static pins).
+    pub registry: crate::adapters::registry::Registry,
+    /// Registry entries checked against each lane's model, by model path.
+    pub adapter_entries: HashMap<PathBuf, Vec<crate::adapters::registry::Entry>>,
+    /// Device profiles (shipped and the user's).
+    pub profiles: Vec<crate::sim::DeviceProfile>,
+}
+
+/// Background work the window polls each frame (besides engine and lab jobs).
+pub struct Tasks {
     /// A running demo-model download.
     pub fetch: Option<FetchTask>,
     /// A running merge.
     pub merge: Option<MergeTask>,
-    /// Device profiles (shipped and the user's).
-    pub profiles: Vec<crate::sim::DeviceProfile>,
+    /// A scene being opened or saved.
+    pub scene: Option<scene::SceneTask>,
+    /// The lanes served over the OpenAI API, while "Serve lanes" is on.
+    pub serving: Option<serving::Serving>,
+}
+
+/// Per-lane state derived from runs, never saved.
+pub struct LaneRuntime {
+    /// Diff against the reference lane, per lane.
+    pub diffs: HashMap<LaneId, DiffSpans>,
+    /// Where each lane was drawn last frame (for drops).
+    pub rects: Vec<(LaneId, egui::Rect)>,
     /// Simulated devices per lane.
     pub sims: HashMap<LaneId, LaneSim>,
-    /// Message for the whole window (not tied to a lane).
-    pub banner: Option<String>,
-    /// Installed models in the models folder.
-    pub installed: Vec<crate::models::Installed>,
+}
+
+/// Dialogs open over the window.
+#[derive(Default)]
+pub struct Dialogs {
+    /// The "Add remote lane" dialog, while open.
+    pub remote: Option<remote::RemoteDialog>,
+    /// A scene that could not be opened, with what is missing or changed.
+    pub scene_problems: Option<scene::SceneProblems>,
+}
+
+/// Runtime state, by concern: never persisted.
+pub struct Runtime {
+    /// The engine child and the jobs sent to it.
+    pub engine: EngineLink,
+    /// Models, adapters and profiles on disk.
+    pub library: Library,
+    /// Downloads, merges, scene files, serving.
+    pub tasks: Tasks,
+    /// The lab's jobs and results.
+    pub lab: lab::LabRuntime,
+    /// Diffs, drop targets and simulated devices of the lanes.
+    pub lanes: LaneRuntime,
+    /// Open dialogs.
+    pub dialogs: Dialogs,
     /// Engine memory over time and frame timing.
     pub telemetry: telemetry::Telemetry,
     /// Where the state is saved and what was written last.
     pub saved: persistence::Persistence,
     /// Commands collected during the frame.
     pub pending: Vec<Command>,
-    /// Models folder.
-    pub models_dir: PathBuf,
-    /// Where lab exports go.
-    pub exports_dir: PathBuf,
-    /// The adapter registry (folders, notes, static pins).
-    pub registry: crate::adapters::registry::Registry,
-    /// Registry entries checked against each lane's model, by model path.
-    pub adapter_entries: HashMap<PathBuf, Vec<crate::adapters::registry::Entry>>,
-    /// The lab's jobs and results.
-    pub lab: lab::LabRuntime,
-    /// The lanes served over the OpenAI API, while "Serve lanes" is on.
-    pub serving: Option<serving::Serving>,
-    /// The "Add remote lane" dialog, while open.
-    pub remote_dialog: Option<remote::RemoteDialog>,
-    /// A scene being opened or saved.
-    pub scene_task: Option<scene::SceneTask>,
-    /// A scene that could not be opened, with what is missing or changed.
-    pub scene_problems: Option<scene::SceneProblems>,
+    /// Message for the whole window (not tied to a lane): errors, reported once.
+    pub banner: Option<String>,
     /// A message that is not an error (a scene saved, results written).
     pub notice: Option<String>,
 }
@@ -207,30 +238,37 @@ impl App {
         Self {
             state,
             rt: Runtime {
-                engine: EngineClient::new(engine_exe),
-                jobs: HashMap::new(),
-                load_progress: HashMap::new(),
-                inspected: HashMap::new(),
-                diffs: HashMap::new(),
-                lane_rects: Vec::new(),
-                fetch: None,
-                merge: None,
-                profiles,
-                sims: HashMap::new(),
-                banner: problem.map(|e| e.to_string()).or(reg_problem).or(profile_problem),
-                installed: crate::models::list_installed(&models_dir),
+                engine: EngineLink {
+                    client: EngineClient::new(engine_exe),
+                    jobs: HashMap::new(),
+                    load_progress: HashMap::new(),
+                },
+                library: Library {
+                    installed: crate::models::list_installed(&models_dir),
+                    models_dir,
+                    exports_dir: folders.exports,
+                    inspected: HashMap::new(),
+                    registry,
+                    adapter_entries: HashMap::new(),
+                    profiles,
+                },
+                tasks: Tasks {
+                    fetch: None,
+                    merge: None,
+                    scene: None,
+                    serving: None,
+                },
+                lab: lab::LabRuntime::default(),
+                lanes: LaneRuntime {
+                    diffs: HashMap::new(),
+                    rects: Vec::new(),
+                    sims: HashMap::new(),
+                },
+                dialogs: Dialogs::default(),
                 telemetry: telemetry::Telemetry::new(),
                 saved: persistence::Persistence::new(state_path),
                 pending: Vec::new(),
-                models_dir,
-                exports_dir: folders.exports,
-                registry,
-                adapter_entries: HashMap::new(),
-                lab: lab::LabRuntime::default(),
-                serving: None,
-                remote_dialog: None,
-                scene_task: None,
-                scene_problems: None,
+                banner: problem.map(|e| e.to_string()).or(reg_problem).or(profile_problem),
                 notice: None,
             },
         }
@@ -254,7 +292,7 @@ impl App {
                 path: model,
             });
         } else if self.state.lanes.is_empty() {
-            let demo = crate::models::demo_model_path(&self.rt.models_dir);
+            let demo = crate::models::demo_model_path(&self.rt.library.models_dir);
             if demo.is_file() {
                 self.rt.pending.push(Command::SetModel { lane: None, path: demo });
             }
@@ -283,17 +321,18 @@ impl App {
         let ctx = ctx.clone();
         self.rt
             .engine
+            .client
             .set_waker(Arc::new(move || ctx.request_repaint_after(REPAINT_WHILE_STREAMING)));
     }
 
     /// Whether any job is in flight.
     pub fn busy(&self) -> bool {
-        !self.rt.jobs.is_empty()
-            || self.rt.fetch.is_some()
-            || self.rt.merge.is_some()
-            || self.rt.sims.values().any(|s| !s.pending.is_empty())
+        !self.rt.engine.jobs.is_empty()
+            || self.rt.tasks.fetch.is_some()
+            || self.rt.tasks.merge.is_some()
+            || self.rt.lanes.sims.values().any(|s| !s.pending.is_empty())
             || self.rt.lab.busy()
-            || self.rt.scene_task.is_some()
+            || self.rt.tasks.scene.is_some()
     }
 
     /// One frame: logic (drain events, sample, save) then drawing then commands.

@@ -41,8 +41,8 @@ impl RemoteDialog {
 
 impl App {
     pub(super) fn open_remote_dialog(&mut self) {
-        if self.rt.remote_dialog.is_none() {
-            self.rt.remote_dialog = Some(RemoteDialog {
+        if self.rt.dialogs.remote.is_none() {
+            self.rt.dialogs.remote = Some(RemoteDialog {
                 url: "http://127.0.0.1:8080".into(),
                 ..RemoteDialog::default()
             });
@@ -50,7 +50,7 @@ impl App {
     }
 
     pub(super) fn probe_endpoint(&mut self) {
-        let Some(d) = &mut self.rt.remote_dialog else { return };
+        let Some(d) = &mut self.rt.dialogs.remote else { return };
         let (tx, rx) = mpsc::sync_channel(1);
         let (url, key_env) = (
             d.url.clone(),
@@ -70,7 +70,7 @@ impl App {
 
     /// Takes the endpoint's answer when it came; whether one did.
     pub(super) fn poll_remote_dialog(&mut self) -> bool {
-        let Some(d) = &mut self.rt.remote_dialog else {
+        let Some(d) = &mut self.rt.dialogs.remote else {
             return false;
         };
         let Some(answer) = d.probing.as_ref().and_then(|rx| rx.try_recv().ok()) else {
@@ -92,7 +92,7 @@ impl App {
     }
 
     pub(super) fn add_remote_lane(&mut self) {
-        let Some(d) = &self.rt.remote_dialog else { return };
+        let Some(d) = &self.rt.dialogs.remote else { return };
         let Some(info) = &d.info else { return };
         if d.model.is_empty() || self.state.lanes.len() >= MAX_LANES {
             return;
@@ -124,7 +124,7 @@ impl App {
             lane.paced = false;
             lane.output = LaneOutput::default();
         }
-        self.rt.sims.remove(&id);
-        self.rt.remote_dialog = None;
+        self.rt.lanes.sims.remove(&id);
+        self.rt.dialogs.remote = None;
     }
 }

@@ -76,16 +76,18 @@ impl App {
             let _ = tx.send(msg);
         });
         match spawned {
-            Ok(_) => self.rt.scene_task = Some(SceneTask { what, rx }),
+            Ok(_) => self.rt.tasks.scene = Some(SceneTask { what, rx }),
             Err(e) => self.rt.banner = Some(format!("could not start checking the scene: {e}")),
         }
     }
 
     /// Swaps `located` in for problem `index`'s file (every lane naming it) and checks again.
     pub fn locate_scene_file(&mut self, index: usize, located: PathBuf) {
-        let Some(p) = self.rt.scene_problems.take() else { return };
+        let Some(p) = self.rt.dialogs.scene_problems.take() else {
+            return;
+        };
         let Some(problem) = p.problems.get(index) else {
-            self.rt.scene_problems = Some(p);
+            self.rt.dialogs.scene_problems = Some(p);
             return;
         };
         let mut s = p.scene.clone();
@@ -113,9 +115,9 @@ impl App {
             let _ = tx.send(check_msg(path, s));
         });
         match spawned {
-            Ok(_) => self.rt.scene_task = Some(SceneTask { what, rx }),
+            Ok(_) => self.rt.tasks.scene = Some(SceneTask { what, rx }),
             Err(e) => {
-                self.rt.scene_problems = Some(p);
+                self.rt.dialogs.scene_problems = Some(p);
                 self.rt.banner = Some(format!("could not start checking the scene: {e}"));
             }
         }
@@ -123,22 +125,22 @@ impl App {
 
     /// Takes a scene thread's answer, if it has one.
     pub fn poll_scene(&mut self) -> bool {
-        let Some(task) = &self.rt.scene_task else { return false };
+        let Some(task) = &self.rt.tasks.scene else { return false };
         let msg = match task.rx.try_recv() {
             Ok(m) => m,
             Err(mpsc::TryRecvError::Empty) => return false,
             Err(mpsc::TryRecvError::Disconnected) => SceneMsg::Failed("the scene thread stopped".into()),
         };
-        self.rt.scene_task = None;
+        self.rt.tasks.scene = None;
         match msg {
             SceneMsg::Opened(b) => {
                 let (path, s, resolved) = *b;
-                self.rt.scene_problems = None;
+                self.rt.dialogs.scene_problems = None;
                 self.apply_scene(path, &s, &resolved);
             }
             SceneMsg::Problems(b) => {
                 let (path, scene, problems) = *b;
-                self.rt.scene_problems = Some(SceneProblems { path, scene, problems });
+                self.rt.dialogs.scene_problems = Some(SceneProblems { path, scene, problems });
             }
             SceneMsg::Saved(path) => {
                 self.rt.banner = None;
@@ -161,16 +163,17 @@ impl App {
                 return;
             }
         };
-        let jobs: Vec<_> = self.rt.jobs.keys().copied().collect();
+        let jobs: Vec<_> = self.rt.engine.jobs.keys().copied().collect();
         for job in jobs {
             self.housekeeping(&Request::Cancel { job });
         }
         for id in self.state.lanes.iter().map(|l| l.id).collect::<Vec<_>>() {
-            let job = self.rt.engine.next_job();
+            let job = self.rt.engine.client.next_job();
             self.housekeeping(&Request::DropLane { job, lane: id });
         }
-        self.rt.sims.clear();
+        self.rt.lanes.sims.clear();
         self.rt
+            .engine
             .jobs
             .retain(|_, k| !matches!(k, JobKind::Load { .. } | JobKind::Generate { .. }));
         self.state.lanes.clear();
@@ -343,7 +346,7 @@ impl App {
             let _ = tx.send(msg);
         });
         match spawned {
-            Ok(_) => self.rt.scene_task = Some(SceneTask { what, rx }),
+            Ok(_) => self.rt.tasks.scene = Some(SceneTask { what, rx }),
             Err(e) => self.rt.banner = Some(format!("could not start saving the scene: {e}")),
         }
     }
@@ -415,10 +418,11 @@ impl App {
     /// Whether generations of the current round are still coming in.
     pub fn arena_generating(&self) -> bool {
         self.rt
+            .engine
             .jobs
             .values()
             .any(|k| matches!(k, JobKind::Generate { .. } | JobKind::Load { .. }))
-            || self.rt.sims.values().any(|s| !s.pending.is_empty())
+            || self.rt.lanes.sims.values().any(|s| !s.pending.is_empty())
     }
 
     /// Applies an arena action.
@@ -522,7 +526,7 @@ impl App {
             return;
         }
         let stats = arena::stats(&votes);
-        let dir = self.rt.exports_dir.join(format!("arena-{}", now_ms()));
+        let dir = self.rt.library.exports_dir.join(format!("arena-{}", now_ms()));
         let manifest = crate::eval::RunManifest::new(
             "arena",
             serde_json::json!({ "scene": self.state.scene.as_ref().and_then(|s| s.path.clone()),

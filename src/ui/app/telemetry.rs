@@ -59,7 +59,7 @@ impl App {
         if !due {
             return;
         }
-        let Some(pid) = self.rt.engine.pid() else { return };
+        let Some(pid) = self.rt.engine.client.pid() else { return };
         self.rt.telemetry.last_sample = Some(Instant::now());
         let rss_bytes = crate::metrics::rss_bytes_of(pid);
         let mut models = std::collections::BTreeMap::new();

@@ -12,9 +12,9 @@ impl App {
         } else {
             egui::Theme::Light
         });
-        if let Some(p) = &self.rt.scene_problems {
+        if let Some(p) = &self.rt.dialogs.scene_problems {
             let mut cmds = Vec::new();
-            panels::scene::problems_ui(&ctx, p, self.rt.scene_task.is_some(), &mut cmds);
+            panels::scene::problems_ui(&ctx, p, self.rt.tasks.scene.is_some(), &mut cmds);
             self.rt.pending.extend(cmds);
         }
         let presenter = self
@@ -85,7 +85,7 @@ impl App {
                 .min_size(180.0)
                 .show(ui, |ui| panels::graphs::graphs_ui(ui, &self.state, &self.rt));
         }
-        if let Some(d) = &mut self.rt.remote_dialog {
+        if let Some(d) = &mut self.rt.dialogs.remote {
             let mut cmds = Vec::new();
             let can_add = self.state.lanes.len() < crate::ui::state::MAX_LANES;
             panels::remote::remote_dialog_ui(&ctx, d, can_add, &mut cmds);
@@ -102,7 +102,7 @@ impl App {
                     self.rt.pending.push(Command::DismissNotice);
                 }
             }
-            if let Some(t) = &self.rt.scene_task {
+            if let Some(t) = &self.rt.tasks.scene {
                 ui.horizontal(|ui| {
                     ui.spinner();
                     ui.weak(&t.what);
@@ -113,7 +113,7 @@ impl App {
                 panels::scene::arena_ui(ui, self, &mut cmds);
                 self.rt.pending.extend(cmds);
             } else if self.state.lanes.is_empty()
-                || !self.state.lanes.iter().any(crate::ui::state::State::runnable) && self.rt.jobs.is_empty()
+                || !self.state.lanes.iter().any(crate::ui::state::State::runnable) && self.rt.engine.jobs.is_empty()
             {
                 let mut cmds = Vec::new();
                 panels::welcome::welcome_ui(ui, &self.rt, &mut cmds);
@@ -128,7 +128,7 @@ impl App {
                         panels::lanes::lanes_ui(ui, &mut self.state, &self.rt, &mut cmds)
                     })
                     .inner;
-                self.rt.lane_rects = rects;
+                self.rt.lanes.rects = rects;
                 self.rt.pending.extend(cmds);
             }
         });
@@ -173,11 +173,11 @@ impl App {
             ui.separator();
             self.serving_ui(ui);
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-                let engine = match self.rt.engine.pid() {
+                let engine = match self.rt.engine.client.pid() {
                     Some(pid) => format!("engine pid {pid}"),
                     None => "engine idle".to_string(),
                 };
-                let restarts = self.rt.engine.restarts();
+                let restarts = self.rt.engine.client.restarts();
                 let label = if restarts > 0 {
                     format!("{engine} (restarted {restarts} times)")
                 } else {
@@ -185,14 +185,14 @@ impl App {
                 };
                 ui.weak(label).on_hover_text(format!(
                     "llama.cpp runs in a separate process so a crash never takes the window down.\n{}",
-                    self.rt.engine.system_info()
+                    self.rt.engine.client.system_info()
                 ));
             });
         });
     }
 
     fn serving_ui(&mut self, ui: &mut egui::Ui) {
-        match &self.rt.serving {
+        match &self.rt.tasks.serving {
             None => {
                 if ui
                     .button("Serve lanes")

@@ -10,8 +10,8 @@ const MIB: f64 = 1024.0 * 1024.0;
 
 /// The graphs panel.
 pub fn graphs_ui(ui: &mut egui::Ui, state: &State, rt: &Runtime) {
-    let with_device = !rt.sims.is_empty();
-    let served = rt.serving.as_ref().map(|s| &s.served).filter(|s| !s.is_empty());
+    let with_device = !rt.lanes.sims.is_empty();
+    let served = rt.tasks.serving.as_ref().map(|s| &s.served).filter(|s| !s.is_empty());
     let plots = 3.0 + if with_device { 2.0 } else { 0.0 } + if served.is_some() { 1.0 } else { 0.0 };
     let width = (ui.available_width() - 16.0) / plots;
     let height = (ui.available_height() - 24.0).max(140.0);
@@ -145,7 +145,7 @@ fn device_plots(ui: &mut egui::Ui, state: &State, rt: &Runtime, width: f32, heig
         .lanes
         .iter()
         .enumerate()
-        .filter_map(|(i, l)| rt.sims.get(&l.id).map(|s| (i, s)))
+        .filter_map(|(i, l)| rt.lanes.sims.get(&l.id).map(|s| (i, s)))
         .collect();
     ui.vertical(|ui| {
         ui.strong("Simulated temperature (°C)").on_hover_text(

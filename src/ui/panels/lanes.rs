@@ -120,7 +120,7 @@ fn lane_ui(ui: &mut egui::Ui, place: LanePlace, lane: &mut LaneState, rt: &Runti
         Some(r) => remote_header(ui, r),
         None => model_picker(ui, lane, rt, cmds),
     }
-    if let Some(p) = rt.load_progress.get(&id) {
+    if let Some(p) = rt.engine.load_progress.get(&id) {
         ui.horizontal(|ui| {
             ui.add(egui::ProgressBar::new(*p).desired_width(160.0).text("loading model"));
             if ui.small_button("Cancel").on_hover_text("Cancel loading").clicked() {
@@ -134,6 +134,7 @@ fn lane_ui(ui: &mut egui::Ui, place: LanePlace, lane: &mut LaneState, rt: &Runti
         }
     }
     let my_job = rt
+        .engine
         .jobs
         .iter()
         .find(|(_, k)| **k == JobKind::Generate { lane: id })
@@ -145,6 +146,7 @@ fn lane_ui(ui: &mut egui::Ui, place: LanePlace, lane: &mut LaneState, rt: &Runti
         && my_job.is_some_and(|mine| {
             lane.output.tokens.is_empty()
                 && rt
+                    .engine
                     .jobs
                     .iter()
                     .any(|(j, k)| *j < mine && matches!(k, JobKind::Generate { .. }))
@@ -152,7 +154,7 @@ fn lane_ui(ui: &mut egui::Ui, place: LanePlace, lane: &mut LaneState, rt: &Runti
     let statics = lane
         .model
         .as_deref()
-        .map(|m| rt.registry.static_for(m))
+        .map(|m| rt.library.registry.static_for(m))
         .unwrap_or_default();
     for s in &statics {
         ui.horizontal(|ui| {
@@ -198,7 +200,7 @@ fn lane_ui(ui: &mut egui::Ui, place: LanePlace, lane: &mut LaneState, rt: &Runti
             if lane.token_view {
                 tokens_ui(ui, lane);
             } else {
-                text_ui(ui, lane, rt.diffs.get(&id));
+                text_ui(ui, lane, rt.lanes.diffs.get(&id));
             }
         });
 }
@@ -227,10 +229,11 @@ fn model_picker(ui: &mut egui::Ui, lane: &LaneState, rt: &Runtime, cmds: &mut Ve
         .model
         .as_deref()
         .map_or_else(|| "choose a model".to_string(), file_name);
-    let mut choices: Vec<std::path::PathBuf> = rt.installed.iter().map(|m| m.path.clone()).collect();
-    for p in rt.inspected.keys() {
+    let mut choices: Vec<std::path::PathBuf> = rt.library.installed.iter().map(|m| m.path.clone()).collect();
+    for p in rt.library.inspected.keys() {
         if !choices.contains(p)
             && rt
+                .library
                 .inspected
                 .get(p)
                 .is_some_and(|r| r.as_ref().is_ok_and(|s| s.kind == crate::gguf::FileKind::Model))
@@ -276,14 +279,14 @@ fn adapters_ui(ui: &mut egui::Ui, lane: &mut LaneState, rt: &Runtime, cmds: &mut
             "applied in order"
         });
         if !lane.adapters.is_empty() && lane.remote.is_none() {
-            match &rt.merge {
+            match &rt.tasks.merge {
                 Some(m) if m.lane == lane.id => {
                     ui.add(egui::ProgressBar::new(m.fraction).desired_width(100.0).text("merging"))
                         .on_hover_text(format!("writing {}", m.out.display()));
                 }
                 _ => {
                     if ui
-                        .add_enabled(rt.merge.is_none(), egui::Button::new("Bake into model").small())
+                        .add_enabled(rt.tasks.merge.is_none(), egui::Button::new("Bake into model").small())
                         .on_hover_text("Merge the enabled adapters with their scales into a new model file in models/")
                         .clicked()
                     {
@@ -416,7 +419,7 @@ fn device_ui(ui: &mut egui::Ui, lane: &mut LaneState, rt: &Runtime, cmds: &mut V
         let current = lane
             .device
             .as_ref()
-            .and_then(|id| rt.profiles.iter().find(|p| &p.id == id))
+            .and_then(|id| rt.library.profiles.iter().find(|p| &p.id == id))
             .map_or_else(|| "none (this machine)".to_string(), |p| p.name.clone());
         let mut picked = None;
         egui::ComboBox::from_id_salt("device")
@@ -429,7 +432,7 @@ fn device_ui(ui: &mut egui::Ui, lane: &mut LaneState, rt: &Runtime, cmds: &mut V
                 {
                     picked = Some(None);
                 }
-                for p in &rt.profiles {
+                for p in &rt.library.profiles {
                     if ui
                         .selectable_label(lane.device.as_ref() == Some(&p.id), &p.name)
                         .clicked()
@@ -449,7 +452,7 @@ fn device_ui(ui: &mut egui::Ui, lane: &mut LaneState, rt: &Runtime, cmds: &mut V
         ui.add_enabled(lane.device.is_some(), egui::Checkbox::new(&mut lane.paced, "paced"))
             .on_hover_text("Show the tokens at the simulated device's speed, throttling included");
     });
-    let Some(sim) = rt.sims.get(&lane.id) else { return };
+    let Some(sim) = rt.lanes.sims.get(&lane.id) else { return };
     let fit = crate::sim::fit(&sim.profile, &sim.facts, u64::from(lane.n_ctx));
     if !fit.fits {
         ui.colored_label(

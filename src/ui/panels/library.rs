@@ -15,15 +15,15 @@ pub fn library_ui(ui: &mut egui::Ui, state: &State, rt: &Runtime, cmds: &mut Vec
             cmds.push(Command::OpenDialog);
         }
     });
-    ui.weak(format!("in {}", rt.models_dir.display()));
+    ui.weak(format!("in {}", rt.library.models_dir.display()));
     egui::ScrollArea::vertical().show(ui, |ui| {
-        for m in &rt.installed {
+        for m in &rt.library.installed {
             model_entry(ui, &m.path, state, rt, cmds);
         }
         let recent: Vec<_> = state
             .recent_files
             .iter()
-            .filter(|p| !rt.installed.iter().any(|m| &m.path == *p))
+            .filter(|p| !rt.library.installed.iter().any(|m| &m.path == *p))
             .collect();
         if !recent.is_empty() {
             ui.separator();
@@ -32,7 +32,7 @@ pub fn library_ui(ui: &mut egui::Ui, state: &State, rt: &Runtime, cmds: &mut Vec
                 model_entry(ui, p, state, rt, cmds);
             }
         }
-        if rt.installed.is_empty() && state.recent_files.is_empty() {
+        if rt.library.installed.is_empty() && state.recent_files.is_empty() {
             ui.weak("No models yet");
         }
         ui.separator();
@@ -49,7 +49,7 @@ fn adapters_ui(ui: &mut egui::Ui, state: &State, rt: &Runtime, cmds: &mut Vec<Co
         ui.weak("open a model to see which adapters fit it");
         return;
     };
-    let Some(entries) = rt.adapter_entries.get(model) else {
+    let Some(entries) = rt.library.adapter_entries.get(model) else {
         ui.weak("reading…");
         return;
     };
@@ -128,7 +128,7 @@ fn model_entry(ui: &mut egui::Ui, path: &Path, state: &State, rt: &Runtime, cmds
                 ui.weak("in use");
             }
         });
-        match rt.inspected.get(path) {
+        match rt.library.inspected.get(path) {
             Some(Ok(s)) => card_ui(ui, s),
             Some(Err(e)) => {
                 ui.colored_label(ui.visuals().error_fg_color, e);

@@ -9,7 +9,7 @@ pub fn welcome_ui(ui: &mut egui::Ui, rt: &Runtime, cmds: &mut Vec<Command>) {
         ui.heading("Welcome to nanolab");
         ui.label("Try on-device LLMs on your desktop: one small base model, LoRA adapters hot-swapped onto it, lanes compared side by side.");
         ui.add_space(20.0);
-        match &rt.fetch {
+        match &rt.tasks.fetch {
             Some(task) => {
                 let (stage, fraction) = task.last.as_ref().map_or(("starting download".to_string(), 0.0), |p| {
                     (

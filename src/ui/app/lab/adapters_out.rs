@@ -39,7 +39,7 @@ impl App {
             self.rt.lab.message = Some("the lane needs a model and the adapter".into());
             return;
         };
-        let dir = self.rt.registry.adapters_dir().to_path_buf();
+        let dir = self.rt.library.registry.adapters_dir().to_path_buf();
         let (tx, rx) = mpsc::channel();
         let (m, o) = (model.clone(), original.clone());
         let spawned = std::thread::Builder::new()
@@ -107,7 +107,7 @@ impl App {
                         )
                     })
                     .collect();
-                self.rt.adapter_entries.clear();
+                self.rt.library.adapter_entries.clear();
                 self.lab_measure(items, reference);
                 self.rt.lab.message = Some(format!(
                     "wrote {}; measuring each against {}",
@@ -126,6 +126,7 @@ impl App {
         let kind = if mlx { "mlx" } else { "peft" };
         let dir = self
             .rt
+            .library
             .exports_dir
             .join(format!("{}-{kind}", crate::scene::file_stem(&adapter)));
         let result = crate::gguf::validate_model_file(&model).and_then(|base| {

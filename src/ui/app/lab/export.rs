@@ -23,7 +23,7 @@ impl App {
             LabTab::Quality => "quality",
             LabTab::Prompts => "prompts",
         };
-        let dir = self.rt.exports_dir.join(format!("{name}-{stamp}"));
+        let dir = self.rt.library.exports_dir.join(format!("{name}-{stamp}"));
         let mut files: Vec<(PathBuf, &'static str)> = Vec::new();
         let results: Result<Results, String> = match tab {
             LabTab::Compare => match &self.rt.lab.divergence {

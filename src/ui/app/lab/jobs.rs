@@ -21,7 +21,7 @@ impl App {
     /// none left.
     pub(super) fn lab_pump(&mut self, kind: LabJob) {
         loop {
-            let id = self.rt.engine.next_job();
+            let id = self.rt.engine.client.next_job();
             let Some(job) = self.lab_job_mut(kind) else {
                 return;
             };
@@ -47,7 +47,7 @@ impl App {
 
     /// Keeps a finished job's results and gives back what it held in the engine.
     pub(super) fn lab_end(&mut self, kind: LabJob) {
-        let engine = &self.rt.engine;
+        let engine = &self.rt.engine.client;
         let releases = match kind {
             LabJob::Eval => self.rt.lab.quality_job.take().map(|j| {
                 let r = j.release(&mut || engine.next_job());
@@ -82,7 +82,7 @@ impl App {
     /// Drops lab lanes in the engine (their contexts), fire and forget.
     pub(super) fn lab_release(&mut self, lanes: &[LaneId]) {
         for &lane in lanes {
-            let job = self.rt.engine.next_job();
+            let job = self.rt.engine.client.next_job();
             self.housekeeping(&Request::DropLane { job, lane });
         }
     }
@@ -100,6 +100,7 @@ impl App {
         }
         let lab_jobs: Vec<JobId> = self
             .rt
+            .engine
             .jobs
             .iter()
             .filter(|(_, k)| matches!(k, JobKind::Lab(_)))

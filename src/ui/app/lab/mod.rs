@@ -230,9 +230,9 @@ impl App {
 
     fn lab_send(&mut self, req: &Request, kind: LabJob) -> Option<JobId> {
         let job = req.job()?;
-        match self.rt.engine.send(req) {
+        match self.rt.engine.client.send(req) {
             Ok(()) => {
-                self.rt.jobs.insert(job, JobKind::Lab(kind));
+                self.rt.engine.jobs.insert(job, JobKind::Lab(kind));
                 Some(job)
             }
             Err(e) => {
@@ -274,7 +274,7 @@ impl App {
             self.lab_pump(LabJob::ApproxDiverge);
             return;
         }
-        let job = self.rt.engine.next_job();
+        let job = self.rt.engine.client.next_job();
         let req = Request::Diverge {
             job,
             lane_a: spec_a,
@@ -303,12 +303,12 @@ impl App {
         };
         let spec = LadderSpec {
             input: reference,
-            out_dir: self.rt.models_dir.clone(),
+            out_dir: self.rt.library.models_dir.clone(),
             levels,
             allow_requantize: self.state.lab.allow_requantize,
             existing: Existing::Reuse,
             threads: None,
-            exe: Some(self.rt.engine.exe().to_path_buf()),
+            exe: Some(self.rt.engine.client.exe().to_path_buf()),
         };
         match Ladder::start(spec) {
             Ok(ladder) => {
@@ -332,7 +332,7 @@ impl App {
         if let Some(ladder) = self.rt.lab.ladder.take() {
             self.rt.lab.made = ladder.made;
         }
-        self.rt.installed = crate::models::list_installed(&self.rt.models_dir);
+        self.rt.library.installed = crate::models::list_installed(&self.rt.library.models_dir);
         match result {
             Ok(()) => self.lab_evaluate_ladder(),
             Err(e) => self.rt.lab.message = Some(e),

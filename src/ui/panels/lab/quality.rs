@@ -14,7 +14,7 @@ use super::{file_name, step_bar};
 
 pub(super) fn quality_ui(ui: &mut egui::Ui, state: &mut State, rt: &Runtime, cmds: &mut Vec<Command>) {
     ui.strong("Quantization ladder");
-    let mut choices: Vec<std::path::PathBuf> = rt.installed.iter().map(|m| m.path.clone()).collect();
+    let mut choices: Vec<std::path::PathBuf> = rt.library.installed.iter().map(|m| m.path.clone()).collect();
     for l in &state.lanes {
         if let Some(m) = &l.model {
             if !choices.contains(m) {
@@ -48,7 +48,7 @@ pub(super) fn quality_ui(ui: &mut egui::Ui, state: &mut State, rt: &Runtime, cmd
         .lab
         .reference
         .as_ref()
-        .and_then(|r| rt.inspected.get(r))
+        .and_then(|r| rt.library.inspected.get(r))
         .and_then(|s| s.as_ref().ok())
         .and_then(|s| {
             s.file_type
