@@ -466,6 +466,57 @@ fn a_prompt_set_scores_as_designed() {
         .unwrap();
     assert_eq!(shouting.passed, Some(true), "{}", shouting.text);
     assert!(out.path().join("lanes.svg").is_file() && out.path().join("lanes.png").is_file());
+    // No --parallel: chosen from memory, here capped by the 6 runs each lane has (3 prompts x 2
+    // seeds; the 2 contexts of 2048 cells fit many times over), said and recorded.
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("6 run(s) at once"), "{stderr}");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["settings"]["parallel"], 6);
+}
+
+#[test]
+fn runs_at_once_by_default_fit_a_quarter_of_free_memory() {
+    use nanolab::lab::prompts::{auto_parallel, AUTO_PARALLEL_MAX};
+    let demo = common::demo_model();
+    // A context of 512 cells on the demo model as the engine reports it (from llama.cpp's own
+    // hyperparameters of the loaded model): the choice, which reads the file's header, must
+    // count the same bytes.
+    let mut c = common::client();
+    let (_, end) = common::generate(&mut c, common::lane(1, &demo, 512, vec![]), "Hi", common::greedy(1));
+    let kv_bytes = common::stats(&end).lane.kv_bytes;
+    assert!(kv_bytes > 0);
+    let lanes = vec![
+        ("a".to_string(), common::lane(1, &demo, 512, vec![])),
+        ("b".to_string(), common::lane(2, &demo, 512, vec![])),
+    ];
+    // Each run at once holds twice a context's cache on each of the 2 lanes; a quarter of the
+    // free memory is for them.
+    let per_run = 2 * 2 * kv_bytes;
+    for want in 1..=5u64 {
+        let avail = 4 * per_run * want + 4 * per_run / 2;
+        assert_eq!(
+            auto_parallel(&lanes, 100, Some(avail)).0,
+            want as usize,
+            "{avail} bytes free"
+        );
+    }
+    assert_eq!(auto_parallel(&lanes, 100, Some(u64::MAX)).0, AUTO_PARALLEL_MAX);
+    assert_eq!(
+        auto_parallel(&lanes, 3, Some(u64::MAX)).0,
+        3,
+        "no more slots than runs per lane"
+    );
+    assert_eq!(auto_parallel(&lanes, 100, Some(1)).0, 1, "always at least one");
+    assert_eq!(auto_parallel(&lanes, 100, None).0, 1, "free memory unknown");
+    let mut remote = common::lane(3, &demo, 512, vec![]);
+    remote.remote = Some(RemoteSpec {
+        url: "http://127.0.0.1:9".into(),
+        model: "m".into(),
+        api_key_env: None,
+    });
+    let (n, why) = auto_parallel(&[("r".to_string(), remote)], 100, Some(u64::MAX));
+    assert_eq!((n, why.as_str()), (1, "every lane is remote"));
 }
 
 fn start(input: &Path, output: &Path, qtype: &str, exe: Option<PathBuf>) -> Result<QuantizeJob, String> {

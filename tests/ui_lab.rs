@@ -208,6 +208,8 @@ fn a_dropped_prompt_set_runs_on_every_lane_and_a_broken_one_says_why() {
     assert_eq!(h.state().state.lab.tab, LabTab::Prompts);
     h.state_mut().state.lab.seeds = "1,2".into();
     h.state_mut().state.lab.temperature = 0.0;
+    assert_eq!(h.state().state.lab.parallel, 0, "runs at once default to auto");
+    h.state_mut().state.lab.parallel = 1;
     h.run_steps(2);
     h.get_by_label("Run on all lanes").click();
     step_until(&mut h, Duration::from_secs(120), "scorecards", |a| {
@@ -233,6 +235,17 @@ fn a_dropped_prompt_set_runs_on_every_lane_and_a_broken_one_says_why() {
     h.get_by_label("Run on all lanes").click();
     h.run_steps(2);
     step_until(&mut h, Duration::from_secs(120), "scorecards again", |a| {
+        a.rt.lab.prompt_job.is_none() && a.rt.lab.runs.len() == 12
+    });
+    assert_eq!(texts(h.state()), one_at_a_time);
+    // "auto": chosen from free memory, capped by the 6 runs each lane has; said in the notice.
+    h.state_mut().state.lab.parallel = 0;
+    h.run_steps(1);
+    h.get_by_label("Run on all lanes").click();
+    h.run_steps(2);
+    let notice = h.state().rt.notice.clone().unwrap_or_default();
+    assert!(notice.contains("6 run(s) at once"), "{notice}");
+    step_until(&mut h, Duration::from_secs(120), "scorecards, auto", |a| {
         a.rt.lab.prompt_job.is_none() && a.rt.lab.runs.len() == 12
     });
     assert_eq!(texts(h.state()), one_at_a_time);

@@ -223,9 +223,10 @@ pub struct PromptsArgs {
     #[arg(long = "lane", short = 'l', required = true)]
     pub lanes: Vec<String>,
     /// Runs at once (local lanes stream together in the engine; remote runs go out
-    /// concurrently); greedy results are the same as with 1.
-    #[arg(long, visible_alias = "concurrency", default_value_t = 1)]
-    pub parallel: usize,
+    /// concurrently); greedy results are the same as with 1. Unset: as many as the local
+    /// lanes' contexts fit in a quarter of free memory, at most 8 (1 with only remote lanes).
+    #[arg(long, visible_alias = "concurrency")]
+    pub parallel: Option<usize>,
     /// Another endpoint serving the remote lanes' model under the same name; repeat. Runs are
     /// spread over all of them and one that fails on an unreachable or overloaded endpoint is
     /// tried on another.
@@ -323,8 +324,7 @@ fn prompt_set(args: &PromptsArgs) -> anyhow::Result<()> {
     let mut manifest = RunManifest::new(
         "eval prompts",
         serde_json::json!({ "lanes": args.lanes, "temperature": args.temp, "max_tokens": args.max_tokens,
-                            "n_ctx": args.ctx, "threads": args.threads, "parallel": args.parallel,
-                            "endpoints": args.endpoints }),
+                            "n_ctx": args.ctx, "threads": args.threads, "endpoints": args.endpoints }),
         args.seeds.clone(),
         crate::engine::llama_build(),
         crate::engine::cpu_features(),
@@ -351,10 +351,26 @@ fn prompt_set(args: &PromptsArgs) -> anyhow::Result<()> {
         bail!("--endpoint spreads remote lanes (-l URL#NAME) over more endpoints; no lane here is remote");
     }
     let endpoints = args.endpoints.iter().map(|u| crate::remote::base_url(u)).collect();
-    let job = PromptSetJob::new(set, lanes, &args.seeds, sampling)
-        .parallel(args.parallel)
-        .fan_out(endpoints);
+    let job = PromptSetJob::new(set, lanes, &args.seeds, sampling).fan_out(endpoints);
+    let job = with_parallel(job, args.parallel, &mut manifest);
     run_prompt_set(job, &args.output, &manifest)
+}
+
+/// `--parallel N`, or the lab's choice from memory and contexts (said on stderr); recorded in
+/// the manifest either way.
+pub fn with_parallel(job: PromptSetJob, asked: Option<usize>, manifest: &mut RunManifest) -> PromptSetJob {
+    let (job, n) = match asked {
+        Some(n) => (job.parallel(n), n.max(1)),
+        None => {
+            let (job, n, why) = job.parallel_auto();
+            eprintln!("{n} run(s) at once ({why}; --parallel sets it)");
+            (job, n)
+        }
+    };
+    if let Some(settings) = manifest.settings.as_object_mut() {
+        settings.insert("parallel".into(), n.into());
+    }
+    job
 }
 
 /// Runs a prompt set to its end and prints its scorecards (and writes the bundle with `--out`).

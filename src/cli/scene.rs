@@ -34,9 +34,10 @@ pub enum SceneCommand {
 pub struct SceneRunArgs {
     /// The scene file.
     pub file: PathBuf,
-    /// Runs at once (greedy results are the same as with 1).
-    #[arg(long, default_value_t = 1)]
-    pub parallel: usize,
+    /// Runs at once (greedy results are the same as with 1). Unset: as many as the local
+    /// lanes' contexts fit in a quarter of free memory, at most 8 (1 with only remote lanes).
+    #[arg(long)]
+    pub parallel: Option<usize>,
     /// Output options.
     #[command(flatten)]
     pub output: OutputArgs,
@@ -157,7 +158,7 @@ fn run(args: &SceneRunArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
     let mut manifest = RunManifest::new(
         "scene run",
-        serde_json::json!({ "scene": args.file, "title": s.title, "parallel": args.parallel }),
+        serde_json::json!({ "scene": args.file, "title": s.title }),
         s.lanes.iter().map(|l| l.sampling.seed).collect(),
         crate::engine::llama_build(),
         crate::engine::cpu_features(),
@@ -183,7 +184,11 @@ fn run(args: &SceneRunArgs) -> anyhow::Result<()> {
         }
         lanes.push((label, spec, s.lanes[i].sampling.clone()));
     }
-    let job = PromptSetJob::with_lane_sampling(set, lanes).parallel(args.parallel);
+    let job = super::eval::with_parallel(
+        PromptSetJob::with_lane_sampling(set, lanes),
+        args.parallel,
+        &mut manifest,
+    );
     run_prompt_set(job, &args.output, &manifest)
 }
 

@@ -225,7 +225,8 @@ pub struct LabSettings {
     pub seeds: String,
     /// Temperature for prompt-set runs.
     pub temperature: f32,
-    /// Prompt-set runs at once (the engine steps them together; remote ones go out together).
+    /// Prompt-set runs at once (the engine steps them together; remote ones go out together);
+    /// 0: chosen from free memory and the lanes' contexts (`lab::prompts::auto_parallel`).
     pub parallel: usize,
     /// More endpoints serving remote lanes' models under the same names (fan-out), separated by
     /// spaces or commas.
@@ -248,7 +249,7 @@ impl Default for LabSettings {
             prompt_set: None,
             seeds: "1,2,3".into(),
             temperature: 0.7,
-            parallel: 1,
+            parallel: 0,
             endpoints: String::new(),
         }
     }

@@ -490,11 +490,16 @@ impl App {
             self.rt.lab.message =
                 Some("more endpoints spread remote lanes' runs; no lane here is remote, so they are not used".into());
         }
-        self.rt.lab.prompt_job = Some(
-            PromptSetJob::new(set, lanes, &seeds, sampling)
-                .parallel(self.state.lab.parallel)
-                .fan_out(endpoints),
-        );
+        let job = PromptSetJob::new(set, lanes, &seeds, sampling).fan_out(endpoints);
+        let job = match self.state.lab.parallel {
+            0 => {
+                let (job, n, why) = job.parallel_auto();
+                self.rt.notice = Some(format!("prompt set: {n} run(s) at once ({why})"));
+                job
+            }
+            n => job.parallel(n),
+        };
+        self.rt.lab.prompt_job = Some(job);
         self.lab_pump(LabJob::Prompt);
     }
 

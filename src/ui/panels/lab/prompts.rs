@@ -30,8 +30,12 @@ pub(super) fn prompts_ui(ui: &mut egui::Ui, state: &mut State, rt: &Runtime, cmd
                 .speed(0.05),
         );
         ui.label("at once");
-        ui.add(egui::DragValue::new(&mut state.lab.parallel).range(1..=8))
-            .on_hover_text("Runs in flight together: local lanes decode them side by side, remote lanes send them concurrently; greedy results are the same as one at a time");
+        ui.add(
+            egui::DragValue::new(&mut state.lab.parallel)
+                .range(0..=crate::lab::prompts::AUTO_PARALLEL_MAX * 2)
+                .custom_formatter(|n, _| if n < 0.5 { "auto".into() } else { format!("{n:.0}") }),
+        )
+        .on_hover_text("Runs in flight together: local lanes decode them side by side, remote lanes send them concurrently; greedy results are the same as one at a time. \"auto\" (0): as many as the local lanes' contexts fit in a quarter of free memory, at most 8 (1 when every lane is remote)");
     });
     if state.lanes.iter().any(|l| l.remote.is_some()) {
         ui.horizontal(|ui| {
