@@ -57,8 +57,8 @@ pub fn auto_parallel(lanes: &[(String, LaneSpec)], runs_per_lane: usize, avail_b
     };
     let mut per_run_bytes = 0u64;
     for l in &local {
-        let adapters: Vec<&std::path::Path> = l.adapters.iter().map(|a| a.path.as_path()).collect();
-        let Ok(facts) = crate::sim::facts::read(&l.model.path, &adapters) else {
+        // Adapters add no KV cache: only the model's header is read.
+        let Ok(facts) = crate::sim::facts::read(&l.model.path, &[]) else {
             return (1, format!("{} could not be read", l.model.path.display()));
         };
         // A context of 0 cells means the model's own length, which the engine caps at 4096.

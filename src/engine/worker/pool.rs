@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 
 use super::generate::Generation;
 use super::llama::SeqToken;
+use super::prompt_copy::ShareKey;
 use super::*;
 
 /// Most sequences one pool holds.
@@ -32,13 +33,9 @@ const CELL_BLOCK: u32 = 256;
 /// Pool handle, unique for the worker's life.
 pub(super) type PoolId = u64;
 
-/// What generations must have in common to decode in one batch.
-#[derive(Debug, Clone, PartialEq)]
-pub(super) struct PoolKey {
-    model: (PathBuf, u32),
-    n_ctx: u32,
-    threads: i32,
-}
+/// What generations must have in common to decode in one batch: what makes two lanes compute
+/// the same bits ([`ShareKey`]), with no adapters (see [`Worker::pool_key`]).
+pub(super) type PoolKey = ShareKey;
 
 /// One shared context and who sits in it.
 pub(super) struct Pool {
@@ -115,18 +112,10 @@ impl Worker {
     /// (tested bit for bit with Q4_1, Q8_0 and the repacked Q4_0).
     pub(super) fn pool_key(&self, lane: LaneId, exclusive: bool) -> Option<PoolKey> {
         let l = self.lanes.get(&lane)?;
-        if exclusive
-            || !l.model.model.kv_moves_between_contexts()
-            || !l.active.is_empty()
-            || has_float_matrix(&l.model.header)
-        {
+        if !l.active.is_empty() || has_float_matrix(&l.model.header) {
             return None;
         }
-        Some(PoolKey {
-            model: (l.model.info.path.clone(), l.model.info.gpu_layers),
-            n_ctx: l.ctx.n_ctx(),
-            threads: self.lane_threads(&l.spec),
-        })
+        self.share_key(lane, exclusive)
     }
 
     /// Moves running generations (those `going` marks; the others are ending) into pools

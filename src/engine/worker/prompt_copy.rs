@@ -17,13 +17,14 @@ use std::rc::Rc;
 use super::generate::Generation;
 use super::*;
 
-/// What must match for a prompt's cells to be the same bits: the model and its offload, the
-/// context's size, threads and sequences, and the adapter stack with its scales.
-#[derive(Clone, PartialEq)]
+/// What must match for two lanes' computations to be the same bits: the model and its offload,
+/// the context's size, threads and sequences, and the adapter stack with its scales. Prompts
+/// are copied under it; pools (`pool.rs`) batch under it where the stack is empty.
+#[derive(Debug, Clone, PartialEq)]
 pub(super) struct ShareKey {
-    model: (PathBuf, u32),
-    n_ctx: u32,
-    threads: i32,
+    pub(super) model: (PathBuf, u32),
+    pub(super) n_ctx: u32,
+    pub(super) threads: i32,
     n_seq: u32,
     /// Each applied adapter (the model's one loaded copy, by address) and its scale as bits.
     stack: Vec<(usize, u32)>,
