@@ -67,15 +67,17 @@ pub fn auto_parallel(lanes: &[(String, LaneSpec)], runs_per_lane: usize, avail_b
     }
     let fits = usize::try_from((avail / 4) / per_run_bytes.max(1)).unwrap_or(usize::MAX);
     let n = fits.min(AUTO_PARALLEL_MAX).min(runs_per_lane).max(1);
-    (
-        n,
-        format!(
-            "{} of KV cache per run at once over {} local lane(s), {} free, at most {AUTO_PARALLEL_MAX}, {runs_per_lane} run(s) per lane",
-            crate::metrics::mib(per_run_bytes),
-            local.len(),
-            crate::metrics::mib(avail)
-        ),
-    )
+    // Says which bound decided, shortly: the window shows it in a one-line notice.
+    let kv = crate::metrics::mib(per_run_bytes);
+    let free = crate::metrics::mib(avail);
+    let why = if n == runs_per_lane && n < fits.min(AUTO_PARALLEL_MAX) {
+        format!("{runs_per_lane} run(s) per lane")
+    } else if n == AUTO_PARALLEL_MAX && n < fits {
+        format!("at most {AUTO_PARALLEL_MAX}; {kv} of KV cache per run, {free} free")
+    } else {
+        format!("{kv} of KV cache per run in a quarter of {free} free")
+    };
+    (n, why)
 }
 
 /// A prompt set being run.
