@@ -671,9 +671,12 @@ fn pooled_lanes_keep_every_probability_bit_for_bit_when_others_end_first() {
     // that llama.cpp's kernels for several rows (tinyBLAS for F16 and Q8_0, the repacked Q4_0
     // GEMM) meet its one-row ones.
     let ladder = crate::eval::ladder();
-    for model in [demo_model(), ladder.q8.clone(), ladder.q4.clone()] {
+    for model in [demo_model(), ladder.q8.clone()] {
         pooled_bits_equal_alone(&model, 2);
     }
+    // Repacked Q4_0 lanes once changed at their last token in a batch: they take turns (their
+    // copied prompts are still checked bit for bit).
+    pooled_bits_equal_alone(&ladder.q4, 1);
     // An F16 model's lanes would change at the first batched step: they take turns instead.
     pooled_bits_equal_alone(&ladder.f16, 1);
 }

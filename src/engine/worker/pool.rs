@@ -112,7 +112,7 @@ impl Worker {
     /// (tested bit for bit with Q4_1, Q8_0 and the repacked Q4_0).
     pub(super) fn pool_key(&self, lane: LaneId, exclusive: bool) -> Option<PoolKey> {
         let l = self.lanes.get(&lane)?;
-        if !l.active.is_empty() || has_float_matrix(&l.model.header) {
+        if !l.active.is_empty() || has_float_matrix(&l.model.header) || has_repacked_matrix(&l.model.header) {
             return None;
         }
         self.share_key(lane, exclusive)
@@ -215,4 +215,15 @@ fn has_float_matrix(header: &GgufFile) -> bool {
         .tensors
         .iter()
         .any(|t| t.dims.iter().filter(|&&d| d > 1).count() >= 2 && matches!(t.ggml_type.name, "F32" | "F16" | "BF16"))
+}
+
+/// Whether llama.cpp repacks some of the model's weight matrices for its CPU GEMM kernels
+/// (Q4_0, Q4_K, IQ4_NL on x86; the check holds where AMX turned repacking off too, so lanes
+/// behave the same on every machine): those kernels take one path for a few rows and another
+/// for more, and a pooled Q4_0 lane's last probability once differed from the lane alone (a
+/// clean-clone CI run of the bit-for-bit test), so such models take turns like float-weight ones.
+fn has_repacked_matrix(header: &GgufFile) -> bool {
+    header.tensors.iter().any(|t| {
+        t.dims.iter().filter(|&&d| d > 1).count() >= 2 && matches!(t.ggml_type.name, "Q4_0" | "Q4_K" | "IQ4_NL")
+    })
 }
