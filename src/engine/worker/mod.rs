@@ -95,7 +95,7 @@ pub struct Worker {
 impl Worker {
     /// A worker with no models loaded.
     pub fn new(cancel: CancelBoard) -> Self {
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(8) as i32;
+        let threads = i32::try_from(super::default_threads()).unwrap_or(8);
         Self {
             lanes: BTreeMap::new(),
             pools: pool::Pools::default(),
