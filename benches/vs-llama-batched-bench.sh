@@ -4,6 +4,9 @@
 # same model, sizes and threads (prompts not shared, one context for the largest batch, batch
 # 2048 / ubatch 512 as llama-batched-bench's defaults); prints both and nanolab / baseline in
 # speed_tg and speed_pp for every batch size, as the mean over REPS rounds.
+# BASELINE=crate runs llama-batched-bench built on nanolab's own llama.cpp instead (the
+# llama-cpp-sys-2 crate's tree, scripts/llama-tools-crate.sh), to tell a gap that comes from the
+# two llama.cpp versions from one that nanolab makes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # nanolab loads plain weight buffers where llama.cpp's AMX kernels run (they crash here; see
@@ -14,11 +17,15 @@ REPS=${REPS:-3}
 PP=${PP:-128}
 TG=${TG:-128}
 NPL=${NPL:-1,2,4,8}
-BIN=$(scripts/llama-tools.sh llama-batched-bench)
+if [[ "${BASELINE:-sdist}" == crate ]]; then
+  BIN=$(scripts/llama-tools-crate.sh) VERSION_FILE=target/llama-tools-crate/version.txt
+else
+  BIN=$(scripts/llama-tools.sh llama-batched-bench) VERSION_FILE=target/llama-tools/version.txt
+fi
 THREADS=$(nproc)
 max_pl=$(echo "$NPL" | tr , '\n' | sort -n | tail -1)
 ctx=$((max_pl * (PP + TG)))
-echo "llama-batched-bench: $(cat target/llama-tools/version.txt)"
+echo "llama-batched-bench: $(cat "$VERSION_FILE")"
 echo "model $MODEL, pp $PP, tg $TG, npl $NPL, $THREADS threads, context $ctx"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT

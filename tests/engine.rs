@@ -672,18 +672,18 @@ fn pooled_lanes_keep_every_probability_bit_for_bit_when_others_end_first() {
     // GEMM) meet its one-row ones.
     let ladder = crate::eval::ladder();
     for model in [demo_model(), ladder.q8.clone()] {
-        pooled_bits_equal_alone(&model, 2);
+        pooled_bits_equal_alone(&model, 2..=6);
     }
-    // Repacked Q4_0 lanes once changed at their last token in a batch: they take turns (their
-    // copied prompts are still checked bit for bit).
-    pooled_bits_equal_alone(&ladder.q4, 1);
+    // Repacked Q4_0 weights go through llama.cpp's GEMM from four rows on (a lane once changed
+    // at its last token in a step of six): its pools hold three lanes, two pools for six.
+    pooled_bits_equal_alone(&ladder.q4, 2..=3);
     // An F16 model's lanes would change at the first batched step: they take turns instead.
-    pooled_bits_equal_alone(&ladder.f16, 1);
+    pooled_bits_equal_alone(&ladder.f16, 1..=1);
 }
 
 /// Runs the demo prompts alone and then on six lanes at once; every token's probabilities must
-/// be the same bits, and each lane must have decoded with at least `batched_with` sequences.
-fn pooled_bits_equal_alone(model: &std::path::Path, batched_with: u32) {
+/// be the same bits, and the most sequences each lane decoded with must lie in `batched_with`.
+fn pooled_bits_equal_alone(model: &std::path::Path, batched_with: std::ops::RangeInclusive<u32>) {
     let name = model.file_name().unwrap().to_string_lossy().to_string();
     let mut c = client();
     let prompts = [
@@ -755,12 +755,10 @@ fn pooled_bits_equal_alone(model: &std::path::Path, batched_with: u32) {
             // Lanes 4-6 run the prompts of lanes 1-3, which are still running: their prompts
             // are copied, and their first tokens come from the copied logits.
             assert_eq!(reused > 0, *l > 3, "{name}: lane {l} reused {reused} prompt tokens");
-            let as_expected = if batched_with == 1 {
-                got_batched == 1
-            } else {
-                got_batched >= batched_with
-            };
-            assert!(as_expected, "{name}: lane {l} decoded with {got_batched} sequences");
+            assert!(
+                batched_with.contains(&got_batched),
+                "{name}: lane {l} decoded with {got_batched} sequences, not {batched_with:?}"
+            );
             let first_change = tokens.iter().zip(&alone[*p]).position(|(a, b)| a != b);
             assert_eq!(
                 (tokens.len(), first_change),

@@ -72,15 +72,8 @@ pub struct QualityArgs {
 /// A local lane on `path` with `adapters`.
 pub(super) fn lane(id: LaneId, path: &Path, adapters: &[AdapterSpec], n_ctx: u32, threads: Option<u32>) -> LaneSpec {
     LaneSpec {
-        lane: id,
-        model: ModelSpec {
-            path: path.to_path_buf(),
-            gpu_layers: None,
-        },
-        n_ctx,
         threads,
-        adapters: adapters.to_vec(),
-        remote: None,
+        ..LaneSpec::local(id, path, n_ctx, adapters.to_vec())
     }
 }
 

@@ -158,17 +158,7 @@ pub fn remote_lane(
         model,
         api_key_env: api_key_env.map(str::to_string),
     };
-    Ok(LaneSpec {
-        lane,
-        model: ModelSpec {
-            path: PathBuf::from(remote.label()),
-            gpu_layers: None,
-        },
-        n_ctx: 0,
-        threads: None,
-        adapters: adapters.to_vec(),
-        remote: Some(remote),
-    })
+    Ok(LaneSpec::on_endpoint(lane, remote, adapters.to_vec()))
 }
 
 fn local_lane(args: &RunArgs, model: &std::path::Path) -> anyhow::Result<LaneSpec> {

@@ -171,17 +171,12 @@ fn measure(model: &std::path::Path, adapters: &[PathBuf]) -> anyhow::Result<(f64
     let job = client.next_job();
     let req = Request::Generate {
         job,
-        lane: LaneSpec {
-            lane: 0,
-            model: ModelSpec {
-                path: model.to_path_buf(),
-                gpu_layers: None,
-            },
-            n_ctx: 1024,
-            threads: None,
-            adapters: adapters.iter().map(|p| AdapterSpec { path: p.clone(), scale: 1.0 }).collect(),
-            remote: None,
-        },
+        lane: LaneSpec::local(
+            0,
+            model,
+            1024,
+            adapters.iter().map(|p| AdapterSpec { path: p.clone(), scale: 1.0 }).collect(),
+        ),
         prompt: Prompt::Raw {
             text: "The history of measurement begins with the human body: the foot, the hand and the cubit were the first units. ".repeat(4),
         },

@@ -63,6 +63,37 @@ pub struct LaneSpec {
     pub remote: Option<RemoteSpec>,
 }
 
+impl LaneSpec {
+    /// A lane on the model file `path` in the local engine: its default threads, no offload.
+    pub fn local(lane: LaneId, path: impl Into<PathBuf>, n_ctx: u32, adapters: Vec<AdapterSpec>) -> Self {
+        Self {
+            lane,
+            model: ModelSpec {
+                path: path.into(),
+                gpu_layers: None,
+            },
+            n_ctx,
+            threads: None,
+            adapters,
+            remote: None,
+        }
+    }
+
+    /// A lane on an endpoint: `model.path` is only its label, the context is the server's.
+    pub fn on_endpoint(lane: LaneId, remote: RemoteSpec, adapters: Vec<AdapterSpec>) -> Self {
+        Self {
+            remote: Some(remote.clone()),
+            ..Self::local(lane, remote.label(), 0, adapters)
+        }
+    }
+
+    /// The same lane with `gpu_layers` offloaded.
+    pub fn with_gpu_layers(mut self, gpu_layers: Option<u32>) -> Self {
+        self.model.gpu_layers = gpu_layers;
+        self
+    }
+}
+
 /// A lane served under its own name by `nanolab serve --lanes-file` (the window's "Serve
 /// lanes" writes these): a base model with a fixed stack of adapter files.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -276,7 +276,7 @@ pub fn lane_spec(
     i: usize,
     id: crate::protocol::LaneId,
 ) -> Option<crate::protocol::LaneSpec> {
-    use crate::protocol::{AdapterSpec, LaneSpec, ModelSpec};
+    use crate::protocol::{AdapterSpec, LaneSpec};
     let lane = scene.lanes.get(i)?;
     let found = resolved.lanes.get(i)?;
     let adapters = found
@@ -288,20 +288,10 @@ pub fn lane_spec(
             scale: *scale,
         })
         .collect();
-    let path = match (&lane.remote, &found.model) {
-        (Some(r), _) => PathBuf::from(r.label()),
-        (None, Some(m)) => m.clone(),
+    let spec = match (&lane.remote, &found.model) {
+        (Some(r), _) => LaneSpec::on_endpoint(id, r.clone(), adapters),
+        (None, Some(m)) => LaneSpec::local(id, m, lane.n_ctx, adapters),
         (None, None) => return None,
     };
-    Some(LaneSpec {
-        lane: id,
-        model: ModelSpec {
-            path,
-            gpu_layers: lane.gpu_layers,
-        },
-        n_ctx: if lane.remote.is_some() { 0 } else { lane.n_ctx },
-        threads: None,
-        adapters,
-        remote: lane.remote.clone(),
-    })
+    Some(spec.with_gpu_layers(lane.gpu_layers))
 }

@@ -11,7 +11,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 
-use crate::protocol::{AdapterSpec, ChatTurn, LaneId, LaneSpec, ModelSpec, Prompt, Sampling};
+use crate::protocol::{AdapterSpec, ChatTurn, LaneId, LaneSpec, Prompt, Sampling};
 
 use super::answer::respond;
 use super::library::parse_model_name;
@@ -348,15 +348,8 @@ fn prepare(state: &Shared, model: &str, f: SamplingFields, prompt: Prompt, top_n
     let stop = f.stop.map(super::openai::StopField::into_vec).unwrap_or_default();
     Ok(Prepared {
         lane: LaneSpec {
-            lane: index as LaneId,
-            model: ModelSpec {
-                path: base.path.clone(),
-                gpu_layers: state.gpu_layers,
-            },
-            n_ctx: state.n_ctx,
             threads: state.threads,
-            adapters,
-            remote: None,
+            ..LaneSpec::local(index as LaneId, &base.path, state.n_ctx, adapters).with_gpu_layers(state.gpu_layers)
         },
         prompt,
         sampling: Sampling {

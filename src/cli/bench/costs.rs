@@ -162,15 +162,8 @@ pub(super) fn swap_and_memory(
     random_lora(header, 8, &a)?;
     random_lora(header, 16, &b)?;
     let spec = |lane: LaneId, adapters: Vec<AdapterSpec>| LaneSpec {
-        lane,
-        model: ModelSpec {
-            path: model.to_path_buf(),
-            gpu_layers,
-        },
-        n_ctx: 512,
         threads: Some(threads),
-        adapters,
-        remote: None,
+        ..LaneSpec::local(lane, model, 512, adapters).with_gpu_layers(gpu_layers)
     };
     let ad = |p: &PathBuf, s: f32| AdapterSpec {
         path: p.clone(),

@@ -169,15 +169,14 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         );
     }
     let spec = |lane: LaneId, adapters: Vec<AdapterSpec>| LaneSpec {
-        lane,
-        model: ModelSpec {
-            path: args.model.clone(),
-            gpu_layers: args.gpu_layers,
-        },
-        n_ctx,
         threads: Some(threads),
-        adapters: pinned.iter().cloned().chain(adapters).collect(),
-        remote: None,
+        ..LaneSpec::local(
+            lane,
+            &args.model,
+            n_ctx,
+            pinned.iter().cloned().chain(adapters).collect(),
+        )
+        .with_gpu_layers(args.gpu_layers)
     };
     if !args.parallel.is_empty() {
         return batched::batched(&spec(1, vec![]), args.n_prompt, args.n_gen, &args.parallel, args.output);

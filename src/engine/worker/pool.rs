@@ -27,6 +27,12 @@ use super::*;
 /// Most sequences one pool holds.
 pub(super) const MAX_SEATS: u32 = 16;
 
+/// Most sequences a pool holds on a model with repacked weights: llama.cpp's repacked CPU
+/// kernels multiply four rows or more with a GEMM and fewer with the one-row GEMV, each row on
+/// its own (ggml-cpu/repack.cpp, "If there are more than three rows in src1, use gemm"), so a
+/// step of at most three sequences computes every row as a lane alone does.
+pub(super) const REPACKED_MAX_SEATS: u32 = 3;
+
 /// KV cells are allocated in blocks of this many (llama.cpp pads contexts to 256 too).
 const CELL_BLOCK: u32 = 256;
 
@@ -47,6 +53,8 @@ pub(super) struct Pool {
     /// Cells promised to every seat ever taken, ended ones included.
     promised_cells: u32,
     cells: u32,
+    /// Seats it may ever give ([`MAX_SEATS`], or [`REPACKED_MAX_SEATS`]).
+    max_seats: u32,
     _model: Rc<LoadedModel>,
 }
 
@@ -54,7 +62,7 @@ impl Pool {
     /// The next unused seat, if one is left and the cells for `budget` are.
     fn free_seat(&self, budget: u32) -> Option<usize> {
         let fits = self.promised_cells.saturating_add(budget) <= self.cells;
-        (fits && self.seats.len() < MAX_SEATS as usize).then_some(self.seats.len())
+        (fits && self.seats.len() < self.max_seats as usize).then_some(self.seats.len())
     }
 
     /// The context the members decode in.
@@ -109,10 +117,12 @@ impl Worker {
     /// (`llamafile_sgemm` refuses n < 2), which sums in another order: batched, a greedy text
     /// with an adapter changed after 20 tokens, and an F16 model's probabilities changed at
     /// the first batched step (both tested). Quantized weights give the same sums either way
-    /// (tested bit for bit with Q4_1, Q8_0 and the repacked Q4_0).
+    /// (tested bit for bit with Q4_1 and Q8_0), and repacked ones (Q4_0, Q4_K, IQ4_NL) in
+    /// steps of at most [`REPACKED_MAX_SEATS`] rows (tested with Q4_0; with six sequences in
+    /// one step a Q4_0 lane's last probability once differed).
     pub(super) fn pool_key(&self, lane: LaneId, exclusive: bool) -> Option<PoolKey> {
         let l = self.lanes.get(&lane)?;
-        if !l.active.is_empty() || has_float_matrix(&l.model.header) || has_repacked_matrix(&l.model.header) {
+        if !l.active.is_empty() || has_float_matrix(&l.model.header) {
             return None;
         }
         self.share_key(lane, exclusive)
@@ -163,22 +173,28 @@ impl Worker {
     /// starting later can join it.
     fn new_pool(&mut self, g: &Generation, key: PoolKey, peers: &[u32]) -> Option<PoolId> {
         let lane = self.lanes.get(&g.lane)?;
+        let max_seats = if has_repacked_matrix(&lane.model.header) {
+            REPACKED_MAX_SEATS
+        } else {
+            MAX_SEATS
+        };
         let wanted: u32 = peers.iter().sum::<u32>().saturating_mul(2);
         let cells = wanted
             .div_ceil(CELL_BLOCK)
             .saturating_mul(CELL_BLOCK)
-            .min(key.n_ctx.saturating_mul(MAX_SEATS));
+            .min(key.n_ctx.saturating_mul(max_seats));
         let kv_bytes = lane.model.model.kv_bytes_per_token() * u64::from(cells);
         if metrics::mem_available_bytes().is_some_and(|avail| kv_bytes > avail) {
             return None;
         }
-        let ctx = Context::new_shared(&lane.model.model, cells, key.threads, MAX_SEATS).ok()?;
+        let ctx = Context::new_shared(&lane.model.model, cells, key.threads, max_seats).ok()?;
         let pool = Pool {
             ctx,
             key,
             seats: Vec::new(),
             promised_cells: 0,
             cells,
+            max_seats,
             _model: Rc::clone(&lane.model),
         };
         let id = self.pools.next;
@@ -217,11 +233,12 @@ fn has_float_matrix(header: &GgufFile) -> bool {
         .any(|t| t.dims.iter().filter(|&&d| d > 1).count() >= 2 && matches!(t.ggml_type.name, "F32" | "F16" | "BF16"))
 }
 
-/// Whether llama.cpp repacks some of the model's weight matrices for its CPU GEMM kernels
-/// (Q4_0, Q4_K, IQ4_NL on x86; the check holds where AMX turned repacking off too, so lanes
-/// behave the same on every machine): those kernels take one path for a few rows and another
-/// for more, and a pooled Q4_0 lane's last probability once differed from the lane alone (a
-/// clean-clone CI run of the bit-for-bit test), so such models take turns like float-weight ones.
+/// Whether llama.cpp repacks some of the model's weight matrices for its CPU kernels (Q4_0,
+/// Q4_K, IQ4_NL on x86; the check holds where AMX turned repacking off too, so lanes behave
+/// the same on every machine): those take the GEMM for four rows or more and the one-row GEMV
+/// below, and a Q4_0 lane decoded in a step of six once differed from the lane alone at its
+/// last probability (a clean-clone CI run of the bit-for-bit test), so their pools hold at most
+/// [`REPACKED_MAX_SEATS`] sequences.
 fn has_repacked_matrix(header: &GgufFile) -> bool {
     header.tensors.iter().any(|t| {
         t.dims.iter().filter(|&&d| d > 1).count() >= 2 && matches!(t.ggml_type.name, "Q4_0" | "Q4_K" | "IQ4_NL")

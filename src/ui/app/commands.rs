@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use super::{App, FetchMsg, FetchTask, JobKind};
-use crate::protocol::{AdapterSpec, LaneId, LaneSpec, ModelSpec, Prompt, Request, Sampling};
+use crate::protocol::{AdapterSpec, LaneId, LaneSpec, Prompt, Request, Sampling};
 use crate::ui::state::LaneOutput;
 
 /// Everything a user can ask the window to do.
@@ -334,29 +334,13 @@ impl App {
         if let Some(remote) = &lane.remote {
             // Static pins belong to local model files; the endpoint applies what it serves.
             return Some(LaneSpec {
-                lane: engine_lane,
-                model: ModelSpec {
-                    path: PathBuf::from(remote.label()),
-                    gpu_layers: None,
-                },
                 n_ctx,
-                threads: None,
-                adapters: user,
-                remote: Some(remote.clone()),
+                ..LaneSpec::on_endpoint(engine_lane, remote.clone(), user)
             });
         }
         let model = lane.model.clone()?;
-        Some(LaneSpec {
-            lane: engine_lane,
-            model: ModelSpec {
-                path: model.clone(),
-                gpu_layers: lane.gpu_layers,
-            },
-            n_ctx,
-            threads: None,
-            adapters: crate::adapters::lane_stack(&self.rt.library.registry, &model, &user, true),
-            remote: None,
-        })
+        let adapters = crate::adapters::lane_stack(&self.rt.library.registry, &model, &user, true);
+        Some(LaneSpec::local(engine_lane, model, n_ctx, adapters).with_gpu_layers(lane.gpu_layers))
     }
 
     fn serve_lanes(&mut self) {

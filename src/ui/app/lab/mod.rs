@@ -18,7 +18,7 @@ use crate::lab::ladder::{Existing, Ladder, LadderSpec};
 use crate::lab::prompts::{PromptSampling, PromptSetJob};
 use crate::lab::quality::{QualityItem, QualityJob, QualitySettings};
 use crate::lab::{Job, Progress};
-use crate::protocol::{DivergenceResult, JobId, LaneId, LaneSpec, ModelSpec, Request};
+use crate::protocol::{DivergenceResult, JobId, LaneId, LaneSpec, Request};
 use crate::quant::{QuantOutcome, QuantType};
 use crate::ui::state::LabTab;
 
@@ -355,17 +355,7 @@ impl App {
     }
 
     pub(super) fn eval_lane_spec(&self, id: LaneId, model: &Path) -> LaneSpec {
-        LaneSpec {
-            lane: id,
-            model: ModelSpec {
-                path: model.to_path_buf(),
-                gpu_layers: None,
-            },
-            n_ctx: self.state.lab.n_ctx.max(16),
-            threads: None,
-            adapters: Vec::new(),
-            remote: None,
-        }
+        LaneSpec::local(id, model, self.state.lab.n_ctx.max(16), Vec::new())
     }
 
     fn lab_evaluate_ladder(&mut self) {
