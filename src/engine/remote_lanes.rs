@@ -75,7 +75,13 @@ impl RemoteLanes {
                 self.lanes.insert(lane.lane);
                 let (lane, prompt, sampling, top_n) = (lane.clone(), prompt.clone(), sampling.clone(), *top_n);
                 self.spawn(*job, req, tx, waker, move |job, probes, cancel, emit| {
-                    remote::generate(job, &lane, &prompt, &sampling, top_n, probes, cancel, emit)
+                    let call = remote::GenerateCall {
+                        spec: &lane,
+                        prompt: &prompt,
+                        sampling: &sampling,
+                        top_n,
+                    };
+                    remote::generate(job, call, probes, cancel, emit)
                 })?;
                 Ok(true)
             }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 pub use next::next_tokens;
-pub use stream::generate;
+pub use stream::{generate, GenerateCall};
 
 /// Why talking to an endpoint failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -369,20 +369,36 @@ pub(super) fn send(
     }
 }
 
-/// Runs `prompt` on the remote lane `spec`, handing every `Token` to `emit`, and returns the
-/// terminal event (`Done` with the stats, or `Error`, marked `retry` when another try may work).
+/// What a remote generation runs: a `Generate` request's lane, prompt, sampling and how many
+/// top probabilities each token carries.
+#[derive(Debug, Clone, Copy)]
+pub struct GenerateCall<'a> {
+    /// The lane (its `remote` names the endpoint).
+    pub spec: &'a LaneSpec,
+    /// The prompt.
+    pub prompt: &'a Prompt,
+    /// How to sample.
+    pub sampling: &'a Sampling,
+    /// Top probabilities per token.
+    pub top_n: u32,
+}
+
+/// Runs `call` on its remote lane, handing every `Token` to `emit`, and returns the terminal
+/// event (`Done` with the stats, or `Error`, marked `retry` when another try may work).
 /// `cancel` ends it at the next chunk, as `Done` with `Cancelled`.
-#[allow(clippy::too_many_arguments)]
 pub fn generate(
     job: JobId,
-    spec: &LaneSpec,
-    prompt: &Prompt,
-    sampling: &Sampling,
-    top_n: u32,
+    call: GenerateCall<'_>,
     probes: &Probes,
     cancel: &AtomicBool,
     emit: &mut dyn FnMut(Event),
 ) -> Event {
+    let GenerateCall {
+        spec,
+        prompt,
+        sampling,
+        top_n,
+    } = call;
     let Some(remote) = &spec.remote else {
         return error(
             job,
