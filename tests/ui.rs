@@ -250,6 +250,36 @@ fn lanes_stream_at_once_and_one_at_a_time_says_queued() {
 }
 
 #[test]
+fn the_memory_graph_holds_weights_and_kv_cache_from_set_up_not_from_the_first_run_s_end() {
+    let mut h = two_lanes(None);
+    start_long_run(&mut h);
+    step_until(&mut h, Duration::from_secs(30), "a memory sample with weights", |a| {
+        a.rt.telemetry.memory.last().is_some_and(|s| s.weights_bytes > 0)
+    });
+    assert!(
+        h.state().state.lanes[0].output.stats.is_none(),
+        "lane 1's run of 1000 tokens ended before the sample"
+    );
+    let sample = *h.state().rt.telemetry.memory.last().unwrap();
+    // Two lanes on one model: the weights once, most of the file's bytes and never more.
+    let file_bytes = std::fs::metadata(demo_model()).unwrap().len();
+    assert!(
+        sample.weights_bytes <= file_bytes && sample.weights_bytes > file_bytes * 9 / 10,
+        "weights {} of a {file_bytes}-byte file",
+        sample.weights_bytes
+    );
+    // Each lane's own f16 KV cache, from SmolLM2-135M's shape in llama.cpp: 30 layers, K and V,
+    // 3 KV heads of 64 dimensions, 2 bytes each per token.
+    let per_token: u64 = 30 * 2 * 3 * 64 * 2;
+    let cells: u64 = h.state().state.lanes.iter().map(|l| u64::from(l.n_ctx)).sum();
+    assert_eq!(sample.kv_bytes, cells * per_token);
+    h.key_press(egui::Key::Escape);
+    step_until(&mut h, Duration::from_secs(30), "stopped", |a| {
+        a.rt.engine.jobs.is_empty()
+    });
+}
+
+#[test]
 fn serve_lanes_serves_each_lane_under_its_name_until_stopped() {
     let mut h = two_lanes(None);
     h.get_by_label("Serve lanes").click();

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::x11::{click_run_all, wait_state, xvfb, Killer};
+use crate::common::x11::{click, click_run_all, close_window, wait_state, xvfb, Killer};
 use crate::common::*;
 use nanolab::ui::state;
 
@@ -19,6 +19,15 @@ fn children_of(pid: u32) -> Vec<u32> {
 
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+}
+
+/// Waits up to 10 s for the engine child `pid` to exit after its window went.
+fn wait_gone(pid: u32) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while alive(pid) {
+        assert!(Instant::now() < end, "engine {pid} outlived the window");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn window(state_path: &Path, display: &str) -> Child {
@@ -97,11 +106,7 @@ fn killing_the_window_mid_stream_loses_nothing_and_leaves_no_engine() {
     assert!(saved.lanes[0].output.tokens.len() >= mid.lanes[0].output.tokens.len());
     assert!(saved.lanes[0].output.text.starts_with(&mid.lanes[0].output.text));
     // The engine notices its parent is gone (stdin closes) and exits.
-    let end = Instant::now() + Duration::from_secs(10);
-    while alive(engine[0]) {
-        assert!(Instant::now() < end, "engine {} outlived the window", engine[0]);
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_gone(engine[0]);
     // Reopen: the saved state is used as is (not moved aside), lanes/prompt/output intact.
     let (loaded, problem) = state::load(&state_path);
     assert!(problem.is_none(), "{problem:?}");
@@ -126,6 +131,61 @@ fn killing_the_window_mid_stream_loses_nothing_and_leaves_no_engine() {
     );
 }
 
+/// Closing the real window (its close button, as a window manager sends it) while a lane streams:
+/// what changed in the last second, when saves are spaced while tokens stream, is saved on the
+/// way out, and the engine child ends with the window.
+#[test]
+fn closing_the_window_mid_stream_saves_its_last_changes() {
+    let demo = demo_model();
+    let dir = tempfile::tempdir().unwrap();
+    let state_path = dir.path().join("state.json");
+    let mut s = state::State {
+        chat_mode: false,
+        prompt: "1, 2, 3, 4, 5, 6,".into(),
+        recent_files: vec![demo.clone()],
+        dark: true,
+        ..Default::default()
+    };
+    let id = s.add_lane(None);
+    if let Some(l) = s.lane_mut(id) {
+        l.model = Some(demo.clone());
+        l.sampling.max_tokens = 3000;
+        l.sampling.temperature = 0.0;
+    }
+    state::save(&state_path, &serde_json::to_string_pretty(&s).unwrap()).unwrap();
+    // A display of its own, apart from the other window tests' numbers.
+    let display = &format!(":{}", 700 + std::process::id() % 200);
+    let _procs = Killer(vec![xvfb(display)]);
+    let mut win = window(&state_path, display);
+    let win_pid = win.id();
+    std::thread::sleep(Duration::from_secs(4));
+    click_run_all(display);
+    wait_state(&state_path, "tokens streaming into the state file", |s| {
+        s.lanes[0].output.tokens.len() >= 20
+    });
+    let engine = children_of(win_pid);
+    assert_eq!(engine.len(), 1, "one engine child: {engine:?}");
+    // "Light theme" in the top bar (see screenshots/), then close at once: the change comes
+    // within a second of the last save made while tokens stream.
+    click(display, 310, 12);
+    close_window(display);
+    let end = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = win.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < end, "the window did not close");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "the window exited with {status}");
+    let (saved, problem) = state::load(&state_path);
+    assert!(problem.is_none(), "{problem:?}");
+    assert!(!saved.dark, "the theme chosen just before closing was lost");
+    assert_eq!(saved.prompt, s.prompt);
+    assert!(saved.lanes[0].output.tokens.len() >= 20);
+    wait_gone(engine[0]);
+}
+
 /// The real window under Xvfb, the demo scene from `--scene`, an arena vote by key, then kill -9:
 /// the vote is in the state file.
 #[test]
@@ -134,7 +194,7 @@ fn an_arena_vote_survives_kill_9_of_the_window() {
     let state_path = dir.path().join("state.json");
     // A display of its own, so a run beside another never shares one.
     let display = &format!(":{}", 200 + std::process::id() % 500);
-    let mut procs = Killer(vec![xvfb(display)]);
+    let _procs = Killer(vec![xvfb(display)]);
     let scene = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/scenes/demo.json");
     let mut win = Command::new(exe())
         .args(["--scene", scene.to_str().unwrap()])
@@ -214,5 +274,4 @@ fn an_arena_vote_survives_kill_9_of_the_window() {
     assert_eq!(arena.record.votes.len(), 1, "exactly the one vote");
     assert_eq!(arena.record.votes[0].verdict, nanolab::eval::arena::Verdict::Pick(0));
     assert!(arena.revealed);
-    procs.0.clear();
 }

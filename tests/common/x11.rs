@@ -32,9 +32,14 @@ pub fn xvfb(display: &str) -> Child {
 
 /// Clicks "Run all", at the bottom right of the 1280x800 window (see screenshots/).
 pub fn click_run_all(display: &str) {
+    click(display, 1185, 758);
+}
+
+/// Clicks at `x`, `y` of the screen (the window fills it at 0, 0).
+pub fn click(display: &str, x: u32, y: u32) {
     let click = Command::new("xdotool")
         .env("DISPLAY", display)
-        .args(["mousemove", "1185", "758", "click", "1"])
+        .args(["mousemove", &x.to_string(), &y.to_string(), "click", "1"])
         .status()
         .expect("xdotool (scripts/setup.sh --test installs it)");
     assert!(click.success());
@@ -54,4 +59,34 @@ pub fn wait_state(path: &Path, what: &str, f: impl Fn(&state::State) -> bool) ->
         assert!(Instant::now() < end, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Asks the window named "nanolab" on `display` to close, as a window manager's close button
+/// does (a WM_DELETE_WINDOW client message; Xvfb runs no window manager to send it).
+pub fn close_window(display: &str) {
+    let found = Command::new("xdotool")
+        .env("DISPLAY", display)
+        .args(["search", "--name", "^nanolab$"])
+        .output()
+        .expect("xdotool (scripts/setup.sh --test installs it)");
+    let id = String::from_utf8_lossy(&found.stdout)
+        .split_whitespace()
+        .next()
+        .expect("the nanolab window")
+        .to_string();
+    // python3-xlib comes from the system's packages (scripts/setup.sh --test).
+    let script = "import sys\n\
+        from Xlib import X, display\n\
+        from Xlib.protocol import event\n\
+        d = display.Display(sys.argv[1])\n\
+        w = d.create_resource_object('window', int(sys.argv[2]))\n\
+        msg = event.ClientMessage(window=w, client_type=d.intern_atom('WM_PROTOCOLS'),\n\
+            data=(32, [d.intern_atom('WM_DELETE_WINDOW'), X.CurrentTime, 0, 0, 0]))\n\
+        w.send_event(msg, event_mask=X.NoEventMask)\n\
+        d.flush()\n";
+    let sent = Command::new("/usr/bin/python3")
+        .args(["-c", script, display, &id])
+        .status()
+        .expect("/usr/bin/python3 with python3-xlib");
+    assert!(sent.success(), "WM_DELETE_WINDOW not sent");
 }

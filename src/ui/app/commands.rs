@@ -134,7 +134,9 @@ impl App {
             Command::AddLane => {
                 if self.state.lanes.len() < crate::ui::state::MAX_LANES {
                     let template = self.state.lanes.last().cloned();
-                    self.state.add_lane(template.as_ref());
+                    let id = self.state.add_lane(template.as_ref());
+                    // On the template's model: set up now, as a lane whose model just loaded.
+                    self.prepare_lane(id);
                 }
             }
             Command::RemoveLane(id) => {
@@ -152,6 +154,7 @@ impl App {
                     if let Some(pos) = self.state.lanes.iter().position(|l| l.id == id) {
                         let template = self.state.lanes[pos].clone();
                         let new_id = self.state.add_lane(Some(&template));
+                        self.prepare_lane(new_id);
                         if let Some(new_pos) = self.state.lanes.iter().position(|l| l.id == new_id) {
                             let lane = self.state.lanes.remove(new_pos);
                             self.state.lanes.insert(pos + 1, lane);
@@ -267,7 +270,7 @@ impl App {
             .engine
             .jobs
             .iter()
-            .filter(|(_, k)| matches!(k, JobKind::Load { lane: l } | JobKind::Generate { lane: l } if *l == lane))
+            .filter(|(_, k)| matches!(k, JobKind::Load { lane: l } | JobKind::Setup { lane: l } | JobKind::Generate { lane: l } if *l == lane))
             .map(|(j, _)| *j)
             .collect();
         for job in jobs {

@@ -72,7 +72,7 @@ impl App {
             return;
         };
         let lane_id = match kind {
-            JobKind::Load { lane } | JobKind::Generate { lane } => lane,
+            JobKind::Load { lane } | JobKind::Setup { lane } | JobKind::Generate { lane } => lane,
             JobKind::Lab(lab) => {
                 if ev.is_terminal() {
                     self.rt.engine.jobs.remove(&job);
@@ -133,6 +133,9 @@ impl App {
             }
             Event::Done { result, .. } => match result {
                 JobResult::Generated { stats } => {
+                    if stats.remote.is_none() {
+                        self.rt.lanes.held.insert(lane_id, stats.lane.clone());
+                    }
                     let paced = lane.paced && self.rt.lanes.sims.get(&lane_id).is_some_and(|s| !s.pending.is_empty());
                     if !paced {
                         lane.output.text.clone_from(&stats.text);
@@ -140,6 +143,9 @@ impl App {
                     lane.output.stats = Some(stats);
                 }
                 JobResult::ModelLoaded { .. } => prepare = matches!(kind, JobKind::Load { .. }),
+                JobResult::LaneReady { info } => {
+                    self.rt.lanes.held.insert(lane_id, info);
+                }
                 _ => {}
             },
             Event::Error { message, cancelled, .. } => {
@@ -155,7 +161,7 @@ impl App {
     /// Sets a lane's context (and adapters) up in the engine once its model is in, as
     /// llama-server sets its slots up at start: the first run then spends its time to first
     /// token on the prompt, and lanes started together do not wait for each other's set-up.
-    fn prepare_lane(&mut self, lane_id: LaneId) {
+    pub(super) fn prepare_lane(&mut self, lane_id: LaneId) {
         let Some(i) = self
             .state
             .lanes
@@ -168,7 +174,7 @@ impl App {
         let job = self.rt.engine.client.next_job();
         match self.rt.engine.client.send(&Request::SetupLane { job, lane: spec }) {
             Ok(()) => {
-                self.rt.engine.jobs.insert(job, JobKind::Load { lane: lane_id });
+                self.rt.engine.jobs.insert(job, JobKind::Setup { lane: lane_id });
             }
             Err(e) => self.lane_error(Some(lane_id), e.to_string()),
         }

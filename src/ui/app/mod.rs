@@ -27,7 +27,7 @@ pub type LaneSim = crate::sim::live::LaneSim<state::TokenRecord>;
 use super::state::{self, State};
 use crate::engine::EngineClient;
 use crate::gguf::Summary;
-use crate::protocol::{JobId, LaneId};
+use crate::protocol::{JobId, LaneId, LaneInfo};
 
 /// Repaint delay after an engine event. Each repaint costs CPU that the engine's threads would
 /// otherwise use (a lot with a software renderer: see docs/performance.md); 10 frames a second
@@ -39,6 +39,12 @@ const REPAINT_WHILE_STREAMING: std::time::Duration = std::time::Duration::from_m
 pub enum JobKind {
     /// Loading a model for a lane.
     Load {
+        /// The lane.
+        lane: LaneId,
+    },
+    /// Setting a lane's context and adapters up ahead of its first run. "Run all" does not
+    /// wait for it: the engine finishes a set-up before any run sent after it.
+    Setup {
         /// The lane.
         lane: LaneId,
     },
@@ -132,6 +138,9 @@ pub struct LaneRuntime {
     pub rects: Vec<(LaneId, egui::Rect)>,
     /// Simulated devices per lane.
     pub sims: HashMap<LaneId, LaneSim>,
+    /// What the engine holds for each lane (model, KV cache, adapters) as it said last: when it
+    /// set the lane up and when a run ended, so the memory graph knows it during a first run.
+    pub held: HashMap<LaneId, LaneInfo>,
 }
 
 /// Dialogs open over the window.
@@ -263,6 +272,7 @@ impl App {
                     diffs: HashMap::new(),
                     rects: Vec::new(),
                     sims: HashMap::new(),
+                    held: HashMap::new(),
                 },
                 dialogs: Dialogs::default(),
                 telemetry: telemetry::Telemetry::new(),
@@ -327,8 +337,21 @@ impl App {
 
     /// Whether any job is in flight.
     pub fn busy(&self) -> bool {
-        !self.rt.engine.jobs.is_empty()
-            || self.rt.tasks.fetch.is_some()
+        !self.rt.engine.jobs.is_empty() || self.tasks_busy()
+    }
+
+    /// Whether "Run all" waits: anything in flight but lanes being set up.
+    pub fn run_waits(&self) -> bool {
+        self.rt
+            .engine
+            .jobs
+            .values()
+            .any(|k| !matches!(k, JobKind::Setup { .. }))
+            || self.tasks_busy()
+    }
+
+    fn tasks_busy(&self) -> bool {
+        self.rt.tasks.fetch.is_some()
             || self.rt.tasks.merge.is_some()
             || self.rt.lanes.sims.values().any(|s| !s.pending.is_empty())
             || self.rt.lab.busy()
@@ -353,6 +376,12 @@ impl eframe::App for App {
     /// saved on every change by `save_if_changed`.
     fn auto_save_interval(&self) -> std::time::Duration {
         std::time::Duration::from_secs(5)
+    }
+
+    /// The last second's changes while tokens streamed are not saved yet (saves are spaced
+    /// then): saved on the way out.
+    fn on_exit(&mut self, _gl: Option<&eframe::glow::Context>) {
+        self.save_now();
     }
 
     fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {

@@ -29,11 +29,23 @@ impl Persistence {
 impl App {
     /// Saves the state if it changed since the last save.
     pub fn save_if_changed(&mut self) {
+        self.save_state(false);
+    }
+
+    /// Saves whatever changed since the last save, however recent that was (the window is
+    /// closing).
+    pub fn save_now(&mut self) {
+        self.save_state(true);
+    }
+
+    fn save_state(&mut self, now: bool) {
         let Some(path) = self.rt.saved.state_path.clone() else {
             return;
         };
-        // While tokens stream, save at most once a second; idle changes are saved at once.
-        if self.busy()
+        // While tokens stream, save at most once a second; idle changes (a lane being set up
+        // counts as idle) are saved at once.
+        if !now
+            && self.run_waits()
             && self
                 .rt
                 .saved

@@ -172,10 +172,12 @@ impl App {
             self.housekeeping(&Request::DropLane { job, lane: id });
         }
         self.rt.lanes.sims.clear();
-        self.rt
-            .engine
-            .jobs
-            .retain(|_, k| !matches!(k, JobKind::Load { .. } | JobKind::Generate { .. }));
+        self.rt.engine.jobs.retain(|_, k| {
+            !matches!(
+                k,
+                JobKind::Load { .. } | JobKind::Setup { .. } | JobKind::Generate { .. }
+            )
+        });
         self.state.lanes.clear();
         self.state.reference_lane = None;
         // Each lane keeps its own sampling and context.
@@ -417,12 +419,12 @@ impl App {
 
     /// Whether generations of the current round are still coming in.
     pub fn arena_generating(&self) -> bool {
-        self.rt
-            .engine
-            .jobs
-            .values()
-            .any(|k| matches!(k, JobKind::Generate { .. } | JobKind::Load { .. }))
-            || self.rt.lanes.sims.values().any(|s| !s.pending.is_empty())
+        self.rt.engine.jobs.values().any(|k| {
+            matches!(
+                k,
+                JobKind::Generate { .. } | JobKind::Load { .. } | JobKind::Setup { .. }
+            )
+        }) || self.rt.lanes.sims.values().any(|s| !s.pending.is_empty())
     }
 
     /// Applies an arena action.

@@ -35,6 +35,8 @@ pub struct Telemetry {
     pub last_sample: Option<Instant>,
     /// Engine memory over time.
     pub memory: Vec<MemSample>,
+    /// The engine's restarts at the last sample: a new engine holds nothing yet.
+    restarts_seen: u64,
     /// Frame timing for benchmarks.
     pub frame_stats: FrameStats,
 }
@@ -45,6 +47,7 @@ impl Telemetry {
             started: Instant::now(),
             last_sample: None,
             memory: Vec::new(),
+            restarts_seen: 0,
             frame_stats: FrameStats::from_env(),
         }
     }
@@ -62,14 +65,21 @@ impl App {
         let Some(pid) = self.rt.engine.client.pid() else { return };
         self.rt.telemetry.last_sample = Some(Instant::now());
         let rss_bytes = crate::metrics::rss_bytes_of(pid);
+        let restarts = self.rt.engine.client.restarts();
+        if restarts != self.rt.telemetry.restarts_seen {
+            self.rt.telemetry.restarts_seen = restarts;
+            self.rt.lanes.held.clear();
+        }
         let mut models = std::collections::BTreeMap::new();
         let (mut kv_bytes, mut adapter_bytes) = (0, 0);
+        // Lanes still open and still on the model the engine set them up with (remote lanes
+        // hold no memory of this machine's engine).
         for lane in &self.state.lanes {
-            // Remote runs hold no memory of this machine's engine.
-            if let Some(s) = lane.output.stats.as_ref().filter(|s| s.remote.is_none()) {
-                models.insert(s.lane.model.path.clone(), s.lane.model.model_bytes);
-                kv_bytes += s.lane.kv_bytes;
-                adapter_bytes += s.lane.adapter_bytes;
+            let held = self.rt.lanes.held.get(&lane.id);
+            if let Some(info) = held.filter(|i| lane.remote.is_none() && lane.model.as_ref() == Some(&i.model.path)) {
+                models.insert(info.model.path.clone(), info.model.model_bytes);
+                kv_bytes += info.kv_bytes;
+                adapter_bytes += info.adapter_bytes;
             }
         }
         self.rt.telemetry.memory.push(MemSample {

@@ -72,7 +72,7 @@ impl App {
         }
         if !arena {
             egui::Panel::bottom("prompt_bar").show(ui, |ui| {
-                let busy = self.busy();
+                let busy = self.run_waits();
                 let mut cmds = Vec::new();
                 panels::prompt::prompt_ui(ui, &mut self.state, busy, &mut cmds);
                 self.rt.pending.extend(cmds);
