@@ -92,8 +92,6 @@ impl Shooter {
             app.state.reference_lane = Some(app.state.lanes[0].id);
             app.apply_commands();
             app.set_device(second, Some("pixel-9-pro".into()));
-            app.rt.pending.push(Command::RunAll);
-            app.apply_commands();
             let old = std::mem::replace(&mut self.app, app);
             drop(old);
         }
@@ -184,6 +182,18 @@ impl Shooter {
     /// Steps a phase on once the window has done what it started (the scene opens off the UI
     /// thread, then the arena starts its first round).
     fn drive(&mut self) {
+        // "Run all" once both lanes are loaded and set up, as a user can press it.
+        if self.phase == Phase::Compare
+            && !self.app.busy()
+            && self
+                .app
+                .state
+                .lanes
+                .iter()
+                .all(|l| l.output.tokens.is_empty() && l.output.stats.is_none() && l.output.error.is_none())
+        {
+            self.app.rt.pending.push(Command::RunAll);
+        }
         if self.phase == Phase::ArenaBlind
             && self.app.state.scene.as_ref().is_some_and(|s| !s.arena.on)
             && self.app.rt.tasks.scene.is_none()
