@@ -152,11 +152,9 @@ fn bench_rep(
 pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let header = crate::gguf::validate_model_file(&args.model).map_err(anyhow::Error::msg)?;
     let summary = crate::gguf::Summary::of(&header);
-    let threads = args.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map_or(2, |n| n.get() as u32)
-            .min(8)
-    });
+    let threads = args
+        .threads
+        .unwrap_or_else(|| u32::try_from(crate::engine::default_threads()).unwrap_or(8));
     let n_ctx = args.n_prompt.max(args.n_gen) + 64;
     // Static pins are part of every nanolab lane on this model, so the benchmark runs with them
     // (the llama-cpp-2 baseline cannot: --no-static compares like with like).

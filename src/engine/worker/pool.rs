@@ -227,10 +227,7 @@ impl Worker {
 /// multiplies those by one row and by several with different kernels (see
 /// [`Worker::pool_key`]). One-dimensional tensors (norms, biases) are not multiplied so.
 fn has_float_matrix(header: &GgufFile) -> bool {
-    header
-        .tensors
-        .iter()
-        .any(|t| t.dims.iter().filter(|&&d| d > 1).count() >= 2 && matches!(t.ggml_type.name, "F32" | "F16" | "BF16"))
+    matrix_types(header).any(|name| matches!(name, "F32" | "F16" | "BF16"))
 }
 
 /// Whether llama.cpp repacks some of the model's weight matrices for its CPU kernels (Q4_0,
@@ -240,7 +237,15 @@ fn has_float_matrix(header: &GgufFile) -> bool {
 /// last probability (a clean-clone CI run of the bit-for-bit test), so their pools hold at most
 /// [`REPACKED_MAX_SEATS`] sequences.
 fn has_repacked_matrix(header: &GgufFile) -> bool {
-    header.tensors.iter().any(|t| {
-        t.dims.iter().filter(|&&d| d > 1).count() >= 2 && matches!(t.ggml_type.name, "Q4_0" | "Q4_K" | "IQ4_NL")
-    })
+    matrix_types(header).any(|name| matches!(name, "Q4_0" | "Q4_K" | "IQ4_NL"))
+}
+
+/// The storage type of every tensor with two or more dimensions above 1 (the ones ggml
+/// multiplies as matrices).
+fn matrix_types(header: &GgufFile) -> impl Iterator<Item = &str> {
+    header
+        .tensors
+        .iter()
+        .filter(|t| t.dims.iter().filter(|&&d| d > 1).count() >= 2)
+        .map(|t| t.ggml_type.name)
 }
