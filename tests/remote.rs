@@ -14,7 +14,7 @@ use std::process::Command;
 use crate::common::servers::{LlamaServer, Server};
 use nanolab::engine::EngineClient;
 use nanolab::eval::prompts::PromptSet;
-use nanolab::lab::approx_diverge::ApproxDivergeJob;
+use nanolab::lab::diverge::DivergeJob;
 use nanolab::lab::prompts::{PromptSampling, PromptSetJob};
 use nanolab::protocol::*;
 
@@ -261,7 +261,7 @@ fn exact_divergence(c: &mut EngineClient, a: LaneSpec, b: LaneSpec, n: u32) -> D
 /// The comparison with a lane on an endpoint, through the lab's job.
 fn approx_divergence(c: &mut EngineClient, a: LaneSpec, b: LaneSpec, n: u32) -> DivergenceResult {
     let prompt = Prompt::Raw { text: PROMPT.into() };
-    let mut job = ApproxDivergeJob::new(a, b, prompt, common::greedy(n), 5);
+    let mut job = DivergeJob::new(a, b, prompt, common::greedy(n), 5);
     nanolab::lab::run_to_end(c, &mut job, &mut |_| {}).unwrap();
     job.result.expect("a result")
 }
@@ -280,16 +280,26 @@ fn divergence_with_a_remote_lane_is_approximate_and_agrees_with_the_exact_one() 
     assert!(exact.approximate.is_none());
     assert!(exact.summary.kl_mean > 0.01, "the caps adapter should diverge");
     // Lane B on llama-server and on nanolab serve, lane A local; then lane A on llama-server
-    // (which sends token ids) and lane B local.
+    // (which sends token ids) and lane B local. The third value bounds |p_B - exact p_B|: on
+    // nanolab serve (the same llama.cpp as the exact run) 2e-3; on llama-server with an adapter
+    // 0.05, since its llama.cpp is another version and, one request per position on a cached
+    // prefix, drifts from the exact run by up to 0.03 from position 5 on, measured on AVX-512
+    // (its lane A without an adapter stays within 1e-4 in p_A). A position read out of place
+    // moves p_B far more, and top-1 agreement is compared exactly.
     let cases = [
-        (base_a.clone(), remote_lane(3, &server.url, &served_model(), caps())),
-        (base_a.clone(), remote_lane(3, &serve_url, &stem, caps())),
+        (
+            base_a.clone(),
+            remote_lane(3, &server.url, &served_model(), caps()),
+            0.05,
+        ),
+        (base_a.clone(), remote_lane(3, &serve_url, &stem, caps()), 2e-3),
         (
             remote_lane(3, &server.url, &served_model(), vec![]),
             common::lane(2, &model, 2048, caps()),
+            2e-3,
         ),
     ];
-    for (a, b) in cases {
+    for (a, b, p_b_tolerance) in cases {
         let label = format!("A {} B {}", a.model.path.display(), b.model.path.display());
         let approx = approx_divergence(&mut c, a, b, 24);
         assert!(approx.approximate.is_some(), "{label}");
@@ -305,7 +315,12 @@ fn divergence_with_a_remote_lane_is_approximate_and_agrees_with_the_exact_one() 
             assert_eq!(x.top1_agree, e.top1_agree, "{label}: position {}", e.index);
             assert!((x.p_a - e.p_a).abs() < 2e-3, "{label}: p_a {} vs {}", x.p_a, e.p_a);
             if e.top_b.iter().any(|t| t.token_id == e.token_id) {
-                assert!((x.p_b - e.p_b).abs() < 2e-3, "{label}: p_b {} vs {}", x.p_b, e.p_b);
+                assert!(
+                    (x.p_b - e.p_b).abs() < p_b_tolerance,
+                    "{label}: p_b {} vs {}",
+                    x.p_b,
+                    e.p_b
+                );
             }
             // Coarser outcomes lose information: never above the full KL (f16 rounding aside).
             assert!(
@@ -372,7 +387,8 @@ fn a_prompt_set_fans_out_over_two_llama_servers_and_survives_one_killed_halfway(
     run_set(&mut alone, &mut |_| {});
     let mut fanned = PromptSetJob::new(prompt_set(8), lane(&a.url), &[1], sampling)
         .parallel(2)
-        .fan_out(vec![b.url.clone()]);
+        .fan_out(&[b.url.clone()])
+        .unwrap();
     let mut killed = false;
     run_set(&mut fanned, &mut |done| {
         if done >= 2 && !killed {

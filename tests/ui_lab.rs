@@ -293,7 +293,7 @@ fn comparing_with_a_remote_lane_reads_it_position_by_position_and_says_approxima
     h.run_steps(2);
     h.get_by_label("Compare").click();
     step_until(&mut h, Duration::from_secs(120), "the remote comparison", |a| {
-        a.rt.lab.approx_job.is_none() && a.rt.lab.divergence.as_ref().is_some_and(|d| d.approximate.is_some())
+        a.rt.lab.diverge_job.is_none() && a.rt.lab.divergence.as_ref().is_some_and(|d| d.approximate.is_some())
     });
     let approx = h.state().rt.lab.divergence.clone().unwrap();
     assert!(h.state().rt.lab.divergence_lanes.1.contains(&server.url));
@@ -310,7 +310,7 @@ fn comparing_with_a_remote_lane_reads_it_position_by_position_and_says_approxima
     h.run_steps(2);
     h.get_by_label("Compare").click();
     step_until(&mut h, Duration::from_secs(120), "the remote chat comparison", |a| {
-        a.rt.lab.approx_job.is_none() && a.rt.lab.divergence.is_some()
+        a.rt.lab.diverge_job.is_none() && a.rt.lab.divergence.is_some()
     });
     let chat = h.state().rt.lab.divergence.clone().unwrap();
     assert!(chat.approximate.is_some() && !chat.tokens.is_empty());

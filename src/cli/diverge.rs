@@ -2,16 +2,13 @@
 
 use std::io::IsTerminal;
 
-use anyhow::bail;
 use clap::Args;
 
-use super::eval::{call, checked_lane, run_job};
+use super::eval::{checked_lane, run_job};
 use super::output::OutputArgs;
 use super::run::{PromptArgs, StaticPins};
-use crate::engine::EngineClient;
-use crate::eval::RunManifest;
-use crate::lab::approx_diverge::ApproxDivergeJob;
 use crate::lab::bundle::Results;
+use crate::lab::diverge::DivergeJob;
 use crate::protocol::*;
 
 /// `diverge` arguments.
@@ -69,43 +66,19 @@ pub fn diverge(args: &DivergeArgs) -> anyhow::Result<()> {
         max_tokens: args.max_tokens,
         ..Sampling::default()
     };
-    let mut manifest = RunManifest::new(
+    let mut manifest = crate::lab::bundle::manifest(
         "diverge",
         serde_json::json!({ "a": args.a, "b": args.b, "prompt": prompt, "sampling": sampling, "n_ctx": args.ctx }),
         vec![args.seed],
-        crate::engine::llama_build(),
-        crate::engine::cpu_features(),
     );
     let pins = StaticPins::load(args.no_static);
-    let specs = [
-        checked_lane(0, &args.a, args.ctx, None, &pins, &mut manifest)?,
-        checked_lane(1, &args.b, args.ctx, None, &pins, &mut manifest)?,
-    ];
-    let [a, b] = specs;
-    let result = if a.remote.is_some() || b.remote.is_some() {
-        let mut job = ApproxDivergeJob::new(a, b, prompt, sampling, args.top);
-        run_job(&mut job)?;
-        job.result
-            .ok_or_else(|| anyhow::anyhow!("the comparison ended without a result"))?
-    } else {
-        let mut client = EngineClient::new(None);
-        let job = client.next_job();
-        let result = call(
-            &mut client,
-            &Request::Diverge {
-                job,
-                lane_a: a,
-                lane_b: b,
-                prompt,
-                sampling,
-                top_n: args.top,
-            },
-        )?;
-        let JobResult::Divergence { result } = result else {
-            bail!("unexpected engine reply: {result:?}");
-        };
-        result
-    };
+    let a = checked_lane(0, &args.a, args.ctx, None, &pins, &mut manifest)?;
+    let b = checked_lane(1, &args.b, args.ctx, None, &pins, &mut manifest)?;
+    let mut job = DivergeJob::new(a, b, prompt, sampling, args.top);
+    run_job(&mut job)?;
+    let result = job
+        .result
+        .ok_or_else(|| anyhow::anyhow!("the comparison ended without a result"))?;
     let text = report_text(&result, std::io::stdout().is_terminal());
     let results = Results::Divergence {
         result,

@@ -77,26 +77,6 @@ pub(super) fn lane(id: LaneId, path: &Path, adapters: &[AdapterSpec], n_ctx: u32
     }
 }
 
-/// Sends a request and waits for its result, showing progress on stderr.
-pub fn call(client: &mut EngineClient, req: &Request) -> anyhow::Result<JobResult> {
-    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let end = client.call(req, |ev| {
-        if let Event::Progress { stage, fraction, .. } = ev {
-            if tty {
-                eprint!("\r{:3.0}% {stage:<60}", fraction * 100.0);
-            }
-        }
-    })?;
-    if tty {
-        eprint!("\r{:70}\r", "");
-    }
-    match end {
-        Event::Done { result, .. } => Ok(result),
-        Event::Error { message, .. } => bail!(message),
-        other => bail!("unexpected engine reply: {other:?}"),
-    }
-}
-
 pub fn dispatch(cmd: EvalCommand) -> anyhow::Result<()> {
     match cmd {
         EvalCommand::Ppl(a) => quality(&a, false),
@@ -116,13 +96,11 @@ fn quality(args: &QualityArgs, with_reference: bool) -> anyhow::Result<()> {
     for m in args.model.iter().chain(reference.iter()) {
         validate_model_file(m).map_err(anyhow::Error::msg)?;
     }
-    let mut manifest = RunManifest::new(
+    let mut manifest = crate::lab::bundle::manifest(
         if with_reference { "eval kld" } else { "eval ppl" },
         serde_json::json!({ "n_ctx": args.ctx, "chunks": args.chunks, "threads": args.threads, "tg": args.tg,
                             "adapters": args.adapters, "reference_adapters": args.reference_adapters }),
         Vec::new(),
-        crate::engine::llama_build(),
-        crate::engine::cpu_features(),
     );
     for m in &args.model {
         manifest.add_file(m, "model")?;
@@ -273,15 +251,23 @@ pub fn checked_lane(
         let (name, adapters) = parse_lane(rest).map_err(anyhow::Error::msg)?;
         return super::run::remote_lane(id, url, name.to_str(), None, &adapters);
     }
-    let (model, user) = parse_lane(arg).map_err(anyhow::Error::msg)?;
-    let adapters = pins.apply(&model, &user);
-    let header = validate_model_file(&model).map_err(anyhow::Error::msg)?;
-    manifest.add_file(&model, "model")?;
-    for a in &adapters {
+    let (model, adapters) = parse_lane(arg).map_err(anyhow::Error::msg)?;
+    let mut spec = lane(id, &model, &adapters, n_ctx, threads);
+    check_local(&mut spec, pins, manifest)?;
+    Ok(spec)
+}
+
+/// A local lane with its static pins put under its adapters, its model and adapters checked
+/// (before any engine starts) and recorded in the manifest.
+pub fn check_local(spec: &mut LaneSpec, pins: &StaticPins, manifest: &mut RunManifest) -> anyhow::Result<()> {
+    spec.adapters = pins.apply(&spec.model.path, &spec.adapters);
+    let header = validate_model_file(&spec.model.path).map_err(anyhow::Error::msg)?;
+    manifest.add_file(&spec.model.path, "model")?;
+    for a in &spec.adapters {
         crate::adapters::validate_adapter_file(&a.path, &header).map_err(anyhow::Error::msg)?;
         manifest.add_file(&a.path, "adapter")?;
     }
-    Ok(lane(id, &model, &adapters, n_ctx, threads))
+    Ok(())
 }
 
 fn lane_label(spec: &LaneSpec) -> String {
@@ -314,13 +300,11 @@ fn prompt_set(args: &PromptsArgs) -> anyhow::Result<()> {
     if args.seeds.is_empty() {
         bail!("give at least one seed");
     }
-    let mut manifest = RunManifest::new(
+    let mut manifest = crate::lab::bundle::manifest(
         "eval prompts",
         serde_json::json!({ "lanes": args.lanes, "temperature": args.temp, "max_tokens": args.max_tokens,
                             "n_ctx": args.ctx, "threads": args.threads, "endpoints": args.endpoints }),
         args.seeds.clone(),
-        crate::engine::llama_build(),
-        crate::engine::cpu_features(),
     );
     manifest.add_file(&args.set, "prompt set")?;
     let mut lanes = Vec::new();
@@ -340,11 +324,9 @@ fn prompt_set(args: &PromptsArgs) -> anyhow::Result<()> {
         temperature: args.temp,
         max_tokens: args.max_tokens,
     };
-    if !args.endpoints.is_empty() && lanes.iter().all(|(_, l)| l.remote.is_none()) {
-        bail!("--endpoint spreads remote lanes (-l URL#NAME) over more endpoints; no lane here is remote");
-    }
-    let endpoints = args.endpoints.iter().map(|u| crate::remote::base_url(u)).collect();
-    let job = PromptSetJob::new(set, lanes, &args.seeds, sampling).fan_out(endpoints);
+    let job = PromptSetJob::new(set, lanes, &args.seeds, sampling)
+        .fan_out(&args.endpoints)
+        .map_err(|e| anyhow::anyhow!("--endpoint: {e}"))?;
     let job = with_parallel(job, args.parallel, &mut manifest);
     run_prompt_set(job, &args.output, &manifest)
 }
@@ -352,14 +334,10 @@ fn prompt_set(args: &PromptsArgs) -> anyhow::Result<()> {
 /// `--parallel N`, or the lab's choice from memory and contexts (said on stderr); recorded in
 /// the manifest either way.
 pub fn with_parallel(job: PromptSetJob, asked: Option<usize>, manifest: &mut RunManifest) -> PromptSetJob {
-    let (job, n) = match asked {
-        Some(n) => (job.parallel(n), n.max(1)),
-        None => {
-            let (job, n, why) = job.parallel_auto();
-            eprintln!("{n} run(s) at once ({why}; --parallel sets it)");
-            (job, n)
-        }
-    };
+    let (job, n, why) = job.parallel_or_auto(asked);
+    if let Some(why) = why {
+        eprintln!("{n} run(s) at once ({why}; --parallel sets it)");
+    }
     if let Some(settings) = manifest.settings.as_object_mut() {
         settings.insert("parallel".into(), n.into());
     }

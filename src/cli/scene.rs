@@ -7,12 +7,10 @@ use std::path::PathBuf;
 use anyhow::bail;
 use clap::{Args, Subcommand};
 
-use super::eval::run_prompt_set;
+use super::eval::{check_local, run_prompt_set};
 use super::output::OutputArgs;
 use super::run::StaticPins;
 use crate::eval::arena;
-use crate::eval::RunManifest;
-use crate::gguf::validate_model_file;
 use crate::lab::bundle::Results;
 use crate::lab::prompts::PromptSetJob;
 use crate::protocol::{LaneId, LaneSpec, Sampling};
@@ -156,12 +154,10 @@ fn run(args: &SceneRunArgs) -> anyhow::Result<()> {
     let set = s
         .prompt_set(resolved.prompt_set.as_deref())
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
-    let mut manifest = RunManifest::new(
+    let mut manifest = crate::lab::bundle::manifest(
         "scene run",
         serde_json::json!({ "scene": args.file, "title": s.title }),
         s.lanes.iter().map(|l| l.sampling.seed).collect(),
-        crate::engine::llama_build(),
-        crate::engine::cpu_features(),
     );
     manifest.add_file(&args.file, "scene")?;
     if let Some(p) = &resolved.prompt_set {
@@ -174,13 +170,7 @@ fn run(args: &SceneRunArgs) -> anyhow::Result<()> {
             bail!("lane {} of the scene has no model", i + 1);
         };
         if spec.remote.is_none() {
-            spec.adapters = pins.apply(&spec.model.path, &spec.adapters);
-            let header = validate_model_file(&spec.model.path).map_err(anyhow::Error::msg)?;
-            manifest.add_file(&spec.model.path, "model")?;
-            for a in &spec.adapters {
-                crate::adapters::validate_adapter_file(&a.path, &header).map_err(anyhow::Error::msg)?;
-                manifest.add_file(&a.path, "adapter")?;
-            }
+            check_local(&mut spec, &pins, &mut manifest)?;
         }
         lanes.push((label, spec, s.lanes[i].sampling.clone()));
     }
@@ -228,12 +218,10 @@ fn arena_stats(args: &ArenaStatsArgs) -> anyhow::Result<()> {
     }
     let stats = arena::stats(&record.votes);
     let table = arena::stats_table(&stats);
-    let manifest = RunManifest::new(
+    let manifest = crate::lab::bundle::manifest(
         "arena stats",
         serde_json::json!({ "file": args.file, "seed": record.seed }),
         Vec::new(),
-        crate::engine::llama_build(),
-        crate::engine::cpu_features(),
     );
     let results = Results::Arena {
         stats,

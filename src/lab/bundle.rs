@@ -12,6 +12,18 @@ use crate::eval::table::{ladder_points, QualityRow};
 use crate::eval::{chart, RunManifest};
 use crate::protocol::DivergenceResult;
 
+/// A manifest of a result made by this build: its llama.cpp and the CPU's features, with the
+/// command line, settings and seeds.
+pub fn manifest(kind: &str, settings: serde_json::Value, seeds: Vec<u32>) -> RunManifest {
+    RunManifest::new(
+        kind,
+        settings,
+        seeds,
+        crate::engine::llama_build(),
+        crate::engine::cpu_features(),
+    )
+}
+
 /// A finished lab result.
 #[derive(Debug, Clone)]
 pub enum Results {

@@ -1,11 +1,11 @@
-//! The lab's workflows written once, headless: quality evaluations over a text, prompt-set
-//! scorecards, quantization ladders and the export bundle. A workflow is a [`Job`] that hands out one engine request at
-//! a time and takes that request's events back, so the same code runs under the CLI, which
-//! drives a job to its end with [`run_to_end`], and under the window, which sends each request
-//! and feeds each event as frames drain them.
+//! The lab's workflows written once, headless: token-level comparisons, quality evaluations over
+//! a text, prompt-set scorecards, quantization ladders and the export bundle. A workflow is a
+//! [`Job`] that hands out one engine request at a time and takes that request's events back, so
+//! the same code runs under the CLI, which drives a job to its end with [`run_to_end`], and under
+//! the window, which sends each request and feeds each event as frames drain them.
 
-pub mod approx_diverge;
 pub mod bundle;
+pub mod diverge;
 pub mod ladder;
 pub mod prompts;
 pub mod quality;

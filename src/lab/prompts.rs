@@ -177,17 +177,24 @@ impl PromptSetJob {
 
     /// Spreads remote lanes' runs over these endpoints too (each serving the same model under
     /// the same name); a run that finds an endpoint unreachable or overloaded goes to another.
-    pub fn fan_out(mut self, endpoints: Vec<String>) -> Self {
-        self.replicas = endpoints;
-        self
+    /// An error when endpoints are given and no lane is remote (they would never be used).
+    pub fn fan_out(mut self, endpoints: &[String]) -> Result<Self, String> {
+        if !endpoints.is_empty() && self.lanes.iter().all(|(_, l)| l.remote.is_none()) {
+            return Err("more endpoints spread remote lanes' runs (a lane URL#NAME); no lane here is remote".into());
+        }
+        self.replicas = endpoints.iter().map(|u| crate::remote::base_url(u)).collect();
+        Ok(self)
     }
 
-    /// Keeps [`auto_parallel`]'s choice going at once; returns it and why.
-    pub fn parallel_auto(mut self) -> (Self, usize, String) {
+    /// Keeps `asked` runs going at once, or with `None` [`auto_parallel`]'s choice; returns the
+    /// number and, for a choice made here, why.
+    pub fn parallel_or_auto(self, asked: Option<usize>) -> (Self, usize, Option<String>) {
+        if let Some(n) = asked {
+            return (self.parallel(n), n.max(1), None);
+        }
         let runs_per_lane = self.progress.total / self.lanes.len().max(1);
         let (n, why) = auto_parallel(&self.lanes, runs_per_lane, crate::metrics::mem_available_bytes());
-        self.parallel = n;
-        (self, n, why)
+        (self.parallel(n), n, Some(why))
     }
 
     /// The lanes: label and spec.

@@ -529,13 +529,11 @@ impl App {
         }
         let stats = arena::stats(&votes);
         let dir = self.rt.library.exports_dir.join(format!("arena-{}", now_ms()));
-        let manifest = crate::eval::RunManifest::new(
+        let manifest = crate::lab::bundle::manifest(
             "arena",
             serde_json::json!({ "scene": self.state.scene.as_ref().and_then(|s| s.path.clone()),
                                 "seed": self.state.scene.as_ref().map(|s| s.arena.record.seed) }),
             Vec::new(),
-            crate::engine::llama_build(),
-            crate::engine::cpu_features(),
         );
         let results = crate::lab::bundle::Results::Arena { stats, votes };
         match results.write(&dir, &manifest) {

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 
 use super::super::App;
-use crate::eval::RunManifest;
 use crate::lab::bundle::Results;
 use crate::protocol::LaneSpec;
 use crate::ui::state::LabTab;
@@ -97,13 +96,7 @@ impl App {
         let kind = format!("window {name}");
         let (tx, rx) = mpsc::channel();
         let spawned = std::thread::Builder::new().name("lab-export".into()).spawn(move || {
-            let mut manifest = RunManifest::new(
-                &kind,
-                settings,
-                seeds,
-                crate::engine::llama_build(),
-                crate::engine::cpu_features(),
-            );
+            let mut manifest = crate::lab::bundle::manifest(&kind, settings, seeds);
             manifest.command.clear();
             for (p, role) in files {
                 if let Err(e) = manifest.add_file(&p, role) {

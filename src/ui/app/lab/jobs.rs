@@ -2,9 +2,9 @@
 //! earlier ones end, takes their events as frames drain them, and gives back its engine lanes
 //! when it is over, however it ended.
 
-use super::{LabJob, DIVERGE_A, DIVERGE_B};
+use super::LabJob;
 use crate::lab::Job;
-use crate::protocol::{Event, JobId, JobResult, LaneId, Request};
+use crate::protocol::{Event, JobId, Request};
 use crate::ui::app::{App, JobKind};
 
 impl App {
@@ -12,8 +12,7 @@ impl App {
         match kind {
             LabJob::Eval => self.rt.lab.quality_job.as_mut().map(|j| j as &mut dyn Job),
             LabJob::Prompt => self.rt.lab.prompt_job.as_mut().map(|j| j as &mut dyn Job),
-            LabJob::ApproxDiverge => self.rt.lab.approx_job.as_mut().map(|j| j as &mut dyn Job),
-            LabJob::Diverge => None,
+            LabJob::Diverge => self.rt.lab.diverge_job.as_mut().map(|j| j as &mut dyn Job),
         }
     }
 
@@ -60,30 +59,16 @@ impl App {
                 self.rt.lab.scorecards = j.scorecards;
                 r
             }),
-            LabJob::ApproxDiverge => self.rt.lab.approx_job.take().map(|j| {
+            LabJob::Diverge => self.rt.lab.diverge_job.take().map(|j| {
+                let r = j.release(&mut || engine.next_job());
                 if j.result.is_some() {
                     self.rt.lab.divergence = j.result;
                 }
-                vec![DIVERGE_A, DIVERGE_B]
-                    .into_iter()
-                    .map(|lane| Request::DropLane {
-                        job: engine.next_job(),
-                        lane,
-                    })
-                    .collect()
+                r
             }),
-            LabJob::Diverge => None,
         };
         for req in releases.unwrap_or_default() {
             self.housekeeping(&req);
-        }
-    }
-
-    /// Drops lab lanes in the engine (their contexts), fire and forget.
-    pub(super) fn lab_release(&mut self, lanes: &[LaneId]) {
-        for &lane in lanes {
-            let job = self.rt.engine.client.next_job();
-            self.housekeeping(&Request::DropLane { job, lane });
         }
     }
 
@@ -92,7 +77,7 @@ impl App {
             ladder.cancel();
             self.rt.lab.made = ladder.made;
         }
-        for kind in [LabJob::Eval, LabJob::Prompt, LabJob::ApproxDiverge] {
+        for kind in [LabJob::Eval, LabJob::Prompt, LabJob::Diverge] {
             if let Some(job) = self.lab_job_mut(kind) {
                 job.cancel();
             }
@@ -114,31 +99,12 @@ impl App {
 
     /// Applies an engine event of a lab job.
     pub fn apply_lab_event(&mut self, kind: LabJob, ev: Event) {
-        if kind != LabJob::Diverge {
-            let terminal = ev.is_terminal();
-            if let Some(Err(f)) = self.lab_job_mut(kind).map(|j| j.on_event(ev)) {
-                self.rt.lab.message = Some(f.message);
-            }
-            if terminal {
-                self.lab_pump(kind);
-            }
-            return;
+        let terminal = ev.is_terminal();
+        if let Some(Err(f)) = self.lab_job_mut(kind).map(|j| j.on_event(ev)) {
+            self.rt.lab.message = Some(f.message);
         }
-        match ev {
-            Event::Done {
-                result: JobResult::Divergence { result },
-                ..
-            } => {
-                self.rt.lab.diverge_job = None;
-                self.rt.lab.divergence = Some(result);
-                self.lab_release(&[DIVERGE_A, DIVERGE_B]);
-            }
-            Event::Error { message, .. } => {
-                self.rt.lab.diverge_job = None;
-                self.rt.lab.message = Some(message);
-                self.lab_release(&[DIVERGE_A, DIVERGE_B]);
-            }
-            _ => {}
+        if terminal {
+            self.lab_pump(kind);
         }
     }
 }

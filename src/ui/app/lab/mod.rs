@@ -13,7 +13,7 @@ mod jobs;
 use super::{App, JobKind};
 use crate::eval::prompts::{PromptRun, PromptSet, Scorecard};
 use crate::eval::table::QualityRow;
-use crate::lab::approx_diverge::ApproxDivergeJob;
+use crate::lab::diverge::DivergeJob;
 use crate::lab::ladder::{Existing, Ladder, LadderSpec};
 use crate::lab::prompts::{PromptSampling, PromptSetJob};
 use crate::lab::quality::{QualityItem, QualityJob, QualitySettings};
@@ -36,8 +36,6 @@ const PROMPT_LANES: LaneId = LAB_LANE_BASE + 16;
 pub enum LabJob {
     /// Token-level comparison.
     Diverge,
-    /// Token-level comparison with a lane on an endpoint (approximate).
-    ApproxDiverge,
     /// One quality evaluation.
     Eval,
     /// One prompt-set run.
@@ -93,7 +91,7 @@ pub struct LabRuntime {
     /// Labels of lanes A and B of it.
     pub divergence_lanes: (String, String),
     /// The comparison running.
-    pub diverge_job: Option<JobId>,
+    pub diverge_job: Option<DivergeJob>,
     /// Token selected in the comparison.
     pub selected_token: Option<usize>,
     /// The ladder being made.
@@ -106,8 +104,6 @@ pub struct LabRuntime {
     pub quality: Vec<QualityRow>,
     /// A prompt set running.
     pub prompt_job: Option<PromptSetJob>,
-    /// A comparison with a remote lane running.
-    pub approx_job: Option<ApproxDivergeJob>,
     /// Prompt-set runs done.
     pub runs: Vec<PromptRun>,
     /// Their scorecards.
@@ -124,7 +120,6 @@ impl LabRuntime {
     /// Whether the lab has work in flight.
     pub fn busy(&self) -> bool {
         self.diverge_job.is_some()
-            || self.approx_job.is_some()
             || self.ladder.is_some()
             || self.quality_job.is_some()
             || self.prompt_job.is_some()
@@ -268,22 +263,9 @@ impl App {
         self.rt.lab.divergence_lanes = (self.lane_label(a), self.lane_label(b));
         self.rt.lab.divergence = None;
         self.rt.lab.selected_token = None;
-        if spec_a.remote.is_some() || spec_b.remote.is_some() {
-            let prompt = self.current_prompt();
-            self.rt.lab.approx_job = Some(ApproxDivergeJob::new(spec_a, spec_b, prompt, sampling, 5));
-            self.lab_pump(LabJob::ApproxDiverge);
-            return;
-        }
-        let job = self.rt.engine.client.next_job();
-        let req = Request::Diverge {
-            job,
-            lane_a: spec_a,
-            lane_b: spec_b,
-            prompt: self.current_prompt(),
-            sampling,
-            top_n: 5,
-        };
-        self.rt.lab.diverge_job = self.lab_send(&req, LabJob::Diverge);
+        let prompt = self.current_prompt();
+        self.rt.lab.diverge_job = Some(DivergeJob::new(spec_a, spec_b, prompt, sampling, 5));
+        self.lab_pump(LabJob::Diverge);
     }
 
     fn lab_make_ladder(&mut self) {
@@ -462,8 +444,6 @@ impl App {
             self.rt.lab.message = Some("load a model in a lane first".into());
             return;
         }
-        self.rt.lab.runs.clear();
-        self.rt.lab.scorecards.clear();
         let sampling = PromptSampling {
             temperature: self.state.lab.temperature,
             max_tokens: 64,
@@ -474,21 +454,22 @@ impl App {
             .endpoints
             .split([',', ' '])
             .filter(|u| !u.trim().is_empty())
-            .map(crate::remote::base_url)
+            .map(String::from)
             .collect();
-        if !endpoints.is_empty() && lanes.iter().all(|(_, l)| l.remote.is_none()) {
-            self.rt.lab.message =
-                Some("more endpoints spread remote lanes' runs; no lane here is remote, so they are not used".into());
-        }
-        let job = PromptSetJob::new(set, lanes, &seeds, sampling).fan_out(endpoints);
-        let job = match self.state.lab.parallel {
-            0 => {
-                let (job, n, why) = job.parallel_auto();
-                self.rt.notice = Some(format!("prompt set: {n} run(s) at once ({why})"));
-                job
+        let job = match PromptSetJob::new(set, lanes, &seeds, sampling).fan_out(&endpoints) {
+            Ok(job) => job,
+            Err(e) => {
+                self.rt.lab.message = Some(format!("more endpoints: {e}"));
+                return;
             }
-            n => job.parallel(n),
         };
+        let asked = (self.state.lab.parallel > 0).then_some(self.state.lab.parallel);
+        let (job, n, why) = job.parallel_or_auto(asked);
+        if let Some(why) = why {
+            self.rt.notice = Some(format!("prompt set: {n} run(s) at once ({why})"));
+        }
+        self.rt.lab.runs.clear();
+        self.rt.lab.scorecards.clear();
         self.rt.lab.prompt_job = Some(job);
         self.lab_pump(LabJob::Prompt);
     }

@@ -116,7 +116,7 @@ fn compare_ui(
         state.lab.compare_b = pick_b;
     }
     ui.horizontal(|ui| {
-        let running = rt.lab.diverge_job.is_some() || rt.lab.approx_job.is_some();
+        let running = rt.lab.diverge_job.is_some();
         if ui
             .add_enabled(!running, egui::Button::new("Compare"))
             .on_hover_text("Generate on lane A with its sampling, then teacher-force both lanes on that text")

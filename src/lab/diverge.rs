@@ -1,10 +1,11 @@
-//! Divergence when a lane runs on an endpoint. An OpenAI-compatible API gives a position's top
-//! tokens, not its whole distribution, so this is the token-level comparison rebuilt from what
-//! it does give: lane A generates with its top `N` per token (token ids needed), then lane B
-//! reads the prompt and A's first `i` tokens, as ids, for every `i`, one `NextTokens` request
-//! each (teacher forcing, one position per request), listing its top `N`. Both lanes go through
-//! the backend seam, so either may be local or remote. Top-1 agreement is exact; KL and p_B are
-//! approximate, and the result says how.
+//! Where and why two lanes differ, token by token. Two local lanes are compared exactly by the
+//! engine in one `Diverge` request (teacher forcing over both full distributions). When a lane
+//! runs on an endpoint, an OpenAI-compatible API gives a position's top tokens, not its whole
+//! distribution, so the comparison is rebuilt from what it does give: lane A generates with its
+//! top `N` per token (token ids needed), then lane B reads the prompt and A's first `i` tokens,
+//! as ids, for every `i`, one `NextTokens` request each (teacher forcing, one position per
+//! request), listing its top `N`. Both lanes go through the backend seam, so either may be local
+//! or remote. Top-1 agreement is exact; KL and p_B are approximate, and the result says how.
 
 use super::{failure, Job, JobFailed, Progress};
 use crate::eval::divergence::{self, PositionDivergence};
@@ -26,6 +27,8 @@ struct Generated {
 
 #[derive(Debug)]
 enum Stage {
+    /// Both lanes are local: the engine compares them in one request.
+    Exact,
     Generate,
     /// Lane B reads the prompt and this many of A's tokens.
     Read(usize),
@@ -34,7 +37,7 @@ enum Stage {
 
 /// The comparison, one request at a time.
 #[derive(Debug)]
-pub struct ApproxDivergeJob {
+pub struct DivergeJob {
     a: LaneSpec,
     b: LaneSpec,
     prompt: Prompt,
@@ -53,17 +56,18 @@ pub struct ApproxDivergeJob {
     pub result: Option<DivergenceResult>,
 }
 
-impl ApproxDivergeJob {
-    /// Lane A generates from `prompt` as `sampling` says; `top_n` tokens are listed per
-    /// position (1-10).
+impl DivergeJob {
+    /// Lane A generates from `prompt` as `sampling` says and lane B reads it; `top_n` tokens are
+    /// listed per position (1-10). Exact when both lanes are local, else approximate.
     pub fn new(a: LaneSpec, b: LaneSpec, prompt: Prompt, sampling: Sampling, top_n: u32) -> Self {
+        let exact = a.remote.is_none() && b.remote.is_none();
         Self {
             a,
             b,
             prompt,
             sampling,
             top_n: top_n.clamp(1, 10),
-            stage: Stage::Generate,
+            stage: if exact { Stage::Exact } else { Stage::Generate },
             sent: false,
             generated: Vec::new(),
             no_ids: false,
@@ -72,7 +76,7 @@ impl ApproxDivergeJob {
             read: Vec::new(),
             progress: Progress {
                 total: 1,
-                label: "lane A generates".into(),
+                label: if exact { "comparing" } else { "lane A generates" }.into(),
                 ..Progress::default()
             },
             result: None,
@@ -209,12 +213,20 @@ fn position(g: &Generated, top_b: &[TopToken]) -> PositionDivergence {
     }
 }
 
-impl Job for ApproxDivergeJob {
+impl Job for DivergeJob {
     fn next_request(&mut self, job: JobId) -> Option<crate::protocol::Request> {
         if self.sent {
             return None;
         }
         let req = match self.stage {
+            Stage::Exact => crate::protocol::Request::Diverge {
+                job,
+                lane_a: self.a.clone(),
+                lane_b: self.b.clone(),
+                prompt: self.prompt.clone(),
+                sampling: self.sampling.clone(),
+                top_n: self.top_n,
+            },
             Stage::Generate => crate::protocol::Request::Generate {
                 job,
                 lane: self.a.clone(),
@@ -240,6 +252,7 @@ impl Job for ApproxDivergeJob {
 
     fn on_event(&mut self, ev: Event) -> Result<(), JobFailed> {
         let what = match self.stage {
+            Stage::Exact => "",
             Stage::Generate => "lane A",
             _ => "lane B",
         };
@@ -267,9 +280,20 @@ impl Job for ApproxDivergeJob {
                 }
                 Ok(())
             }
+            Event::Progress { fraction, stage, .. } => {
+                self.progress.fraction = fraction;
+                self.progress.label = stage;
+                Ok(())
+            }
             Event::Done { result, .. } => {
                 self.sent = false;
                 match (&self.stage, result) {
+                    (Stage::Exact, JobResult::Divergence { result }) => {
+                        self.progress.done = 1;
+                        self.result = Some(result);
+                        self.stage = Stage::Over;
+                        Ok(())
+                    }
                     (Stage::Generate, JobResult::Generated { stats }) => self.after_generate(stats.text),
                     (Stage::Read(i), JobResult::NextTokens { prompt_tokens, top }) => {
                         let i = *i;
@@ -295,8 +319,16 @@ impl Job for ApproxDivergeJob {
         self.stage = Stage::Over;
     }
 
-    fn release(&self, _next_job: &mut dyn FnMut() -> JobId) -> Vec<crate::protocol::Request> {
-        Vec::new()
+    /// Drops the local lanes' contexts (a remote lane holds nothing in the engine).
+    fn release(&self, next_job: &mut dyn FnMut() -> JobId) -> Vec<crate::protocol::Request> {
+        [&self.a, &self.b]
+            .into_iter()
+            .filter(|l| l.remote.is_none())
+            .map(|l| crate::protocol::Request::DropLane {
+                job: next_job(),
+                lane: l.lane,
+            })
+            .collect()
     }
 }
 
