@@ -390,3 +390,28 @@ fn devices_lists_the_cpu_and_says_where_work_runs() {
         assert!(text.contains(says), "{text}");
     }
 }
+
+#[test]
+fn extra_endpoints_without_a_remote_lane_are_refused_before_any_run() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let demo = demo_model();
+    let out = tempfile::tempdir().unwrap();
+    let set = root.join("assets/eval/prompts-demo.jsonl");
+    let args = [
+        "eval",
+        "prompts",
+        "--set",
+        s(&set),
+        "-l",
+        s(&demo),
+        // Nothing listens on the discard port: a run that used it would fail differently.
+        "--endpoint",
+        "http://127.0.0.1:9/v1",
+        "--out",
+        s(out.path()),
+    ];
+    fails_with(&args, "no lane here is remote");
+    fails_with(&args, "-l URL#NAME");
+    let written: Vec<_> = std::fs::read_dir(out.path()).unwrap().collect();
+    assert!(written.is_empty(), "nothing is written: {written:?}");
+}

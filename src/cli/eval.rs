@@ -326,7 +326,7 @@ fn prompt_set(args: &PromptsArgs) -> anyhow::Result<()> {
     };
     let job = PromptSetJob::new(set, lanes, &args.seeds, sampling)
         .fan_out(&args.endpoints)
-        .map_err(|e| anyhow::anyhow!("--endpoint: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("--endpoint: {e} (a remote lane is -l URL#NAME)"))?;
     let job = with_parallel(job, args.parallel, &mut manifest);
     run_prompt_set(job, &args.output, &manifest)
 }

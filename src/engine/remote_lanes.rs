@@ -116,6 +116,16 @@ impl RemoteLanes {
                 }
                 Ok(flag.is_some())
             }
+            // A lane id that ran remotely now runs locally: its drop is the engine's.
+            Request::NextTokens { lane, .. } => {
+                self.lanes.remove(&lane.lane);
+                Ok(false)
+            }
+            Request::Diverge { lane_a, lane_b, .. } => {
+                self.lanes.remove(&lane_a.lane);
+                self.lanes.remove(&lane_b.lane);
+                Ok(false)
+            }
             Request::DropLane { job, lane } if self.lanes.remove(lane) => {
                 deliver(Event::Done {
                     job: *job,

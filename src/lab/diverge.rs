@@ -45,6 +45,9 @@ pub struct DivergeJob {
     top_n: u32,
     stage: Stage,
     sent: bool,
+    /// Cancelled with a request in flight: the job waits for that request's end, so its lanes
+    /// are released only once the engine is done with them.
+    cancelled: bool,
     generated: Vec<Generated>,
     /// A token lane A's endpoint sent without an id.
     no_ids: bool,
@@ -69,6 +72,7 @@ impl DivergeJob {
             top_n: top_n.clamp(1, 10),
             stage: if exact { Stage::Exact } else { Stage::Generate },
             sent: false,
+            cancelled: false,
             generated: Vec::new(),
             no_ids: false,
             text: String::new(),
@@ -106,8 +110,16 @@ impl DivergeJob {
         self.text = text;
         self.progress.total = 1 + self.generated.len();
         self.progress.done = 1;
-        self.stage = Stage::Read(0);
+        self.reading(0);
         Ok(())
+    }
+
+    /// Lane B's next step reads the prompt and A's first `i` tokens. The engine's progress
+    /// events of the step before left their own label and fraction, which no longer apply.
+    fn reading(&mut self, i: usize) {
+        self.progress.label = format!("lane B reads A's token {} of {}", i + 1, self.generated.len());
+        self.progress.fraction = 0.0;
+        self.stage = Stage::Read(i);
     }
 
     fn after_read(&mut self, i: usize, prompt_tokens: u32, top: Vec<TopToken>) {
@@ -117,8 +129,7 @@ impl DivergeJob {
         self.read.push(top);
         self.progress.done += 1;
         if i + 1 < self.generated.len() {
-            self.progress.label = format!("lane B reads A's token {} of {}", i + 2, self.generated.len());
-            self.stage = Stage::Read(i + 1);
+            self.reading(i + 1);
         } else {
             self.result = Some(self.compare());
             self.stage = Stage::Over;
@@ -215,7 +226,7 @@ fn position(g: &Generated, top_b: &[TopToken]) -> PositionDivergence {
 
 impl Job for DivergeJob {
     fn next_request(&mut self, job: JobId) -> Option<crate::protocol::Request> {
-        if self.sent {
+        if self.sent || self.cancelled {
             return None;
         }
         let req = match self.stage {
@@ -251,6 +262,51 @@ impl Job for DivergeJob {
     }
 
     fn on_event(&mut self, ev: Event) -> Result<(), JobFailed> {
+        if !self.cancelled {
+            return self.take(ev);
+        }
+        if ev.is_terminal() {
+            self.sent = false;
+            self.stage = Stage::Over;
+            return Err(JobFailed {
+                message: "stopped".into(),
+                cancelled: true,
+            });
+        }
+        Ok(())
+    }
+
+    fn finished(&self) -> bool {
+        matches!(self.stage, Stage::Over)
+    }
+
+    fn progress(&self) -> &Progress {
+        &self.progress
+    }
+
+    fn cancel(&mut self) {
+        if self.sent {
+            self.cancelled = true;
+        } else {
+            self.stage = Stage::Over;
+        }
+    }
+
+    /// Drops both lanes: the local ones' contexts, and the remote set's record of a remote one.
+    fn release(&self, next_job: &mut dyn FnMut() -> JobId) -> Vec<crate::protocol::Request> {
+        [&self.a, &self.b]
+            .into_iter()
+            .map(|l| crate::protocol::Request::DropLane {
+                job: next_job(),
+                lane: l.lane,
+            })
+            .collect()
+    }
+}
+
+impl DivergeJob {
+    /// An event of the request in flight, the job not cancelled.
+    fn take(&mut self, ev: Event) -> Result<(), JobFailed> {
         let what = match self.stage {
             Stage::Exact => "",
             Stage::Generate => "lane A",
@@ -306,30 +362,6 @@ impl Job for DivergeJob {
             _ => Ok(()),
         }
     }
-
-    fn finished(&self) -> bool {
-        matches!(self.stage, Stage::Over)
-    }
-
-    fn progress(&self) -> &Progress {
-        &self.progress
-    }
-
-    fn cancel(&mut self) {
-        self.stage = Stage::Over;
-    }
-
-    /// Drops the local lanes' contexts (a remote lane holds nothing in the engine).
-    fn release(&self, next_job: &mut dyn FnMut() -> JobId) -> Vec<crate::protocol::Request> {
-        [&self.a, &self.b]
-            .into_iter()
-            .filter(|l| l.remote.is_none())
-            .map(|l| crate::protocol::Request::DropLane {
-                job: next_job(),
-                lane: l.lane,
-            })
-            .collect()
-    }
 }
 
 #[cfg(test)]
@@ -373,5 +405,97 @@ mod tests {
         // By hand: A = (0.6, 0.3, 0.1), B = (0.2, 0.2, 0.6) over (t5, t7, rest).
         let want = 0.6 * (0.6f64 / 0.2).ln() + 0.3 * (0.3f64 / 0.2).ln() + 0.1 * (0.1f64 / 0.6).ln();
         assert!((p.kl - want).abs() < 1e-6, "{} vs {want}", p.kl);
+    }
+
+    /// Lane A local, lane B on an endpoint: the approximate, step-by-step path.
+    fn remote_job() -> DivergeJob {
+        let b = crate::protocol::RemoteSpec {
+            url: "http://127.0.0.1:9".into(),
+            model: "m".into(),
+            api_key_env: None,
+        };
+        DivergeJob::new(
+            LaneSpec::local(1, "a.gguf", 512, Vec::new()),
+            LaneSpec::on_endpoint(2, b, Vec::new()),
+            Prompt::Raw { text: "hi".into() },
+            Sampling::default(),
+            3,
+        )
+    }
+
+    #[test]
+    fn a_cancel_in_flight_waits_for_the_request_s_end_and_sends_nothing_more() {
+        let mut job = remote_job();
+        assert!(matches!(job.next_request(7), Some(crate::protocol::Request::Generate { .. })));
+        job.cancel();
+        assert!(!job.finished(), "the lanes are still in use by the request in flight");
+        assert!(job.next_request(8).is_none());
+        let progress = Event::Progress {
+            job: 7,
+            fraction: 0.5,
+            stage: "decoding".into(),
+        };
+        assert_eq!(job.on_event(progress), Ok(()));
+        assert!(!job.finished());
+        let end = Event::Error {
+            job: 7,
+            message: "cancelled".into(),
+            cancelled: true,
+            retry: false,
+        };
+        let f = job.on_event(end).unwrap_err();
+        assert!(f.cancelled, "{f:?}");
+        assert!(job.finished());
+        assert!(job.next_request(9).is_none());
+    }
+
+    #[test]
+    fn a_cancel_between_requests_ends_the_job_at_once() {
+        let mut job = remote_job();
+        job.cancel();
+        assert!(job.finished());
+        assert!(job.next_request(1).is_none());
+    }
+
+    #[test]
+    fn reading_starts_with_its_own_label_after_the_engine_s_progress() {
+        let mut job = remote_job();
+        job.generated = vec![generated(5, vec![tok(5, 0.9)]), generated(6, vec![tok(6, 0.8)])];
+        job.progress.fraction = 0.7;
+        job.progress.label = "decoding".into();
+        job.after_generate("t5t6".into()).unwrap();
+        assert_eq!(job.progress().label, "lane B reads A's token 1 of 2");
+        assert_eq!(job.progress().fraction, 0.0);
+        assert_eq!((job.progress().done, job.progress().total), (1, 3));
+        job.after_read(0, 4, vec![tok(5, 0.5)]);
+        assert_eq!(job.progress().label, "lane B reads A's token 2 of 2");
+        match job.next_request(3) {
+            Some(crate::protocol::Request::NextTokens { lane, prompt, .. }) => {
+                assert_eq!(lane.lane, 2);
+                match prompt {
+                    Prompt::Continued { tokens, .. } => assert_eq!(tokens, vec![5]),
+                    other => panic!("{other:?}"),
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn release_drops_both_lanes_local_and_remote() {
+        let job = remote_job();
+        let mut next = 10;
+        let dropped: Vec<_> = job
+            .release(&mut || {
+                next += 1;
+                next
+            })
+            .into_iter()
+            .map(|r| match r {
+                crate::protocol::Request::DropLane { job, lane } => (job, lane),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(dropped, vec![(11, 1), (12, 2)]);
     }
 }

@@ -180,7 +180,7 @@ impl PromptSetJob {
     /// An error when endpoints are given and no lane is remote (they would never be used).
     pub fn fan_out(mut self, endpoints: &[String]) -> Result<Self, String> {
         if !endpoints.is_empty() && self.lanes.iter().all(|(_, l)| l.remote.is_none()) {
-            return Err("more endpoints spread remote lanes' runs (a lane URL#NAME); no lane here is remote".into());
+            return Err("extra endpoints spread remote lanes' runs; no lane here is remote".into());
         }
         self.replicas = endpoints.iter().map(|u| crate::remote::base_url(u)).collect();
         Ok(self)

@@ -44,8 +44,22 @@ impl App {
         }
     }
 
-    /// Keeps a finished job's results and gives back what it held in the engine.
+    /// Keeps a finished job's results and gives back what it held in the engine. A job that
+    /// failed may still have requests running at once with the failed one: they are cancelled
+    /// before the lanes they run on are dropped, and their events are no longer applied.
     pub(super) fn lab_end(&mut self, kind: LabJob) {
+        let orphans: Vec<JobId> = self
+            .rt
+            .engine
+            .jobs
+            .iter()
+            .filter(|(_, k)| **k == JobKind::Lab(kind))
+            .map(|(j, _)| *j)
+            .collect();
+        for job in orphans {
+            self.rt.engine.jobs.remove(&job);
+            self.housekeeping(&Request::Cancel { job });
+        }
         let engine = &self.rt.engine.client;
         let releases = match kind {
             LabJob::Eval => self.rt.lab.quality_job.take().map(|j| {

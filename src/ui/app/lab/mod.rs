@@ -448,7 +448,7 @@ impl App {
             temperature: self.state.lab.temperature,
             max_tokens: 64,
         };
-        let endpoints: Vec<String> = self
+        let mut endpoints: Vec<String> = self
             .state
             .lab
             .endpoints
@@ -456,6 +456,13 @@ impl App {
             .filter(|u| !u.trim().is_empty())
             .map(String::from)
             .collect();
+        // The field stays filled while the lanes change; with no remote lane it is not an error
+        // here, as it is for a command line that names both.
+        let mut unused = None;
+        if !endpoints.is_empty() && lanes.iter().all(|(_, l)| l.remote.is_none()) {
+            endpoints.clear();
+            unused = Some("more endpoints spread remote lanes' runs; no lane here is remote, so they are not used");
+        }
         let job = match PromptSetJob::new(set, lanes, &seeds, sampling).fan_out(&endpoints) {
             Ok(job) => job,
             Err(e) => {
@@ -465,8 +472,9 @@ impl App {
         };
         let asked = (self.state.lab.parallel > 0).then_some(self.state.lab.parallel);
         let (job, n, why) = job.parallel_or_auto(asked);
-        if let Some(why) = why {
-            self.rt.notice = Some(format!("prompt set: {n} run(s) at once ({why})"));
+        let parallel = why.map(|why| format!("prompt set: {n} run(s) at once ({why})"));
+        if let Some(notice) = [parallel, unused.map(String::from)].into_iter().flatten().reduce(|a, b| format!("{a}; {b}")) {
+            self.rt.notice = Some(notice);
         }
         self.rt.lab.runs.clear();
         self.rt.lab.scorecards.clear();
