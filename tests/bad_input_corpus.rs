@@ -111,9 +111,7 @@ fn every_corpus_case_dropped_on_the_window_shows_a_banner_and_loses_nothing() {
         path: demo.clone(),
     });
     app.apply_commands();
-    let mut h = egui_kittest::Harness::builder()
-        .with_size(egui::vec2(1400.0, 900.0))
-        .build_ui_state(|ui, app: &mut App| app.frame(ui), app);
+    let mut h = crate::common::ui::harness(app);
     let wait = |h: &mut egui_kittest::Harness<'_, App>, what: &str, f: &dyn Fn(&App) -> bool| {
         let end = Instant::now() + Duration::from_secs(60);
         while !f(h.state()) {

@@ -4,9 +4,9 @@
 use crate::common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::common::ui::drop_file;
+use crate::common::ui::*;
 use crate::common::*;
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
@@ -38,30 +38,13 @@ fn lab_app(models_dir: &Path) -> Harness<'static, App> {
     for l in &mut app.state.lanes {
         l.sampling.max_tokens = 24;
     }
-    let mut h = Harness::builder()
-        .with_size(egui::vec2(1600.0, 1000.0))
-        .build_ui_state(|ui, app: &mut App| app.frame(ui), app);
+    let mut h = harness_sized(app, LAB_WINDOW);
     step_until(&mut h, Duration::from_secs(30), "models loaded", |a| {
         a.rt.engine.jobs.is_empty()
     });
     h.get_by_label("Lab").click();
     h.run_steps(3);
     h
-}
-
-fn step_until(h: &mut Harness<'_, App>, deadline: Duration, what: &str, done: impl Fn(&App) -> bool) {
-    let end = Instant::now() + deadline;
-    while !done(h.state()) {
-        assert!(
-            Instant::now() < end,
-            "timed out waiting for: {what}; lab message {:?}; jobs {:?}",
-            h.state().rt.lab.message,
-            h.state().rt.engine.jobs
-        );
-        h.step();
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    h.run_steps(2);
 }
 
 #[test]
@@ -447,9 +430,7 @@ fn compress_on_an_adapter_row_writes_lower_ranks_and_measures_each_against_the_o
     app.apply_commands();
     app.state.lab.chunks = Some(1);
     app.state.lab.n_ctx = 256;
-    let mut h = Harness::builder()
-        .with_size(egui::vec2(1600.0, 1000.0))
-        .build_ui_state(|ui, app: &mut App| app.frame(ui), app);
+    let mut h = harness_sized(app, LAB_WINDOW);
     step_until(&mut h, Duration::from_secs(30), "model loaded", |a| {
         a.rt.engine.jobs.is_empty()
     });

@@ -6,8 +6,9 @@
 use crate::common;
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::common::ui::*;
 use crate::common::*;
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
@@ -27,25 +28,7 @@ fn fresh(state_path: Option<PathBuf>, registry: PathBuf) -> Harness<'static, App
         exports,
         ..Folders::from_env()
     };
-    let app = App::with_folders(state_path, Some(exe()), folders);
-    Harness::builder()
-        .with_size(egui::vec2(1400.0, 900.0))
-        .build_ui_state(|ui, app: &mut App| app.frame(ui), app)
-}
-
-fn step_until(h: &mut Harness<'_, App>, deadline: Duration, what: &str, done: impl Fn(&App) -> bool) {
-    let end = Instant::now() + deadline;
-    while !done(h.state()) {
-        assert!(
-            Instant::now() < end,
-            "timed out waiting for: {what}; banner {:?}; jobs {:?}",
-            h.state().rt.banner,
-            h.state().rt.engine.jobs
-        );
-        h.step();
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    h.run_steps(2);
+    harness(App::with_folders(state_path, Some(exe()), folders))
 }
 
 fn opened(h: &mut Harness<'_, App>) {
