@@ -160,23 +160,8 @@ fn two_lanes_on_one_model_share_the_weights() {
 
 #[test]
 fn cancel_ends_the_job_marked_cancelled() {
-    let model = demo_model();
     let mut c = client();
-    let job = c.next_job();
-    c.send(&Request::Generate {
-        job,
-        lane: lane(1, &model, 2048, vec![]),
-        prompt: Prompt::Raw {
-            text: "1, 2, 3, 4, 5, 6,".into(),
-        },
-        sampling: Sampling {
-            stop: vec![],
-            ..greedy(1500)
-        },
-        top_n: 0,
-        exclusive: false,
-    })
-    .unwrap();
+    let job = send_counting(&mut c, 1500);
     let mut tokens = 0;
     let end = wait_for(Duration::from_secs(60), || {
         let ev = c.events().recv_timeout(Duration::from_millis(100)).ok()?;
@@ -268,18 +253,7 @@ fn sending_does_not_wait_for_the_engine_to_start_and_a_bad_start_is_an_error_eve
 fn killed_engine_is_reported_and_restarted() {
     let model = demo_model();
     let mut c = client();
-    let job = c.next_job();
-    c.send(&Request::Generate {
-        job,
-        lane: lane(1, &model, 2048, vec![]),
-        prompt: Prompt::Raw {
-            text: "1, 2, 3, 4, 5, 6,".into(),
-        },
-        sampling: greedy(1500),
-        top_n: 0,
-        exclusive: false,
-    })
-    .unwrap();
+    let job = send_counting(&mut c, 1500);
     let pid = c.pid().expect("engine running");
     let mut killed = false;
     let end = wait_for(Duration::from_secs(60), || {

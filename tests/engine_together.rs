@@ -279,23 +279,8 @@ fn lanes_with_one_adapter_stack_take_turns_and_keep_their_text() {
 
 #[test]
 fn status_is_answered_while_lanes_generate() {
-    let model = demo_model();
     let mut c = client();
-    let job = c.next_job();
-    c.send(&Request::Generate {
-        job,
-        lane: lane(1, &model, 2048, vec![]),
-        prompt: Prompt::Raw {
-            text: "1, 2, 3, 4, 5, 6,".into(),
-        },
-        sampling: Sampling {
-            stop: vec![],
-            ..greedy(400)
-        },
-        top_n: 0,
-        exclusive: false,
-    })
-    .unwrap();
+    let job = send_counting(&mut c, 400);
     let status_job = c.next_job();
     let mut sent_status = false;
     let mut order = Vec::new();

@@ -234,6 +234,24 @@ pub fn greedy(max_tokens: u32) -> Sampling {
     }
 }
 
+/// Sends lane 1 on the demo model counting on from "1, 2, 3, 4, 5, 6," greedily for up to
+/// `max_tokens` (a run long enough to act on while it streams); returns its job.
+pub fn send_counting(c: &mut EngineClient, max_tokens: u32) -> JobId {
+    let job = c.next_job();
+    c.send(&Request::Generate {
+        job,
+        lane: lane(1, &demo_model(), 2048, vec![]),
+        prompt: Prompt::Raw {
+            text: "1, 2, 3, 4, 5, 6,".into(),
+        },
+        sampling: greedy(max_tokens),
+        top_n: 0,
+        exclusive: false,
+    })
+    .unwrap();
+    job
+}
+
 /// Runs a generation; returns the streamed events and the terminal event.
 pub fn generate(c: &mut EngineClient, spec: LaneSpec, prompt: &str, sampling: Sampling) -> (Vec<Event>, Event) {
     let job = c.next_job();
