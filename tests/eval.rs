@@ -7,12 +7,11 @@ use crate::common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use nanolab::eval::prompts::Scorecard;
 use nanolab::eval::table::QualityRow;
 use nanolab::protocol::*;
-use nanolab::quant::{QuantEvent, QuantType, QuantizeJob, QuantizeRequest};
+use nanolab::quant::{QuantType, QuantizeJob, QuantizeRequest};
 
 pub(crate) struct Ladder {
     dir: PathBuf,

@@ -6,6 +6,7 @@ use crate::common;
 use crate::eval::ladder;
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use nanolab::protocol::*;

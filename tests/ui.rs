@@ -7,8 +7,7 @@ use std::time::Duration;
 use crate::common::ui::*;
 use crate::common::*;
 use egui_kittest::kittest::Queryable;
-use nanolab::ui::app::{App, Command, Folders};
-use nanolab::ui::state;
+use nanolab::ui::app::Command;
 
 #[test]
 fn two_lanes_run_stream_and_fill_stats_then_a_broken_adapter_shows_a_banner() {

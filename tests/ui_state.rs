@@ -2,15 +2,13 @@
 //! adapter registry, kept or set aside and never lost; PEFT folders dropped and imported; a
 //! simulated device; a remote lane beside a local one.
 
-use crate::common;
-
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::common::ui::*;
 use crate::common::*;
 use egui_kittest::kittest::Queryable;
-use nanolab::ui::app::{App, Command, Folders};
+use nanolab::ui::app::Folders;
 use nanolab::ui::state;
 
 #[test]

@@ -30,6 +30,15 @@ pub fn bench_tokens(n: usize, n_vocab: i32, seed: u64) -> Vec<i32> {
 }
 
 impl Baseline {
+    /// Why the baseline cannot run on this machine, if it cannot. llama-cpp-2's safe API has no
+    /// switch for llama.cpp's extra weight buffers, and where this build uses AMX their matrix
+    /// multiply crashes the process (the engine loads plain buffers there: `weight_repacking`).
+    pub fn unavailable() -> Option<&'static str> {
+        (!super::weight_repacking()).then_some(
+            "no llama-cpp-2 baseline on this CPU: its safe API loads llama.cpp's AMX weight buffers, whose matrix multiply crashes here (SIGSEGV); nanolab loads plain buffers",
+        )
+    }
+
     /// Loads the model (CPU; `gpu_layers` as for nanolab).
     /// `gpu_layers` None: every layer where a GPU backend exists, as the engine does.
     pub fn load(path: &Path, threads: i32, gpu_layers: Option<u32>) -> anyhow::Result<Self> {

@@ -426,7 +426,10 @@ mod tests {
     #[test]
     fn a_cancel_in_flight_waits_for_the_request_s_end_and_sends_nothing_more() {
         let mut job = remote_job();
-        assert!(matches!(job.next_request(7), Some(crate::protocol::Request::Generate { .. })));
+        assert!(matches!(
+            job.next_request(7),
+            Some(crate::protocol::Request::Generate { .. })
+        ));
         job.cancel();
         assert!(!job.finished(), "the lanes are still in use by the request in flight");
         assert!(job.next_request(8).is_none());

@@ -182,6 +182,9 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let mut client = EngineClient::new(None);
     let baseline = if args.no_baseline {
         None
+    } else if let Some(why) = Baseline::unavailable() {
+        eprintln!("note: {why}");
+        None
     } else {
         Some(Baseline::load(&args.model, threads as i32, args.gpu_layers)?)
     };

@@ -473,7 +473,11 @@ impl App {
         let asked = (self.state.lab.parallel > 0).then_some(self.state.lab.parallel);
         let (job, n, why) = job.parallel_or_auto(asked);
         let parallel = why.map(|why| format!("prompt set: {n} run(s) at once ({why})"));
-        if let Some(notice) = [parallel, unused.map(String::from)].into_iter().flatten().reduce(|a, b| format!("{a}; {b}")) {
+        if let Some(notice) = [parallel, unused.map(String::from)]
+            .into_iter()
+            .flatten()
+            .reduce(|a, b| format!("{a}; {b}"))
+        {
             self.rt.notice = Some(notice);
         }
         self.rt.lab.runs.clear();
