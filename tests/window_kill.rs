@@ -30,14 +30,43 @@ fn wait_gone(pid: u32) {
     }
 }
 
+/// The window's log (its stderr) beside its state file, for a failure to show.
+fn log_of(state_path: &Path) -> std::path::PathBuf {
+    state_path.with_extension("log")
+}
+
 fn window(state_path: &Path, display: &str) -> Child {
+    let log = std::fs::File::create(log_of(state_path)).expect("the window's log file");
     Command::new(exe())
         .env("DISPLAY", display)
         .env("NANOLAB_STATE", state_path)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("start the window")
+}
+
+/// What a window that does not close is doing: its state and kernel wait channel per thread,
+/// and the end of its log.
+fn stuck(pid: u32, state_path: &Path) -> String {
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.flatten()
+                .map(|t| {
+                    let read = |f: &str| std::fs::read_to_string(t.path().join(f)).unwrap_or_default();
+                    let state = read("status")
+                        .lines()
+                        .find(|l| l.starts_with("State:"))
+                        .unwrap_or("")
+                        .to_string();
+                    format!("{} {} {}", read("comm").trim(), state, read("wchan"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let log = std::fs::read_to_string(log_of(state_path)).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(20).collect();
+    format!("threads {threads:?}; log tail {tail:?}")
 }
 
 #[test]
@@ -174,7 +203,11 @@ fn closing_the_window_mid_stream_saves_its_last_changes() {
         if let Some(status) = win.try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < end, "the window did not close");
+        assert!(
+            Instant::now() < end,
+            "the window did not close: {}",
+            stuck(win_pid, &state_path)
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "the window exited with {status}");
