@@ -385,10 +385,8 @@ fn a_prompt_set_fans_out_over_two_llama_servers_and_survives_one_killed_halfway(
     let lane = |url: &str| vec![("remote".to_string(), remote_lane(1, url, &served_model(), vec![]))];
     let mut alone = PromptSetJob::new(prompt_set(8), lane(&a.url), &[1], sampling);
     run_set(&mut alone, &mut |_| {});
-    let mut fanned = PromptSetJob::new(prompt_set(8), lane(&a.url), &[1], sampling)
-        .parallel(2)
-        .fan_out(&[b.url.clone()])
-        .unwrap();
+    let mut fanned = PromptSetJob::new(prompt_set(8), lane(&a.url), &[1], sampling).parallel(2);
+    fanned.fan_out(&[b.url.clone()]).unwrap();
     let mut killed = false;
     run_set(&mut fanned, &mut |done| {
         if done >= 2 && !killed {

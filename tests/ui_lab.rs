@@ -223,12 +223,19 @@ fn a_dropped_prompt_set_runs_on_every_lane_and_a_broken_one_says_why() {
     });
     assert_eq!(texts(h.state()), one_at_a_time);
     // "auto": chosen from free memory, capped by the 6 runs each lane has; said in the notice.
+    // More endpoints typed with no remote lane are said unused, and the set runs without them
+    // (nothing listens on the discard port).
     h.state_mut().state.lab.parallel = 0;
+    h.state_mut().state.lab.endpoints = "http://127.0.0.1:9".into();
     h.run_steps(1);
     h.get_by_label("Run on all lanes").click();
     h.run_steps(2);
     let notice = h.state().rt.notice.clone().unwrap_or_default();
     assert!(notice.contains("6 run(s) at once"), "{notice}");
+    assert!(
+        notice.contains("no lane here is remote, so they are not used"),
+        "{notice}"
+    );
     step_until(&mut h, Duration::from_secs(120), "scorecards, auto", |a| {
         a.rt.lab.prompt_job.is_none() && a.rt.lab.runs.len() == 12
     });

@@ -324,8 +324,8 @@ fn prompt_set(args: &PromptsArgs) -> anyhow::Result<()> {
         temperature: args.temp,
         max_tokens: args.max_tokens,
     };
-    let job = PromptSetJob::new(set, lanes, &args.seeds, sampling)
-        .fan_out(&args.endpoints)
+    let mut job = PromptSetJob::new(set, lanes, &args.seeds, sampling);
+    job.fan_out(&args.endpoints)
         .map_err(|e| anyhow::anyhow!("--endpoint: {e} (a remote lane is -l URL#NAME)"))?;
     let job = with_parallel(job, args.parallel, &mut manifest);
     run_prompt_set(job, &args.output, &manifest)

@@ -177,13 +177,14 @@ impl PromptSetJob {
 
     /// Spreads remote lanes' runs over these endpoints too (each serving the same model under
     /// the same name); a run that finds an endpoint unreachable or overloaded goes to another.
-    /// An error when endpoints are given and no lane is remote (they would never be used).
-    pub fn fan_out(mut self, endpoints: &[String]) -> Result<Self, String> {
+    /// An error, the job left as it was, when endpoints are given and no lane is remote (they
+    /// would never be used): the command line refuses it, the window runs without them.
+    pub fn fan_out(&mut self, endpoints: &[String]) -> Result<(), String> {
         if !endpoints.is_empty() && self.lanes.iter().all(|(_, l)| l.remote.is_none()) {
-            return Err("extra endpoints spread remote lanes' runs; no lane here is remote".into());
+            return Err("they spread remote lanes' runs, and no lane here is remote".into());
         }
         self.replicas = endpoints.iter().map(|u| crate::remote::base_url(u)).collect();
-        Ok(self)
+        Ok(())
     }
 
     /// Keeps `asked` runs going at once, or with `None` [`auto_parallel`]'s choice; returns the

@@ -48,15 +48,7 @@ impl App {
     /// failed may still have requests running at once with the failed one: they are cancelled
     /// before the lanes they run on are dropped, and their events are no longer applied.
     pub(super) fn lab_end(&mut self, kind: LabJob) {
-        let orphans: Vec<JobId> = self
-            .rt
-            .engine
-            .jobs
-            .iter()
-            .filter(|(_, k)| **k == JobKind::Lab(kind))
-            .map(|(j, _)| *j)
-            .collect();
-        for job in orphans {
+        for job in self.lab_requests(Some(kind)) {
             self.rt.engine.jobs.remove(&job);
             self.housekeeping(&Request::Cancel { job });
         }
@@ -97,18 +89,21 @@ impl App {
             }
             self.lab_pump(kind);
         }
-        let lab_jobs: Vec<JobId> = self
-            .rt
-            .engine
-            .jobs
-            .iter()
-            .filter(|(_, k)| matches!(k, JobKind::Lab(_)))
-            .map(|(j, _)| *j)
-            .collect();
-        for job in lab_jobs {
+        for job in self.lab_requests(None) {
             self.housekeeping(&Request::Cancel { job });
         }
         self.rt.lab.message = Some("stopped".into());
+    }
+
+    /// The lab's requests in the engine: of one job, or of all with `None`.
+    fn lab_requests(&self, kind: Option<LabJob>) -> Vec<JobId> {
+        self.rt
+            .engine
+            .jobs
+            .iter()
+            .filter(|(_, k)| matches!(k, JobKind::Lab(l) if kind.is_none_or(|want| *l == want)))
+            .map(|(j, _)| *j)
+            .collect()
     }
 
     /// Applies an engine event of a lab job.

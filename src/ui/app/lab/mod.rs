@@ -448,7 +448,7 @@ impl App {
             temperature: self.state.lab.temperature,
             max_tokens: 64,
         };
-        let mut endpoints: Vec<String> = self
+        let endpoints: Vec<String> = self
             .state
             .lab
             .endpoints
@@ -456,24 +456,17 @@ impl App {
             .filter(|u| !u.trim().is_empty())
             .map(String::from)
             .collect();
-        // The field stays filled while the lanes change; with no remote lane it is not an error
-        // here, as it is for a command line that names both.
-        let mut unused = None;
-        if !endpoints.is_empty() && lanes.iter().all(|(_, l)| l.remote.is_none()) {
-            endpoints.clear();
-            unused = Some("more endpoints spread remote lanes' runs; no lane here is remote, so they are not used");
-        }
-        let job = match PromptSetJob::new(set, lanes, &seeds, sampling).fan_out(&endpoints) {
-            Ok(job) => job,
-            Err(e) => {
-                self.rt.lab.message = Some(format!("more endpoints: {e}"));
-                return;
-            }
-        };
+        let mut job = PromptSetJob::new(set, lanes, &seeds, sampling);
+        // The field stays filled while the lanes change; endpoints no lane can use are not an
+        // error here, as they are for a command line that names both.
+        let unused = job
+            .fan_out(&endpoints)
+            .err()
+            .map(|e| format!("more endpoints: {e}, so they are not used"));
         let asked = (self.state.lab.parallel > 0).then_some(self.state.lab.parallel);
         let (job, n, why) = job.parallel_or_auto(asked);
         let parallel = why.map(|why| format!("prompt set: {n} run(s) at once ({why})"));
-        if let Some(notice) = [parallel, unused.map(String::from)]
+        if let Some(notice) = [parallel, unused]
             .into_iter()
             .flatten()
             .reduce(|a, b| format!("{a}; {b}"))
