@@ -14,7 +14,9 @@ pub mod welcome;
 pub fn notice_ui(ui: &mut egui::Ui, message: &str) -> bool {
     let mut dismissed = false;
     ui.horizontal(|ui| {
-        ui.label(message);
+        // Wrapped as the banner's is: a long notice on one line ran under the lab panel, and
+        // its Dismiss button with it.
+        ui.add(egui::Label::new(message).wrap());
         if ui.small_button("Dismiss").clicked() {
             dismissed = true;
         }
